@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine (Python >= 3.11, make, git, gcc):
+#   make run   - install into .venv, then `elpis up`: the embedded stack works the sample batch
+#   make test  - install into .venv, then the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.elpis-installed
+
+.PHONY: install run test lint format bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "Installing Elpis into $(VENV). On a fresh machine llama-cpp-python compiles from source (~6 min on 2 cores); pip caches the wheel afterwards."
+	@$(BIN)/python scripts/pip_progress.py -e ".[test]"
+	@touch $@
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/elpis up
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

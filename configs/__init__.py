@@ -1,0 +1,5 @@
+"""Typed settings: `configs/config.yaml` defaults, overridden by `ELPIS_*` environment variables."""
+
+from configs.settings import ConfigError, Settings, get_settings, load_settings
+
+__all__ = ["ConfigError", "Settings", "get_settings", "load_settings"]

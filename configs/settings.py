@@ -1,0 +1,220 @@
+"""One settings object for every Elpis process.
+
+Defaults live in `config.yaml` beside this file (or the file named by `ELPIS_CONFIG`);
+`ELPIS_*` environment variables override them (`ELPIS_MODEL__THREADS=2` for nested keys).
+Unknown keys and bad values raise `ConfigError` naming the key, so a typo stops the program
+at start instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
+ENV_PREFIX = "ELPIS_"
+# Environment variables that are not settings keys but are read by Elpis or its tests.
+_NON_KEY_ENV = {"ELPIS_CONFIG"}
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the person who has to fix it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSettings(_Section):
+    backend: Literal["llama", "scripted"] = "llama"
+    path: str = ""
+    n_ctx: int = Field(4096, ge=256)
+    threads: int = Field(1, ge=1)
+    chat_format: str = ""
+    gpu_layers: int = Field(0, ge=-1)
+    script: str = ""
+    warmup: bool = True
+    seed: int = 0
+
+
+class GenerationSettings(_Section):
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    max_tokens: int = Field(256, ge=8)
+    reflect_max_tokens: int = Field(96, ge=8)
+
+
+class BudgetSettings(_Section):
+    max_steps: int = Field(12, ge=1)
+    max_tokens: int = Field(60000, ge=100)
+    max_seconds: float = Field(900, gt=0)
+
+
+class ToolSettings(_Section):
+    workspace_dir: str = "workspaces"
+    command_timeout: float = Field(60, gt=0)
+    output_cap: int = Field(8000, ge=256)
+    read_cap: int = Field(16000, ge=256)
+
+
+class MemorySettings(_Section):
+    stm_capacity: int = Field(8, ge=1)
+    consolidation_interval: float = Field(300, gt=0)
+
+
+class AffectPoint(_Section):
+    valence: float = Field(0.1, ge=-1.0, le=1.0)
+    arousal: float = Field(0.2, ge=-1.0, le=1.0)
+
+
+class EmotionSettings(_Section):
+    baseline: AffectPoint = AffectPoint()
+    decay_rate: float = Field(0.15, ge=0.0, le=1.0)
+    modulation: bool = True
+
+
+class WorkerSettings(_Section):
+    queue: str = Field("agent", min_length=1)
+    concurrency: int = Field(2, ge=1, le=64)
+    heartbeat_interval: float = Field(5, gt=0)
+    stale_after: float = Field(60, gt=0)
+    visibility_timeout: int = Field(3600, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    home: Path = Path("./var")
+    database_url: str = ""
+    broker_url: str = ""
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    flower_port: int = Field(5555, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    model: ModelSettings = ModelSettings()
+    generation: GenerationSettings = GenerationSettings()
+    budget: BudgetSettings = BudgetSettings()
+    tools: ToolSettings = ToolSettings()
+    memory: MemorySettings = MemorySettings()
+    emotions: EmotionSettings = EmotionSettings()
+    worker: WorkerSettings = WorkerSettings()
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str) -> str:
+        if value and not value.startswith("postgresql"):
+            raise ValueError("must be a PostgreSQL URL such as postgresql+psycopg://user:pw@host:5432/elpis")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _redis_only(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a Redis URL such as redis://127.0.0.1:6379/0")
+        return value
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def workspace_root(self) -> Path:
+        path = Path(self.tools.workspace_dir).expanduser()
+        return path if path.is_absolute() else self.home_dir / path
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML defaults; lowest priority, below the environment."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return _read_yaml(config_path())
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("ELPIS_CONFIG") or DEFAULT_CONFIG)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist (set ELPIS_CONFIG to a readable YAML file)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def _known_env_names() -> set[str]:
+    names = set(_NON_KEY_ENV)
+    for name, field in Settings.model_fields.items():
+        names.add(ENV_PREFIX + name.upper())
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            for sub_name, sub_field in sub.model_fields.items():
+                names.add(f"{ENV_PREFIX}{name.upper()}__{sub_name.upper()}")
+                leaf = sub_field.annotation
+                if isinstance(leaf, type) and issubclass(leaf, BaseModel):
+                    for leaf_name in leaf.model_fields:
+                        names.add(f"{ENV_PREFIX}{name.upper()}__{sub_name.upper()}__{leaf_name.upper()}")
+    return names
+
+
+def _check_env() -> None:
+    known = _known_env_names()
+    unknown = sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting {unknown[0]} in the environment "
+            "(nested keys use a double underscore, e.g. ELPIS_MODEL__THREADS; see configs/config.yaml)"
+        )
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown config key '{key}' (see configs/config.yaml for the known keys)"
+    env_name = ENV_PREFIX + "__".join(str(part).upper() for part in error["loc"])
+    return f"bad value for config key '{key}' (config.yaml or {env_name}): {error['msg']}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from YAML and environment, raising `ConfigError` that names the bad key."""
+    _check_env()
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0])) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

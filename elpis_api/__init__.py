@@ -1,0 +1,1 @@
+"""The HTTP side of Elpis (FastAPI) and the `elpis` command."""

@@ -1,0 +1,72 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from elpis_api.routes import batches, health, tasks
+
+
+def _where(loc: tuple | list) -> str:
+    parts = [p for p in loc if p != "body"]
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with one readable line per problem, naming the field (`tasks[1].repo: ...`)."""
+    errors = exc.errors()
+    messages = [f"{_where(e['loc'])}: {e['msg']}" for e in errors]
+    return JSONResponse(
+        status_code=422,
+        content={
+            "detail": messages[0] if len(messages) == 1 else "; ".join(messages),
+            "errors": [{"field": _where(e["loc"]), "message": e["msg"], "type": e["type"]} for e in errors],
+        },
+    )
+
+
+def create_app(database_url: str | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from elpis_api.stack import resolve_database_url
+
+        app.state.database_url = database_url or resolve_database_url()
+        if not hasattr(app.state, "enqueue"):
+            from configs import get_settings
+            from elpis_worker.celery_app import app as celery
+
+            queue = get_settings().worker.queue
+
+            def enqueue(task_id: int) -> None:
+                celery.send_task("elpis.run_task", args=[task_id], queue=queue)
+
+            def ping_broker() -> None:
+                with celery.connection_for_write() as conn:
+                    conn.ensure_connection(max_retries=1, timeout=2)
+
+            app.state.enqueue = enqueue
+            app.state.ping_broker = ping_broker
+        yield
+
+    app = FastAPI(
+        title="Elpis",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="A self-hosted coding agent with an emotional state.",
+    )
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.include_router(batches.router)
+    app.include_router(tasks.router)
+    app.include_router(health.router)
+    return app
+
+
+app = create_app()

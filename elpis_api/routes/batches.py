@@ -1,0 +1,80 @@
+"""POST /v1/batches and GET /v1/batches/{id}."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, HTTPException, Request
+from sqlalchemy import func, select
+
+from configs import get_settings
+from elpis_api.deps import SessionDep
+from elpis_api.schemas import BatchIn, BatchOut, TaskBrief, TaskOut
+from models import Batch, Task, TaskStatus
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+log = logging.getLogger(__name__)
+
+
+@router.post("", status_code=201)
+def create_batch(body: BatchIn, session: SessionDep, request: Request) -> dict:
+    """Validate every task first (a bad one is a 422 and nothing is written), write the batch and its
+    tasks in one transaction, then enqueue each task's id."""
+    settings = get_settings()
+    defaults = settings.budget.model_dump()
+    with session.begin():
+        batch = Batch(source=request.headers.get("x-elpis-source", "rest")[:32])
+        session.add(batch)
+        for item in body.tasks:
+            budget = defaults | (item.budget.model_dump(exclude_none=True) if item.budget else {})
+            batch.tasks.append(
+                Task(
+                    repo=item.repo,
+                    ref=item.ref,
+                    instruction=item.instruction,
+                    test_command=item.test_command,
+                    budget=budget,
+                )
+            )
+        session.flush()
+        tasks = list(batch.tasks)
+    enqueue = request.app.state.enqueue
+    failed: list[int] = []
+    for task in tasks:
+        try:
+            enqueue(task.id)
+        except Exception as exc:  # noqa: BLE001 - reported to the caller below, never swallowed
+            log.error("could not enqueue task %s: %s", task.id, exc)
+            failed.append(task.id)
+    if failed:
+        # The rows exist but no worker will see them: say so on the rows and to the caller.
+        with session.begin():
+            for task in tasks:
+                if task.id in failed:
+                    task.status = TaskStatus.failed
+                    task.failure_reason = "could not enqueue: broker unavailable"
+        raise HTTPException(
+            503,
+            f"batch {batch.id} stored but tasks {failed} could not be enqueued: "
+            "the broker is unavailable (GET /healthz); submit them again",
+        )
+    return {"id": batch.id, "tasks": [TaskBrief.model_validate(t).model_dump() for t in tasks]}
+
+
+@router.get("/{batch_id}", response_model=BatchOut)
+def get_batch(batch_id: int, session: SessionDep) -> BatchOut:
+    batch = session.get(Batch, batch_id)
+    if batch is None:
+        raise HTTPException(404, f"batch {batch_id} not found")
+    counts = dict(
+        session.execute(
+            select(Task.status, func.count()).where(Task.batch_id == batch_id).group_by(Task.status)
+        ).all()
+    )
+    return BatchOut(
+        id=batch.id,
+        source=batch.source,
+        created_at=batch.created_at,
+        tasks=[TaskOut.model_validate(t) for t in batch.tasks],
+        counts={str(k): v for k, v in counts.items()},
+    )

@@ -1,0 +1,79 @@
+"""Tasks and their steps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, HTTPException, Query
+from sqlalchemy import func, select
+
+from elpis_api.deps import SessionDep, task_or_404
+from elpis_api.schemas import Page, StepOut, TaskDetail, TaskOut
+from models import Step, Task, TaskStatus
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+
+@router.get("", response_model=Page)
+def list_tasks(
+    session: SessionDep,
+    status: TaskStatus | None = None,
+    batch_id: int | None = Query(None, ge=1),
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+) -> Page:
+    query = select(Task)
+    if status is not None:
+        query = query.where(Task.status == status)
+    if batch_id is not None:
+        query = query.where(Task.batch_id == batch_id)
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = session.scalars(query.order_by(Task.id.desc()).limit(limit).offset(offset))
+    return Page(items=[TaskOut.model_validate(t) for t in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{task_id}", response_model=TaskDetail)
+def get_task(task_id: int, session: SessionDep) -> TaskDetail:
+    task = task_or_404(session, task_id)
+    counts = dict(
+        session.execute(
+            select(Step.kind, func.count()).where(Step.task_id == task_id).group_by(Step.kind)
+        ).all()
+    )
+    detail = TaskDetail.model_validate(task)
+    detail.steps_by_kind = {str(k): v for k, v in counts.items()}
+    return detail
+
+
+@router.get("/{task_id}/steps", response_model=Page)
+def list_steps(
+    task_id: int,
+    session: SessionDep,
+    after: int = Query(-1, ge=-1, description="return steps with seq greater than this"),
+    limit: int = Query(100, ge=1, le=1000),
+) -> Page:
+    task_or_404(session, task_id)
+    rows = list(
+        session.scalars(
+            select(Step).where(Step.task_id == task_id, Step.seq > after).order_by(Step.seq).limit(limit)
+        )
+    )
+    items = [StepOut.model_validate(s) for s in rows]
+    return Page(items=items, limit=limit, next_after=items[-1].seq if items else None)
+
+
+@router.post("/{task_id}/cancel", response_model=TaskOut, status_code=202)
+def cancel_task(task_id: int, session: SessionDep) -> TaskOut:
+    """A queued task is cancelled at once; a running one stops before its next step."""
+    with session.begin():
+        task = session.execute(select(Task).where(Task.id == task_id).with_for_update()).scalar_one_or_none()
+        if task is None:
+            raise HTTPException(404, f"task {task_id} not found")
+        if task.status.finished:
+            raise HTTPException(409, f"task {task_id} already {task.status.value}; nothing to cancel")
+        task.cancel_requested = True
+        if task.status == TaskStatus.queued:
+            task.status = TaskStatus.cancelled
+            task.failure_reason = "cancelled before it started"
+            task.finished_at = datetime.now(UTC)
+    return TaskOut.model_validate(task)

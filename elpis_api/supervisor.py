@@ -1,0 +1,218 @@
+"""`elpis up`: start the embedded stack and every Elpis process, stop them all on Ctrl-C / SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+from configs import Settings
+from elpis_api.stack import EmbeddedBroker, StackError, start_embedded_postgres, stop_embedded_postgres, which
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+@dataclass
+class Supervisor:
+    settings: Settings
+    children: list[Child] = field(default_factory=list)
+    broker: EmbeddedBroker | None = None
+    embedded_postgres: bool = False
+    database_url: str = ""
+    broker_url: str = ""
+
+    @property
+    def logs(self) -> Path:
+        path = self.settings.home_dir / "logs"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def start_services(self) -> None:
+        """Use the configured servers, or start the embedded ones under $ELPIS_HOME."""
+        if self.settings.database_url:
+            self.database_url = self.settings.database_url
+        else:
+            self.database_url = start_embedded_postgres()
+            self.embedded_postgres = True
+        if self.settings.broker_url:
+            self.broker_url = self.settings.broker_url
+        else:
+            self.broker = EmbeddedBroker()
+            self.broker_url = self.broker.start()
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["ELPIS_DATABASE_URL"] = self.database_url
+        env["ELPIS_BROKER_URL"] = self.broker_url
+        env["ELPIS_HOME"] = str(self.settings.home_dir)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def spawn(self, name: str, argv: list[str]) -> Child:
+        log = self.logs / f"{name}.log"
+        with open(log, "ab") as out:
+            # Own process group: the whole tree (Celery's pool children too) is stopped together.
+            process = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=self.child_env(), start_new_session=True
+            )
+        child = Child(name, process, log)
+        self.children.append(child)
+        return child
+
+    def start_processes(self) -> None:
+        s = self.settings
+        celery = which("celery")
+        run = s.home_dir / "run"
+        self.spawn(
+            "worker",
+            [
+                celery,
+                "-A",
+                "elpis_worker.celery_app",
+                "worker",
+                "-n",
+                "elpis@%h",
+                "-Q",
+                f"{s.worker.queue},maintenance",
+                "-c",
+                str(s.worker.concurrency),
+                "--pool",
+                "prefork",
+                "-l",
+                s.log_level,
+                "-E",
+            ],
+        )
+        self.spawn(
+            "beat",
+            [
+                celery,
+                "-A",
+                "elpis_worker.celery_app",
+                "beat",
+                "-l",
+                s.log_level,
+                "-s",
+                str(run / "celerybeat-schedule"),
+            ],
+        )
+        self.spawn(
+            "api",
+            [
+                which("uvicorn"),
+                "elpis_api.app:app",
+                "--host",
+                s.api_host,
+                "--port",
+                str(s.api_port),
+                "--log-level",
+                s.log_level.lower(),
+            ],
+        )
+        self.spawn(
+            "flower",
+            [
+                celery,
+                "-A",
+                "elpis_worker.celery_app",
+                "flower",
+                f"--port={s.flower_port}",
+                "--address=127.0.0.1",
+                "--persistent=True",
+                f"--db={run / 'flower.db'}",
+            ],
+        )
+
+    def check_children(self) -> None:
+        for child in self.children:
+            code = child.process.poll()
+            if code is not None:
+                tail = child.log.read_text(errors="replace").strip().splitlines()[-5:]
+                raise StackError(
+                    f"{child.name} exited with code {code}; last lines of {child.log}:\n" + "\n".join(tail)
+                )
+
+    def wait_for_api(self, timeout: float = 60.0) -> None:
+        url = f"http://{self.settings.api_host}:{self.settings.api_port}/healthz"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_children()
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise StackError(f"the API did not answer {url} within {timeout:.0f} s (see {self.logs / 'api.log'})")
+
+    def wait_for_worker(self, since: datetime, timeout: float = 180.0) -> float:
+        """Wait until every worker process has loaded its model (one `worker_process` row each)."""
+        from sqlalchemy import func, select
+
+        from models import WorkerProcess, session_scope
+
+        started = time.monotonic()
+        worker = next(c for c in self.children if c.name == "worker")
+        while time.monotonic() - started < timeout:
+            self.check_children()
+            with session_scope(self.database_url) as session:
+                loaded = session.scalar(
+                    select(func.count()).select_from(WorkerProcess).where(WorkerProcess.started_at >= since)
+                )
+            if loaded and loaded >= self.settings.worker.concurrency:
+                return time.monotonic() - started
+            time.sleep(0.5)
+        raise StackError(f"the worker did not load its model within {timeout:.0f} s (see {worker.log})")
+
+    def database_now(self) -> datetime:
+        from sqlalchemy import func, select
+
+        from models import session_scope
+
+        with session_scope(self.database_url) as session:
+            return session.scalar(select(func.now()))
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            if child.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for child in self.children:
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.process.pid, signal.SIGKILL)
+                child.process.wait(timeout=5)
+        self.children.clear()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+        if self.embedded_postgres:
+            stop_embedded_postgres()
+            self.embedded_postgres = False
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM behaves like Ctrl-C, so `finally:` blocks stop everything we started."""
+
+    def _raise(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _raise)
+    if sys.platform != "win32":
+        signal.signal(signal.SIGHUP, _raise)

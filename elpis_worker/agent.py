@@ -1,0 +1,584 @@
+"""The agent loop: think -> tool call -> tool result -> reflect -> emotion update, one `step` row each.
+
+The loop holds no state that is not also in Postgres: the conversation, the affect state and the
+workspace are all rebuilt from the persisted steps (and the task's last workspace diff), so a task
+whose worker died is resumed by the next worker exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from configs.settings import Settings
+from elpis_worker.backend import ModelBackend
+from elpis_worker.emotion import AffectState, EmotionEngine, Modulation, Observation, baseline_from_config
+from elpis_worker.store import Cancelled, LostClaim, TaskStore
+from elpis_worker.tools import TOOL_DESCRIPTIONS, TOOL_SCHEMAS, Toolbox, ToolResult
+from elpis_worker.workspace import WorkspaceError, diff_stats, prepare_workspace, workspace_diff
+from models import Step, StepKind, Task, TaskStatus
+
+log = logging.getLogger(__name__)
+
+PHASES = (StepKind.think, StepKind.tool_call, StepKind.tool_result, StepKind.reflect, StepKind.emotion)
+# Characters of a tool's output placed in the prompt (the step keeps the whole, already capped, output).
+PROMPT_OUTPUT_CHARS = 900
+REPEAT_WINDOW = 3
+
+
+def _system_prompt() -> str:
+    tools = "\n".join(f"- {name}: {desc}" for name, desc in TOOL_DESCRIPTIONS.items())
+    return (
+        "You are Elpis, a careful coding agent working inside a git repository.\n"
+        "Work in small steps: look at the code, run the tests, change files, run the tests again.\n"
+        f"Tools:\n{tools}\n"
+        'Answer every turn with one JSON object {"thought": "...", "tool": "<tool>", "args": {...}}.\n'
+        "When the change is made and the tests pass, call finish with a one-line summary."
+    )
+
+
+# Identical for every task, so llama.cpp can reuse its KV cache for it across tasks too.
+SYSTEM_PROMPT = _system_prompt()
+
+
+def think_schema() -> dict[str, Any]:
+    """One alternative per tool, so the tool name and its arguments always match."""
+    return {
+        "anyOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "thought": {"type": "string", "maxLength": 200},
+                    "tool": {"const": name},
+                    "args": schema,
+                },
+                "required": ["thought", "tool", "args"],
+                "additionalProperties": False,
+            }
+            for name, schema in TOOL_SCHEMAS.items()
+        ]
+    }
+
+
+REFLECT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "progress": {"type": "boolean"},
+        "assessment": {"type": "string", "maxLength": 200},
+        "next": {"type": "string", "maxLength": 160},
+    },
+    "required": ["progress", "assessment", "next"],
+    "additionalProperties": False,
+}
+THINK_SCHEMA = think_schema()
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_steps: int
+    max_tokens: int
+    max_seconds: float
+
+    @classmethod
+    def for_task(cls, task: Task, settings: Settings) -> Budget:
+        merged = settings.budget.model_dump() | (task.budget or {})
+        return cls(int(merged["max_steps"]), int(merged["max_tokens"]), float(merged["max_seconds"]))
+
+
+@dataclass
+class Action:
+    tool: str
+    args: dict[str, Any]
+    thought: str = ""
+    error: str | None = None  # the model's reply was not a usable tool call
+
+
+def parse_action(text: str) -> Action:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Action(
+            "invalid", {}, error=f"reply is not JSON ({exc.msg}); it may have been cut by max_tokens"
+        )
+    if not isinstance(data, dict) or not isinstance(data.get("tool"), str):
+        return Action("invalid", {}, error='reply has no "tool" field')
+    args = data.get("args") if isinstance(data.get("args"), dict) else {}
+    return Action(data["tool"], args, thought=str(data.get("thought", "")))
+
+
+@dataclass
+class TurnSteps:
+    number: int
+    steps: dict[StepKind, Step] = field(default_factory=dict)
+
+    def get(self, kind: StepKind) -> Step | None:
+        return self.steps.get(kind)
+
+
+def group_turns(steps: list[Step]) -> list[TurnSteps]:
+    turns: dict[int, TurnSteps] = {}
+    for step in steps:
+        turns.setdefault(step.turn, TurnSteps(step.turn)).steps[step.kind] = step
+    return [turns[n] for n in sorted(turns)]
+
+
+def render_result(tool: str, detail: dict[str, Any], output: str) -> str:
+    if len(output) > PROMPT_OUTPUT_CHARS:
+        half = PROMPT_OUTPUT_CHARS // 2
+        output = f"{output[:half]}\n[... cut ...]\n{output[-half:]}"
+    status = "ok" if detail.get("ok") else f"error: {detail.get('error_kind') or 'failed'}"
+    code = detail.get("exit_code")
+    head = f"Result of {tool} ({status}{'' if code is None else f', exit {code}'}):"
+    return f"{head}\n{output}\nReflect on this result as JSON."
+
+
+class Heartbeat:
+    """Refreshes the task's heartbeat from a thread while the loop works (a think may take seconds)."""
+
+    def __init__(self, store: TaskStore, task_id: int, interval: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(store, task_id, interval), daemon=True)
+
+    def _run(self, store: TaskStore, task_id: int, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                if not store.heartbeat(task_id):
+                    return
+            except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
+                log.warning("heartbeat for task %s failed", task_id, exc_info=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class Agent:
+    def __init__(self, store: TaskStore, backend: ModelBackend, settings: Settings, task_id: int) -> None:
+        self.store, self.backend, self.settings, self.task_id = store, backend, settings, task_id
+        self.gen = settings.generation
+        self.baseline = baseline_from_config(settings.emotions.baseline.model_dump())
+        self.engine = EmotionEngine(
+            self.baseline, settings.emotions.decay_rate, modulation=settings.emotions.modulation
+        )
+
+    # --- entry point ----------------------------------------------------------------------
+    def run(self) -> TaskStatus:
+        task = self.store.load_task(self.task_id)
+        self.task = task
+        self.budget = Budget.for_task(task, self.settings)
+        started = task.started_at or datetime.now(UTC)
+        self.deadline = (
+            time.monotonic() + self.budget.max_seconds - (datetime.now(UTC) - started).total_seconds()
+        )
+        root = self.settings.workspace_root / f"task-{task.id}"
+        try:
+            prepare_workspace(task.repo, task.ref, root, diff=task.workspace_diff)
+        except WorkspaceError as exc:
+            self.store.finish(task.id, TaskStatus.failed, reason=f"workspace: {exc}")
+            return TaskStatus.failed
+        self.root = root
+        self.toolbox = Toolbox(
+            root,
+            task.test_command,
+            self.settings.tools.command_timeout,
+            self.settings.tools.output_cap,
+            self.settings.tools.read_cap,
+        )
+        try:
+            with Heartbeat(self.store, task.id, self.settings.worker.heartbeat_interval):
+                return self._loop()
+        except Cancelled:
+            self.store.finish(
+                task.id,
+                TaskStatus.cancelled,
+                reason="cancelled by request",
+                workspace_diff=workspace_diff(root),
+            )
+            return TaskStatus.cancelled
+
+    # --- the loop -------------------------------------------------------------------------
+    def _loop(self) -> TaskStatus:
+        turns = group_turns(self.store.load_steps(self.task_id))
+        self.turns = turns
+        finished: Action | None = None
+        # Resume: a turn that was interrupted is completed first, from the phase it reached.
+        for t in turns:
+            if (
+                t.get(StepKind.tool_call)
+                and t.get(StepKind.tool_call).tool_name == "finish"
+                and t.get(StepKind.emotion)
+            ):
+                finished = self._action_of(t)
+        while finished is None:
+            last = turns[-1] if turns else None
+            if last is not None and last.get(StepKind.emotion) is None:
+                current = last
+            else:
+                exhausted = self._budget_exhausted(len(turns))
+                if exhausted:
+                    return self._conclude(None, exhausted)
+                current = TurnSteps(len(turns) + 1)
+                turns.append(current)
+            action = self._run_turn(current)
+            if action.tool == "finish" and action.error is None:
+                finished = action
+        return self._conclude(finished, None)
+
+    def _budget_exhausted(self, turns_done: int) -> str | None:
+        if turns_done >= self.budget.max_steps:
+            return f"budget exhausted: {self.budget.max_steps} steps (turns) used"
+        task = self.store.load_task(self.task_id)
+        if task.prompt_tokens + task.completion_tokens >= self.budget.max_tokens:
+            return f"budget exhausted: {self.budget.max_tokens} tokens used"
+        if time.monotonic() >= self.deadline:
+            return f"budget exhausted: {self.budget.max_seconds:.0f} s wall time"
+        return None
+
+    def _budget_used(self, turns_done: int) -> float:
+        task = self.store.load_task(self.task_id)
+        elapsed = self.budget.max_seconds - (self.deadline - time.monotonic())
+        return max(
+            0.0,
+            min(
+                1.0,
+                max(
+                    turns_done / self.budget.max_steps,
+                    (task.prompt_tokens + task.completion_tokens) / self.budget.max_tokens,
+                    elapsed / self.budget.max_seconds,
+                ),
+            ),
+        )
+
+    # --- one turn -------------------------------------------------------------------------
+    def _run_turn(self, turn: TurnSteps) -> Action:
+        state, modulation = self._affect_before(turn.number)
+        think = turn.get(StepKind.think) or self._think(turn, state, modulation)
+        action = parse_action(think.content)
+        if turn.get(StepKind.tool_call) is None:
+            self._record(
+                turn,
+                StepKind.tool_call,
+                content=f"{action.tool} {json.dumps(action.args)[:200]}",
+                tool_name=action.tool,
+                tool_args=action.args,
+            )
+        result_step = turn.get(StepKind.tool_result) or self._execute(turn, action)
+        if turn.get(StepKind.reflect) is None:
+            self._reflect(turn, modulation)
+        if turn.get(StepKind.emotion) is None:
+            self._update_emotion(turn, state, action, result_step)
+        return action
+
+    def _record(
+        self, turn: TurnSteps, kind: StepKind, *, workspace_diff: str | None = None, **fields: Any
+    ) -> Step:
+        step = self.store.append_step(
+            self.task_id, kind, turn.number, workspace_diff=workspace_diff, **fields
+        )
+        turn.steps[kind] = step
+        log.info(
+            "task %s step %s %s",
+            self.task_id,
+            step.seq,
+            kind.value,
+            extra={"task_id": self.task_id, "seq": step.seq},
+        )
+        return step
+
+    def _affect_before(self, turn_number: int) -> tuple[AffectState, Modulation]:
+        """The state and modulation left by the previous turn's emotion step (baseline for the first)."""
+        previous = [t for t in self.turns if t.number < turn_number and t.get(StepKind.emotion)]
+        if previous:
+            data = previous[-1].get(StepKind.emotion).emotion or {}
+            state = AffectState.from_dict(data["after"])
+            mod = data.get("modulation") or {}
+            modulation = Modulation(
+                temperature=float(mod.get("temperature", self.gen.temperature)),
+                top_p=float(mod.get("top_p", self.gen.top_p)),
+                strategy=str(mod.get("strategy", "continue")),
+                prompt_line=str(mod.get("prompt_line", "")),
+                reasons=list(mod.get("reasons", [])),
+            )
+            return state, modulation
+        state = self.baseline
+        return state, self.engine.modulate(state, [state], self.gen.temperature, self.gen.top_p)
+
+    def _history(self) -> list[AffectState]:
+        return [
+            AffectState.from_dict(t.get(StepKind.emotion).emotion["after"])
+            for t in self.turns
+            if t.get(StepKind.emotion)
+        ]
+
+    def _think(self, turn: TurnSteps, state: AffectState, modulation: Modulation) -> Step:
+        messages = self._messages(upto=turn)
+        completion = self.backend.chat(
+            messages,
+            schema=THINK_SCHEMA,
+            temperature=modulation.temperature,
+            top_p=modulation.top_p,
+            max_tokens=self.gen.max_tokens,
+        )
+        action = parse_action(completion.text)
+        return self._record(
+            turn,
+            StepKind.think,
+            content=completion.text,
+            tool_name=action.tool,
+            tool_args=action.args,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            duration_ms=completion.duration_s * 1000,
+            sampling={
+                "temperature": modulation.temperature,
+                "top_p": modulation.top_p,
+                "max_tokens": self.gen.max_tokens,
+                "strategy": modulation.strategy,
+            },
+            emotion=state.as_dict(),
+            detail={"thought": action.thought, "parse_error": action.error},
+        )
+
+    def _execute(self, turn: TurnSteps, action: Action) -> Step:
+        started = time.perf_counter()
+        if action.error is not None:
+            result = ToolResult(
+                ok=False,
+                output=f"your reply was not a valid tool call: {action.error}",
+                error_kind="bad_args",
+            )
+        else:
+            result = self.toolbox.call(action.tool, action.args)
+        duration = (time.perf_counter() - started) * 1000
+        diff = workspace_diff(self.root) if result.changed_files else None
+        current_diff = diff if diff is not None else (self.store.load_task(self.task_id).workspace_diff or "")
+        detail = {
+            "ok": result.ok,
+            "error_kind": result.error_kind,
+            "exit_code": result.exit_code,
+            "tests_run": result.tests_run,
+            "tests_passed": result.tests_passed,
+            "failures": result.failures,
+            "diff_lines": diff_stats(current_diff),
+            "finished": result.finished,
+            "summary": result.summary,
+        }
+        step = self._record(
+            turn,
+            StepKind.tool_result,
+            workspace_diff=diff,
+            content=result.output[:200],
+            tool_name=action.tool,
+            tool_result=result.output,
+            exit_code=result.exit_code,
+            duration_ms=duration,
+            detail=detail,
+        )
+        if result.tests_run:
+            self.store.record_tests(self.task_id, result.tests_passed, result.exit_code, result.output)
+        return step
+
+    def _reflect(self, turn: TurnSteps, modulation: Modulation) -> Step:
+        messages = self._messages(upto=turn, include_result=True)
+        completion = self.backend.chat(
+            messages,
+            schema=REFLECT_SCHEMA,
+            temperature=modulation.temperature,
+            top_p=modulation.top_p,
+            max_tokens=self.gen.reflect_max_tokens,
+        )
+        return self._record(
+            turn,
+            StepKind.reflect,
+            content=completion.text,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            duration_ms=completion.duration_s * 1000,
+            sampling={
+                "temperature": modulation.temperature,
+                "top_p": modulation.top_p,
+                "max_tokens": self.gen.reflect_max_tokens,
+            },
+        )
+
+    def _update_emotion(self, turn: TurnSteps, before: AffectState, action: Action, result: Step) -> Step:
+        detail = result.detail or {}
+        previous_results = [
+            t.get(StepKind.tool_result)
+            for t in self.turns
+            if t.number < turn.number and t.get(StepKind.tool_result)
+        ]
+        prev_tests = [r.detail for r in previous_results if (r.detail or {}).get("tests_run")]
+        recent = [
+            self._action_key(t) for t in self.turns if turn.number - REPEAT_WINDOW <= t.number < turn.number
+        ]
+        budget_used = self._budget_used(turn.number)
+        obs = Observation(
+            tool=action.tool,
+            ok=bool(detail.get("ok")),
+            error_kind=detail.get("error_kind"),
+            tests_run=bool(detail.get("tests_run")),
+            tests_passed=detail.get("tests_passed"),
+            failures=detail.get("failures"),
+            prev_failures=prev_tests[-1].get("failures") if prev_tests else None,
+            repeated_action=(action.tool, json.dumps(action.args, sort_keys=True)) in recent,
+            diff_lines=detail.get("diff_lines"),
+            prev_diff_lines=(previous_results[-1].detail or {}).get("diff_lines") if previous_results else 0,
+            budget_used=budget_used,
+        )
+        after, appraisals = self.engine.update(before, obs)
+        history = self._history() + [after]
+        tests_passing = (
+            detail.get("tests_passed")
+            if detail.get("tests_run")
+            else (prev_tests[-1].get("tests_passed") if prev_tests else None)
+        )
+        modulation = self.engine.modulate(
+            after,
+            history,
+            self.gen.temperature,
+            self.gen.top_p,
+            tests_passing=tests_passing,
+            budget_used=budget_used,
+        )
+        from elpis_worker.emotion import trajectory
+
+        next_prompt = (
+            f"{modulation.prompt_line}\n" if modulation.prompt_line else ""
+        ) + "Next tool call as JSON."
+        return self._record(
+            turn,
+            StepKind.emotion,
+            content=next_prompt,
+            emotion={
+                "before": before.as_dict(),
+                "after": after.as_dict(),
+                "appraisals": [a.__dict__ for a in appraisals],
+                "trajectory": trajectory(history, self.baseline).as_dict(),
+                "modulation": modulation.as_dict(),
+            },
+            sampling={
+                "temperature": modulation.temperature,
+                "top_p": modulation.top_p,
+                "strategy": modulation.strategy,
+            },
+        )
+
+    @staticmethod
+    def _action_of(turn: TurnSteps) -> Action:
+        call = turn.get(StepKind.tool_call)
+        return Action(call.tool_name or "invalid", call.tool_args or {})
+
+    @staticmethod
+    def _action_key(turn: TurnSteps) -> tuple[str, str] | None:
+        call = turn.get(StepKind.tool_call)
+        if call is None:
+            return None
+        return (call.tool_name or "", json.dumps(call.tool_args or {}, sort_keys=True))
+
+    # --- the prompt -------------------------------------------------------------------------
+    def _first_message(self) -> str:
+        task = self.task
+        lines = [f"Task: {task.instruction}"]
+        if task.test_command:
+            lines.append(f"Test command (run_tests runs it): {task.test_command}")
+        state, modulation = self._affect_before(1)
+        if modulation.prompt_line:
+            lines.append(modulation.prompt_line)
+        lines.append("First tool call as JSON.")
+        return "\n".join(lines)
+
+    def _window(self, turns: list[TurnSteps]) -> list[TurnSteps]:
+        """The last `memory.stm_capacity` turns, cut in blocks of half the capacity so the prompt prefix
+        stays the same for several turns in a row (llama.cpp then re-evaluates only the new suffix)."""
+        capacity = self.settings.memory.stm_capacity
+        excess = len(turns) - capacity
+        if excess <= 0:
+            return turns
+        block = max(1, capacity // 2)
+        drop = -(-excess // block) * block
+        return turns[drop:]
+
+    def _messages(self, upto: TurnSteps, include_result: bool = False) -> list[dict[str, str]]:
+        """Rebuilt from the persisted steps only, so a resumed task sends the same prompt. The latest
+        message ends with the affect line; older messages are kept verbatim (stable prefix)."""
+        done = [t for t in self.turns if t.number < upto.number]
+        window = self._window(done)
+        budget_tokens = self.settings.model.n_ctx - self.gen.max_tokens - 64
+        while True:
+            messages = [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": self._first_message()},
+            ]
+            for t in window:
+                messages.extend(self._turn_messages(t))
+            if include_result:
+                messages.extend(self._turn_messages(upto, partial=True))
+            size = sum(self.backend.count_tokens(m["content"]) + 8 for m in messages)
+            if size <= budget_tokens or not window:
+                return messages
+            window = window[1:]
+
+    @staticmethod
+    def _turn_messages(turn: TurnSteps, partial: bool = False) -> list[dict[str, str]]:
+        out = []
+        think, result = turn.get(StepKind.think), turn.get(StepKind.tool_result)
+        if think is not None:
+            out.append({"role": "assistant", "content": think.content})
+        if result is not None:
+            out.append(
+                {
+                    "role": "user",
+                    "content": render_result(
+                        result.tool_name or "", result.detail or {}, result.tool_result or ""
+                    ),
+                }
+            )
+        if partial:
+            return out
+        reflect, emotion = turn.get(StepKind.reflect), turn.get(StepKind.emotion)
+        if reflect is not None:
+            out.append({"role": "assistant", "content": reflect.content})
+        if emotion is not None:
+            out.append({"role": "user", "content": emotion.content})
+        return out
+
+    # --- the end ----------------------------------------------------------------------------
+    def _conclude(self, finished: Action | None, exhausted: str | None) -> TaskStatus:
+        """Verify with the task's own test command (the model's word is not enough), store the
+        outcome and the final diff."""
+        diff = workspace_diff(self.root)
+        summary = (finished.args.get("summary") if finished else None) or None
+        passed: bool | None = None
+        if self.task.test_command:
+            result = self.toolbox.call("run_tests", {})
+            passed = bool(result.tests_passed)
+            self.store.record_tests(self.task_id, passed, result.exit_code, result.output)
+        if finished is not None and passed is not False:
+            status, reason = TaskStatus.succeeded, None
+        elif finished is not None:
+            status, reason = TaskStatus.failed, "finished, but the task's tests still fail"
+        else:
+            status, reason = TaskStatus.failed, exhausted
+            if passed:
+                status, reason = TaskStatus.succeeded, None
+                summary = summary or f"tests pass ({exhausted}, the agent did not call finish)"
+        self.store.finish(self.task_id, status, reason=reason, summary=summary, workspace_diff=diff)
+        return status
+
+
+def run_agent(store: TaskStore, backend: ModelBackend, settings: Settings, task_id: int) -> TaskStatus | None:
+    try:
+        return Agent(store, backend, settings, task_id).run()
+    except LostClaim as exc:
+        log.warning("%s; stopping without further writes", exc)
+        return None

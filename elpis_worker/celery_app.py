@@ -1,0 +1,50 @@
+"""The Celery app, configured in one place. Tasks carry ids only; Postgres is the truth."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from configs import get_settings
+from elpis_api.stack import resolve_broker_url
+
+MAINTENANCE_QUEUE = "maintenance"
+
+
+def create_app() -> Celery:
+    settings = get_settings()
+    queue = settings.worker.queue
+    app = Celery("elpis", broker=resolve_broker_url(), include=["elpis_worker.tasks"])
+    app.conf.update(
+        # A message is acknowledged only after the task ran; a worker that dies mid-task leaves it
+        # on the broker for another worker, which resumes it from its persisted steps.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_queues=(Queue(queue), Queue(MAINTENANCE_QUEUE)),
+        task_default_queue=queue,
+        task_routes={
+            "elpis.run_task": {"queue": queue},
+            "elpis.recover_tasks": {"queue": MAINTENANCE_QUEUE},
+        },
+        task_serializer="json",
+        accept_content=["json"],
+        # No result backend: outcomes live in Postgres.
+        task_ignore_result=True,
+        # Events let Flower show task progress.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": settings.worker.visibility_timeout},
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "recover-tasks": {
+                "task": "elpis.recover_tasks",
+                "schedule": max(settings.worker.stale_after / 2, 5.0),
+            },
+        },
+    )
+    return app
+
+
+app = create_app()

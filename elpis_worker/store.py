@@ -1,0 +1,236 @@
+"""Everything the worker writes to Postgres. The task row is the lock: a worker claims it atomically
+and every later write is fenced on that claim, so a worker that lost its task cannot write into it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+
+from models import Step, StepKind, Task, TaskStatus, WorkerProcess, session_scope
+
+log = logging.getLogger(__name__)
+
+
+class LostClaim(Exception):
+    """Another worker took the task over (our heartbeat went stale); stop without writing."""
+
+
+class Cancelled(Exception):
+    """The task was cancelled while it ran."""
+
+
+def current_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _holder_is_dead(worker_id: str | None) -> bool:
+    """True when the holder ran on this host and its process is gone (a killed Celery child). A holder
+    on another host is judged by its heartbeat alone."""
+    if not worker_id or ":" not in worker_id:
+        return False
+    host, _, pid = worker_id.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class Claim:
+    task_id: int
+    worker_id: str
+    attempt: int
+    resumed: bool
+
+
+class TaskStore:
+    def __init__(self, database_url: str, worker_id: str | None = None) -> None:
+        self.url = database_url
+        self.worker_id = worker_id or current_worker_id()
+
+    # --- the claim ---------------------------------------------------------------------------
+    def claim(self, task_id: int, stale_after: float) -> Claim | None:
+        """Take the task if it is queued, or running under a dead worker (stale heartbeat, or a process
+        on this host that no longer exists). None when it is finished, unknown or held by a live worker."""
+        with session_scope(self.url) as s:
+            task = s.get(Task, task_id)
+            if task is None:
+                log.warning("task %s does not exist; dropping the message", task_id)
+                return None
+            holder = task.worker_id
+            if task.status == TaskStatus.running and holder == self.worker_id:
+                # Our own process got the same message again (redelivery): we are the holder.
+                takeover_ok = True
+            else:
+                takeover_ok = _holder_is_dead(holder)
+            stale_before = datetime.now(UTC) - timedelta(seconds=stale_after)
+            free = [Task.heartbeat_at.is_(None), Task.heartbeat_at < stale_before]
+            if takeover_ok:
+                free.append(Task.worker_id == holder)
+            running_free = and_(Task.status == TaskStatus.running, or_(*free))
+            row = s.execute(
+                update(Task)
+                .where(
+                    Task.id == task_id,
+                    Task.cancel_requested.is_(False),
+                    or_(Task.status == TaskStatus.queued, running_free),
+                )
+                .values(
+                    status=TaskStatus.running,
+                    worker_id=self.worker_id,
+                    heartbeat_at=func.now(),
+                    attempts=Task.attempts + 1,
+                    started_at=func.coalesce(Task.started_at, func.now()),
+                )
+                .returning(Task.attempts)
+            ).first()
+            if row is None:
+                if task.cancel_requested and not task.status.finished:
+                    task.status = TaskStatus.cancelled
+                    task.failure_reason = task.failure_reason or "cancelled before it started"
+                    task.finished_at = datetime.now(UTC)
+                return None
+            has_steps = s.scalar(select(func.count()).select_from(Step).where(Step.task_id == task_id))
+            return Claim(task_id, self.worker_id, row.attempts, resumed=bool(has_steps))
+
+    def heartbeat(self, task_id: int) -> bool:
+        with session_scope(self.url) as s:
+            result = s.execute(
+                update(Task)
+                .where(
+                    Task.id == task_id, Task.worker_id == self.worker_id, Task.status == TaskStatus.running
+                )
+                .values(heartbeat_at=func.now())
+            )
+            return result.rowcount == 1
+
+    # --- reads --------------------------------------------------------------------------------
+    def load_task(self, task_id: int) -> Task:
+        with session_scope(self.url) as s:
+            task = s.get(Task, task_id)
+            if task is None:
+                raise LookupError(f"task {task_id} not found")
+            s.expunge(task)
+            return task
+
+    def load_steps(self, task_id: int) -> list[Step]:
+        with session_scope(self.url) as s:
+            steps = list(s.scalars(select(Step).where(Step.task_id == task_id).order_by(Step.seq)))
+            for step in steps:
+                s.expunge(step)
+            return steps
+
+    # --- fenced writes ------------------------------------------------------------------------
+    def _locked_task(self, s: Any, task_id: int, *, allow_cancelled: bool = False) -> Task:
+        task = s.execute(select(Task).where(Task.id == task_id).with_for_update()).scalar_one()
+        if task.worker_id != self.worker_id or task.status != TaskStatus.running:
+            raise LostClaim(f"task {task_id} is no longer held by {self.worker_id}")
+        if task.cancel_requested and not allow_cancelled:
+            raise Cancelled(f"task {task_id} was cancelled")
+        return task
+
+    def append_step(
+        self, task_id: int, kind: StepKind, turn: int, *, workspace_diff: str | None = None, **fields: Any
+    ) -> Step:
+        """Write one step as it happens, numbered under the task's row lock so `seq` never repeats."""
+        with session_scope(self.url) as s:
+            task = self._locked_task(s, task_id)
+            last = s.scalar(select(func.max(Step.seq)).where(Step.task_id == task_id))
+            step = Step(
+                task_id=task_id,
+                seq=0 if last is None else last + 1,
+                turn=turn,
+                kind=kind,
+                worker_id=self.worker_id,
+                **fields,
+            )
+            s.add(step)
+            task.heartbeat_at = datetime.now(UTC)
+            task.prompt_tokens += fields.get("prompt_tokens") or 0
+            task.completion_tokens += fields.get("completion_tokens") or 0
+            if workspace_diff is not None:
+                task.workspace_diff = workspace_diff
+            if kind == StepKind.emotion and fields.get("emotion"):
+                task.emotion = fields["emotion"].get("after", fields["emotion"])
+            s.flush()
+            s.expunge(step)
+            return step
+
+    def record_tests(self, task_id: int, passed: bool | None, exit_code: int | None, output: str) -> None:
+        with session_scope(self.url) as s:
+            task = self._locked_task(s, task_id, allow_cancelled=True)
+            task.test_passed, task.test_exit_code, task.test_output = passed, exit_code, output
+
+    def finish(
+        self,
+        task_id: int,
+        status: TaskStatus,
+        *,
+        reason: str | None = None,
+        summary: str | None = None,
+        workspace_diff: str | None = None,
+    ) -> None:
+        with session_scope(self.url) as s:
+            task = self._locked_task(s, task_id, allow_cancelled=True)
+            task.status = status
+            task.failure_reason = reason
+            task.summary = summary
+            if workspace_diff is not None:
+                task.workspace_diff = workspace_diff
+            task.finished_at = datetime.now(UTC)
+            task.heartbeat_at = datetime.now(UTC)
+
+    # --- worker processes ---------------------------------------------------------------------
+    def record_model_load(
+        self, backend: str, model_path: str, load_seconds: float, warmup_seconds: float | None
+    ) -> int:
+        host, _, pid = self.worker_id.rpartition(":")
+        with session_scope(self.url) as s:
+            row = WorkerProcess(
+                worker_id=self.worker_id,
+                hostname=host,
+                pid=int(pid),
+                backend=backend,
+                model_path=model_path,
+                load_seconds=load_seconds,
+                warmup_seconds=warmup_seconds,
+            )
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def count_task_run(self, worker_process_id: int) -> None:
+        with session_scope(self.url) as s:
+            s.execute(
+                update(WorkerProcess)
+                .where(WorkerProcess.id == worker_process_id)
+                .values(tasks_run=WorkerProcess.tasks_run + 1)
+            )
+
+    # --- recovery -----------------------------------------------------------------------------
+    def orphaned_task_ids(self, stale_after: float) -> list[int]:
+        """Running tasks whose holder stopped heart-beating (its host died, say): candidates to enqueue
+        again. A second delivery is harmless: the claim lets only one worker run a task."""
+        stale_before = datetime.now(UTC) - timedelta(seconds=stale_after)
+        with session_scope(self.url) as s:
+            return list(
+                s.scalars(
+                    select(Task.id)
+                    .where(
+                        Task.status == TaskStatus.running,
+                        Task.heartbeat_at < stale_before,
+                    )
+                    .order_by(Task.id)
+                )
+            )

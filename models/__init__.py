@@ -1,0 +1,18 @@
+"""SQLAlchemy 2.0 ORM models and the session factory shared by the API and the worker."""
+
+from models.base import Base
+from models.db import get_engine, session_scope, sessionmaker_for
+from models.entities import Batch, Step, StepKind, Task, TaskStatus, WorkerProcess
+
+__all__ = [
+    "Base",
+    "Batch",
+    "Step",
+    "StepKind",
+    "Task",
+    "TaskStatus",
+    "WorkerProcess",
+    "get_engine",
+    "session_scope",
+    "sessionmaker_for",
+]

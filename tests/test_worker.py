@@ -1,0 +1,107 @@
+"""Real `celery worker` processes (prefork) on the real broker: model residency, crash and resume, cancel."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from conftest import SAMPLES, steps_of, task_row, wait_finished, wait_for
+from sqlalchemy import select
+
+from models import StepKind, TaskStatus, WorkerProcess, session_scope
+
+
+def create_tasks(api, n: int, **task) -> list[int]:
+    task.setdefault("repo", str(SAMPLES / "calc"))
+    task.setdefault("instruction", "Fix the failing test")
+    task.setdefault("test_command", "python -m pytest -q")
+    api.app.state.enqueue = lambda task_id: None  # the test sends to its own worker's queue
+    response = api.post("/v1/batches", json={"tasks": [dict(task) for _ in range(n)]})
+    assert response.status_code == 201, response.text
+    return [t["id"] for t in response.json()["tasks"]]
+
+
+def scripted_env(script) -> dict[str, str]:
+    return {"ELPIS_MODEL__BACKEND": "scripted", "ELPIS_MODEL__SCRIPT": str(script)}
+
+
+def test_two_tasks_in_one_process_load_the_model_once(api, db_url, start_worker):
+    worker = start_worker(**scripted_env(SAMPLES / "fix_script.json"))
+    first, second = create_tasks(api, 2)
+    worker.send(first)
+    worker.send(second)
+    for task_id in (first, second):
+        assert wait_finished(db_url, task_id).status == TaskStatus.succeeded
+
+    holders = {task_row(db_url, t).worker_id for t in (first, second)}
+    assert len(holders) == 1, holders  # concurrency 1: the same child process ran both
+    (holder,) = holders
+    with session_scope(db_url) as s:
+        loads = list(s.scalars(select(WorkerProcess).where(WorkerProcess.worker_id == holder)))
+        assert len(loads) == 1, "the model was loaded more than once in one process"
+        assert loads[0].tasks_run == 2
+        assert loads[0].backend == "scripted"
+    assert worker.log_text().count("model loaded once") == 1
+
+
+def test_killed_worker_is_resumed_without_duplicate_steps(api, db_url, start_worker, scripted):
+    script = scripted(
+        [
+            {"thought": "look", "tool": "list_dir", "args": {"path": "."}},
+            {"thought": "slow step", "tool": "run", "args": {"command": "sleep 4; echo slept"}},
+            {"thought": "fix", "tool": "write_file", "args": {"path": "calc/ops.py", "content": FIXED_OPS}},
+            {"thought": "check", "tool": "run_tests", "args": {}},
+            {"thought": "done", "tool": "finish", "args": {"summary": "fixed subtract"}},
+        ]
+    )
+    worker = start_worker(**scripted_env(script))
+    (task_id,) = create_tasks(api, 1)
+    worker.send(task_id)
+
+    # Kill the child process that holds the task while it runs the slow command.
+    wait_for(
+        lambda: any(s.kind == StepKind.tool_call and s.tool_name == "run" for s in steps_of(db_url, task_id)),
+        timeout=60,
+        what="the slow tool call",
+    )
+    holder = task_row(db_url, task_id).worker_id
+    pid = int(holder.rsplit(":", 1)[1])
+    os.kill(pid, signal.SIGKILL)
+
+    task = wait_finished(db_url, task_id, timeout=120)
+    assert task.status == TaskStatus.succeeded, task.failure_reason
+    assert task.attempts == 2
+    assert task.worker_id != holder
+    steps = steps_of(db_url, task_id)
+    assert [s.seq for s in steps] == list(range(len(steps)))  # no gap, no duplicate
+    kinds = [s.kind.value for s in steps]
+    assert kinds == ["think", "tool_call", "tool_result", "reflect", "emotion"] * 5
+    tools = [s.tool_name for s in steps if s.kind == StepKind.tool_call]
+    assert tools == ["list_dir", "run", "write_file", "run_tests", "finish"]
+    assert {s.worker_id for s in steps[:7]} == {holder}  # first worker wrote up to the run's tool_call
+    assert "+    return a - b" in task.workspace_diff
+
+
+def test_cancel_running_task(api, db_url, start_worker, scripted):
+    script = scripted([{"thought": "wait", "tool": "run", "args": {"command": "sleep 1"}}] * 30)
+    worker = start_worker(**scripted_env(script))
+    (task_id,) = create_tasks(api, 1, budget={"max_steps": 30})
+    worker.send(task_id)
+    wait_for(lambda: len(steps_of(db_url, task_id)) >= 5, timeout=60, what="first turn")
+    response = api.post(f"/v1/tasks/{task_id}/cancel")
+    assert response.status_code == 202
+    task = wait_finished(db_url, task_id, timeout=60)
+    assert task.status == TaskStatus.cancelled
+    assert len(steps_of(db_url, task_id)) < 30 * 5
+    # A second delivery of a finished task is dropped: no new steps, status unchanged.
+    before = len(steps_of(db_url, task_id))
+    worker.send(task_id)
+    wait_for(lambda: f"task {task_id} is not claimable" in worker.log_text(), timeout=30, what="drop")
+    assert len(steps_of(db_url, task_id)) == before
+
+
+FIXED_OPS = (
+    (SAMPLES / "calc" / "calc" / "ops.py")
+    .read_text()
+    .replace("return a + b\n\n\ndef multiply", "return a - b\n\n\ndef multiply")
+)
