@@ -94,7 +94,7 @@ def up(
             started = time.monotonic()
             results = watch_tasks(client, ids)
             for task in results:
-                console.print(task_summary(task))
+                console.print(task_summary(task, client.emotions(task["id"])))
             ok = sum(t["status"] == "succeeded" for t in results)
             console.print(
                 f"batch {created['id']}: {ok}/{len(results)} succeeded in {time.monotonic() - started:.1f} s"
@@ -116,7 +116,7 @@ def up(
 
 
 @app.command()
-def migrate(revision: str = "head") -> None:
+def migrate(revision: str = "heads") -> None:
     """Apply the Alembic migrations (starts the embedded database if no ELPIS_DATABASE_URL)."""
     from elpis_api.migrate import upgrade
     from elpis_api.stack import StackError, resolve_database_url
@@ -230,7 +230,7 @@ def submit(
         typer.echo(json.dumps(created))
         if watch:
             for task in watch_tasks(client, [t["id"] for t in created["tasks"]]):
-                console.print(task_summary(task))
+                console.print(task_summary(task, client.emotions(task["id"])))
     except ClientError as exc:
         _fail(str(exc))
 
@@ -246,7 +246,7 @@ def status(task_id: Annotated[int | None, typer.Argument()] = None, limit: int =
     try:
         client = ElpisClient()
         if task_id is not None:
-            console.print(task_summary(client.task(task_id)))
+            console.print(task_summary(client.task(task_id), client.emotions(task_id)))
             return
         table = Table("id", "batch", "status", "mood", "instruction")
         for t in client.tasks(limit=limit)["items"]:
@@ -285,6 +285,26 @@ def steps(task_id: int, follow: Annotated[bool, typer.Option("--follow", "-f")] 
             time.sleep(1)
     except ClientError as exc:
         _fail(str(exc))
+
+
+@app.command()
+def plot(
+    task_id: int,
+    output: Annotated[Path, typer.Option("-o", "--output", help="a .png or .svg file")] = Path("emotions.png"),
+) -> None:
+    """Draw a task's emotion trajectory (valence, arousal, dominance, mood, temperature) to a chart."""
+    from elpis_api.client import ClientError, ElpisClient
+    from elpis_api.plot import plot_trajectory
+
+    if output.suffix.lower() not in {".png", ".svg", ".pdf"}:
+        _fail(f"--output must end in .png, .svg or .pdf, not '{output.suffix or output.name}'")
+    try:
+        client = ElpisClient()
+        items = client.emotions(task_id)
+        plot_trajectory(client.task(task_id), items, output)
+    except (ClientError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {output}")
 
 
 @app.command()

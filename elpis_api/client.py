@@ -56,6 +56,9 @@ class ElpisClient:
             "items"
         ]
 
+    def emotions(self, task_id: int) -> list[dict[str, Any]]:
+        return self._call("GET", f"/v1/tasks/{task_id}/emotions")["items"]
+
     def cancel(self, task_id: int) -> dict[str, Any]:
         return self._call("POST", f"/v1/tasks/{task_id}/cancel")
 

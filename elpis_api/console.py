@@ -68,7 +68,34 @@ def watch_tasks(client: ElpisClient, task_ids: list[int], poll: float = 1.0) -> 
             time.sleep(poll)
 
 
-def task_summary(task: dict[str, Any]) -> Panel:
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], lo: float = -1.0, hi: float = 1.0) -> str:
+    span = hi - lo
+    return "".join(SPARKS[min(len(SPARKS) - 1, int((v - lo) / span * len(SPARKS)))] for v in values)
+
+
+def trajectory_text(items: list[dict[str, Any]]) -> str:
+    """One line a person can read at a glance: valence and arousal per turn, mood changes, trend,
+    and where the agent replanned."""
+    if not items:
+        return "-"
+    moods: list[str] = []
+    for item in items:
+        if not moods or moods[-1] != item["mood"]:
+            moods.append(item["mood"])
+    replans = [str(i["turn"] + 1) for i in items if i.get("replan_next")]
+    text = (
+        f"valence {sparkline([i['valence'] for i in items])}  arousal {sparkline([i['arousal'] for i in items])}"
+        f"  {' → '.join(moods)}; trend {items[-1].get('trend') or '-'}"
+    )
+    if replans:
+        text += f"; replanned at turn {', '.join(replans)}"
+    return text
+
+
+def task_summary(task: dict[str, Any], emotions: list[dict[str, Any]] | None = None) -> Panel:
     kinds = task.get("steps_by_kind", {})
     order = ["think", "tool_call", "tool_result", "reflect", "emotion"]
     table = Table.grid(padding=(0, 2))
@@ -82,6 +109,8 @@ def task_summary(task: dict[str, Any]) -> Panel:
         "steps", ", ".join(f"{k} {kinds.get(k, 0)}" for k in order) + f"  (total {sum(kinds.values())})"
     )
     table.add_row("emotion", mood_of(task))
+    if emotions is not None:
+        table.add_row("trajectory", trajectory_text(emotions))
     tests = {True: "[green]pass[/]", False: "[red]fail[/]", None: "not run"}[task.get("test_passed")]
     table.add_row("tests", tests)
     table.add_row("tokens", f"{task['prompt_tokens']} prompt + {task['completion_tokens']} completion")

@@ -46,8 +46,10 @@ def _system_prompt() -> str:
 SYSTEM_PROMPT = _system_prompt()
 
 
-def think_schema() -> dict[str, Any]:
-    """One alternative per tool, so the tool name and its arguments always match."""
+def think_schema(tools: list[str] | None = None) -> dict[str, Any]:
+    """One alternative per allowed tool, so the tool name and its arguments always match. Restricting
+    the tools is how a strategy switch is enforced: the grammar cannot produce an excluded tool."""
+    allowed = tools or list(TOOL_SCHEMAS)
     return {
         "anyOf": [
             {
@@ -61,8 +63,14 @@ def think_schema() -> dict[str, Any]:
                 "additionalProperties": False,
             }
             for name, schema in TOOL_SCHEMAS.items()
+            if name in allowed
         ]
     }
+
+
+def schema_tools(schema: dict[str, Any]) -> list[str]:
+    """The tools a think schema allows (used by the scripted test double to obey the grammar)."""
+    return [alt["properties"]["tool"]["const"] for alt in schema.get("anyOf", [])]
 
 
 REFLECT_SCHEMA: dict[str, Any] = {
@@ -76,6 +84,22 @@ REFLECT_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 THINK_SCHEMA = think_schema()
+REPLAN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "goal": {"type": "string", "maxLength": 200},
+        "failed": {"type": "string", "maxLength": 200},
+        "new_approach": {"type": "string", "maxLength": 200},
+    },
+    "required": ["goal", "failed", "new_approach"],
+    "additionalProperties": False,
+}
+REPLAN_PROMPT = (
+    "Replan before the next tool call: restate the goal, say what failed, and pick a different approach. "
+    "Answer as JSON."
+)
+# Turns after a replanning step during which the spiral does not trigger another one.
+REPLAN_COOLDOWN = 3
 
 
 @dataclass(frozen=True)
@@ -111,20 +135,39 @@ def parse_action(text: str) -> Action:
     return Action(data["tool"], args, thought=str(data.get("thought", "")))
 
 
+REPLAN = "replan"  # key of a turn's replanning reflect step (a reflect step with detail.replan)
+
+
 @dataclass
 class TurnSteps:
     number: int
-    steps: dict[StepKind, Step] = field(default_factory=dict)
+    steps: dict[str, Step] = field(default_factory=dict)
 
-    def get(self, kind: StepKind) -> Step | None:
+    def get(self, kind: str) -> Step | None:
         return self.steps.get(kind)
+
+
+def _turn_key(step: Step) -> str:
+    if step.kind == StepKind.reflect and (step.detail or {}).get(REPLAN):
+        return REPLAN
+    return step.kind.value
 
 
 def group_turns(steps: list[Step]) -> list[TurnSteps]:
     turns: dict[int, TurnSteps] = {}
     for step in steps:
-        turns.setdefault(step.turn, TurnSteps(step.turn)).steps[step.kind] = step
+        turns.setdefault(step.turn, TurnSteps(step.turn)).steps[_turn_key(step)] = step
     return [turns[n] for n in sorted(turns)]
+
+
+def default_plan(strategy: str = "continue") -> dict[str, Any]:
+    return {"strategy": strategy, "replan": False, "tools": list(TOOL_SCHEMAS), "excluded": []}
+
+
+def next_prompt(plan: dict[str, Any]) -> str:
+    if plan["tools"] != list(TOOL_SCHEMAS):
+        return f"Next tool call as JSON. Allowed now: {', '.join(plan['tools'])}."
+    return "Next tool call as JSON."
 
 
 def render_result(tool: str, detail: dict[str, Any], output: str) -> str:
@@ -228,8 +271,8 @@ class Agent:
                     return self._conclude(None, exhausted)
                 current = TurnSteps(len(turns) + 1)
                 turns.append(current)
-            action = self._run_turn(current)
-            if action.tool == "finish" and action.error is None:
+            action, done = self._run_turn(current)
+            if done:
                 finished = action
         return self._conclude(finished, None)
 
@@ -259,9 +302,13 @@ class Agent:
         )
 
     # --- one turn -------------------------------------------------------------------------
-    def _run_turn(self, turn: TurnSteps) -> Action:
-        state, modulation = self._affect_before(turn.number)
-        think = turn.get(StepKind.think) or self._think(turn, state, modulation)
+    def _run_turn(self, turn: TurnSteps) -> tuple[Action, bool]:
+        """One turn, resumed from whichever phase was last persisted. Returns the action and whether
+        the task is finished (a finish the tests accepted)."""
+        state, modulation, plan = self._affect_before(turn.number)
+        if plan["replan"] and turn.get(REPLAN) is None:
+            self._replan(turn, modulation, plan)
+        think = turn.get(StepKind.think) or self._think(turn, state, modulation, plan)
         action = parse_action(think.content)
         if turn.get(StepKind.tool_call) is None:
             self._record(
@@ -276,7 +323,7 @@ class Agent:
             self._reflect(turn, modulation)
         if turn.get(StepKind.emotion) is None:
             self._update_emotion(turn, state, action, result_step)
-        return action
+        return action, bool((result_step.detail or {}).get("finished"))
 
     def _record(
         self, turn: TurnSteps, kind: StepKind, *, workspace_diff: str | None = None, **fields: Any
@@ -284,7 +331,7 @@ class Agent:
         step = self.store.append_step(
             self.task_id, kind, turn.number, workspace_diff=workspace_diff, **fields
         )
-        turn.steps[kind] = step
+        turn.steps[_turn_key(step)] = step
         log.info(
             "task %s step %s %s",
             self.task_id,
@@ -294,8 +341,8 @@ class Agent:
         )
         return step
 
-    def _affect_before(self, turn_number: int) -> tuple[AffectState, Modulation]:
-        """The state and modulation left by the previous turn's emotion step (baseline for the first)."""
+    def _affect_before(self, turn_number: int) -> tuple[AffectState, Modulation, dict[str, Any]]:
+        """The state, modulation and plan left by the previous turn's emotion step (baseline first)."""
         previous = [t for t in self.turns if t.number < turn_number and t.get(StepKind.emotion)]
         if previous:
             data = previous[-1].get(StepKind.emotion).emotion or {}
@@ -308,9 +355,10 @@ class Agent:
                 prompt_line=str(mod.get("prompt_line", "")),
                 reasons=list(mod.get("reasons", [])),
             )
-            return state, modulation
+            return state, modulation, data.get("plan") or default_plan(modulation.strategy)
         state = self.baseline
-        return state, self.engine.modulate(state, [state], self.gen.temperature, self.gen.top_p)
+        modulation = self.engine.modulate(state, [state], self.gen.temperature, self.gen.top_p)
+        return state, modulation, default_plan(modulation.strategy)
 
     def _history(self) -> list[AffectState]:
         return [
@@ -319,16 +367,48 @@ class Agent:
             if t.get(StepKind.emotion)
         ]
 
-    def _think(self, turn: TurnSteps, state: AffectState, modulation: Modulation) -> Step:
-        messages = self._messages(upto=turn)
+    def _replan(self, turn: TurnSteps, modulation: Modulation, plan: dict[str, Any]) -> Step:
+        """The frustration strategy: restate the goal, name what failed, choose another approach."""
+        messages = self._messages(upto=turn, include_current=False)
         completion = self.backend.chat(
             messages,
-            schema=THINK_SCHEMA,
+            schema=REPLAN_SCHEMA,
+            temperature=modulation.temperature,
+            top_p=modulation.top_p,
+            max_tokens=self.gen.reflect_max_tokens * 2,
+        )
+        return self._record(
+            turn,
+            StepKind.reflect,
+            content=completion.text,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            duration_ms=completion.duration_s * 1000,
+            sampling={"temperature": modulation.temperature, "top_p": modulation.top_p},
+            detail={REPLAN: True, "plan": plan, "reasons": modulation.reasons},
+        )
+
+    def _think(
+        self, turn: TurnSteps, state: AffectState, modulation: Modulation, plan: dict[str, Any]
+    ) -> Step:
+        messages = self._messages(upto=turn)
+        restricted = plan["tools"] != list(TOOL_SCHEMAS)
+        completion = self.backend.chat(
+            messages,
+            schema=think_schema(plan["tools"]) if restricted else THINK_SCHEMA,
             temperature=modulation.temperature,
             top_p=modulation.top_p,
             max_tokens=self.gen.max_tokens,
         )
         action = parse_action(completion.text)
+        sampling = {
+            "temperature": modulation.temperature,
+            "top_p": modulation.top_p,
+            "max_tokens": self.gen.max_tokens,
+            "strategy": plan["strategy"],
+        }
+        if restricted:
+            sampling["allowed_tools"] = plan["tools"]
         return self._record(
             turn,
             StepKind.think,
@@ -338,26 +418,40 @@ class Agent:
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
             duration_ms=completion.duration_s * 1000,
-            sampling={
-                "temperature": modulation.temperature,
-                "top_p": modulation.top_p,
-                "max_tokens": self.gen.max_tokens,
-                "strategy": modulation.strategy,
-            },
+            sampling=sampling,
             emotion=state.as_dict(),
             detail={"thought": action.thought, "parse_error": action.error},
         )
 
-    def _execute(self, turn: TurnSteps, action: Action) -> Step:
-        started = time.perf_counter()
+    def _call_tool(self, action: Action) -> ToolResult:
         if action.error is not None:
-            result = ToolResult(
+            return ToolResult(
                 ok=False,
                 output=f"your reply was not a valid tool call: {action.error}",
                 error_kind="bad_args",
             )
-        else:
-            result = self.toolbox.call(action.tool, action.args)
+        if action.tool == "finish" and self.task.test_command:
+            # The model's word is not enough: finishing is accepted only when the task's tests pass.
+            check = self.toolbox.call("run_tests", {})
+            if not check.tests_passed:
+                return ToolResult(
+                    ok=False,
+                    output="finish refused: the task's tests still fail.\n" + check.output,
+                    exit_code=check.exit_code,
+                    error_kind="tests_failing",
+                    tests_run=True,
+                    tests_passed=False,
+                    failures=check.failures,
+                )
+            done = self.toolbox.call("finish", action.args)
+            done.tests_run, done.tests_passed, done.failures = True, True, 0
+            done.output = "finished; the task's tests pass"
+            return done
+        return self.toolbox.call(action.tool, action.args)
+
+    def _execute(self, turn: TurnSteps, action: Action) -> Step:
+        started = time.perf_counter()
+        result = self._call_tool(action)
         duration = (time.perf_counter() - started) * 1000
         diff = workspace_diff(self.root) if result.changed_files else None
         current_diff = diff if diff is not None else (self.store.load_task(self.task_id).workspace_diff or "")
@@ -450,21 +544,20 @@ class Agent:
             tests_passing=tests_passing,
             budget_used=budget_used,
         )
-        from elpis_worker.emotion import trajectory
-
-        next_prompt = (
-            f"{modulation.prompt_line}\n" if modulation.prompt_line else ""
-        ) + "Next tool call as JSON."
+        plan = self._plan_next(turn, modulation, detail, tests_passing)
+        lines = [modulation.prompt_line] if modulation.prompt_line else []
+        lines.append(REPLAN_PROMPT if plan["replan"] else next_prompt(plan))
         return self._record(
             turn,
             StepKind.emotion,
-            content=next_prompt,
+            content="\n".join(lines),
             emotion={
                 "before": before.as_dict(),
                 "after": after.as_dict(),
-                "appraisals": [a.__dict__ for a in appraisals],
-                "trajectory": trajectory(history, self.baseline).as_dict(),
+                "appraisals": [a.as_dict() for a in appraisals],
+                "trajectory": modulation.trajectory.as_dict() if modulation.trajectory else None,
                 "modulation": modulation.as_dict(),
+                "plan": plan,
             },
             sampling={
                 "temperature": modulation.temperature,
@@ -472,6 +565,47 @@ class Agent:
                 "strategy": modulation.strategy,
             },
         )
+
+    def _plan_next(
+        self, turn: TurnSteps, modulation: Modulation, detail: dict[str, Any], tests_passing: bool | None
+    ) -> dict[str, Any]:
+        """Turn the strategy into what the next turn may do. Replanning takes a reflect step and shuts
+        the failing tool out of the next think's grammar, so the agent cannot repeat it; wrapping up
+        narrows the tools to running the tests and finishing; confidence with passing tests and a
+        change made narrows them to finish."""
+        plan = default_plan(modulation.strategy)
+        if modulation.strategy == "replan":
+            recent = [t for t in self.turns if turn.number - REPLAN_COOLDOWN < t.number <= turn.number]
+            if any(t.get(REPLAN) for t in recent):
+                return plan
+            plan["replan"] = True
+            failing = self._failing_tool(turn)
+            if failing is not None:
+                plan["excluded"] = [failing]
+                plan["tools"] = [t for t in plan["tools"] if t != failing]
+        elif modulation.strategy == "wrap_up":
+            plan["tools"] = ["run_tests", "finish"] if self.task.test_command else ["finish"]
+        elif modulation.strategy == "finish" and tests_passing and detail.get("diff_lines"):
+            plan["tools"] = ["finish"]
+        return plan
+
+    def _failing_tool(self, turn: TurnSteps) -> str | None:
+        """The tool that kept failing lately (most failures in the recent window, latest on a tie)."""
+        window = [t for t in self.turns if turn.number - REPLAN_COOLDOWN < t.number <= turn.number]
+        failures: dict[str, int] = {}
+        for t in window:
+            result = t.get(StepKind.tool_result)
+            if (
+                result is not None
+                and not (result.detail or {}).get("ok")
+                and result.tool_name in TOOL_SCHEMAS
+            ):
+                failures[result.tool_name] = failures.get(result.tool_name, 0) + 1
+        if not failures:
+            return None
+        best = max(failures.values())
+        latest = [r.tool_name for t in reversed(window) if (r := t.get(StepKind.tool_result)) is not None]
+        return next(name for name in latest if failures.get(name) == best)
 
     @staticmethod
     def _action_of(turn: TurnSteps) -> Action:
@@ -491,7 +625,7 @@ class Agent:
         lines = [f"Task: {task.instruction}"]
         if task.test_command:
             lines.append(f"Test command (run_tests runs it): {task.test_command}")
-        state, modulation = self._affect_before(1)
+        _, modulation, _ = self._affect_before(1)
         if modulation.prompt_line:
             lines.append(modulation.prompt_line)
         lines.append("First tool call as JSON.")
@@ -508,12 +642,19 @@ class Agent:
         drop = -(-excess // block) * block
         return turns[drop:]
 
-    def _messages(self, upto: TurnSteps, include_result: bool = False) -> list[dict[str, str]]:
+    def _messages(
+        self, upto: TurnSteps, include_current: bool = True, include_result: bool = False
+    ) -> list[dict[str, str]]:
         """Rebuilt from the persisted steps only, so a resumed task sends the same prompt. The latest
         message ends with the affect line; older messages are kept verbatim (stable prefix)."""
         done = [t for t in self.turns if t.number < upto.number]
         window = self._window(done)
         budget_tokens = self.settings.model.n_ctx - self.gen.max_tokens - 64
+        current: list[dict[str, str]] = []
+        if include_current:
+            current = self._turn_messages(upto, stop_after_result=True)
+            if not include_result:
+                current = current[:2] if upto.get(REPLAN) else []
         while True:
             messages = [
                 {"role": "system", "content": SYSTEM_PROMPT},
@@ -521,16 +662,21 @@ class Agent:
             ]
             for t in window:
                 messages.extend(self._turn_messages(t))
-            if include_result:
-                messages.extend(self._turn_messages(upto, partial=True))
+            messages.extend(current)
             size = sum(self.backend.count_tokens(m["content"]) + 8 for m in messages)
             if size <= budget_tokens or not window:
                 return messages
             window = window[1:]
 
     @staticmethod
-    def _turn_messages(turn: TurnSteps, partial: bool = False) -> list[dict[str, str]]:
+    def _turn_messages(turn: TurnSteps, stop_after_result: bool = False) -> list[dict[str, str]]:
         out = []
+        replan = turn.get(REPLAN)
+        if replan is not None:
+            out.append({"role": "assistant", "content": replan.content})
+            out.append(
+                {"role": "user", "content": next_prompt((replan.detail or {}).get("plan") or default_plan())}
+            )
         think, result = turn.get(StepKind.think), turn.get(StepKind.tool_result)
         if think is not None:
             out.append({"role": "assistant", "content": think.content})
@@ -543,7 +689,7 @@ class Agent:
                     ),
                 }
             )
-        if partial:
+        if stop_after_result:
             return out
         reflect, emotion = turn.get(StepKind.reflect), turn.get(StepKind.emotion)
         if reflect is not None:

@@ -137,10 +137,21 @@ class LlamaBackend:
 
 class ScriptedBackend:
     """Test double: think calls replay the script's tool calls in order (position = number of tool calls
-    already in the conversation, so a resumed task continues where it was); reflect calls answer from
-    the last observation. Deterministic; counts tokens as characters / 4."""
+    already in the conversation, so a resumed task continues where it was). Like the real model it obeys
+    the grammar: when the schema excludes the scripted tool, it takes the item's "instead" action or, failing
+    that, the first allowed of list_dir / run_tests / finish. Other calls (reflect, replan) get an object
+    filled from the schema. Deterministic; counts tokens as characters / 4."""
 
     name = "scripted"
+    FALLBACKS = (
+        {
+            "thought": "That tool is not available now; look around.",
+            "tool": "list_dir",
+            "args": {"path": "."},
+        },
+        {"thought": "Check the tests.", "tool": "run_tests", "args": {}},
+        {"thought": "Wrap up.", "tool": "finish", "args": {"summary": "stopped by the scripted backend"}},
+    )
 
     def __init__(self, cfg: ModelSettings) -> None:
         if not cfg.script:
@@ -161,6 +172,19 @@ class ScriptedBackend:
         self.script: list[dict[str, Any]] = script
         self.model_path = str(path)
 
+    def _action(self, position: int, allowed: list[str]) -> dict[str, Any]:
+        if position >= len(self.script):
+            return {
+                "thought": "The script is over.",
+                "tool": "finish",
+                "args": {"summary": "script exhausted"},
+            }
+        item = self.script[position]
+        for candidate in (item, item.get("instead"), *self.FALLBACKS):
+            if isinstance(candidate, dict) and (candidate.get("tool") in allowed or "raw" in candidate):
+                return candidate
+        raise ModelLoadError(f"scripted backend: no action allowed by the grammar at position {position}")
+
     def chat(
         self,
         messages: list[dict[str, str]],
@@ -171,38 +195,42 @@ class ScriptedBackend:
         max_tokens: int,
     ) -> Completion:
         started = time.perf_counter()
-        is_think = schema is not None and "tool" in json.dumps(schema)
-        if is_think:
+        allowed = [alt["properties"]["tool"]["const"] for alt in (schema or {}).get("anyOf", [])]
+        if allowed:
             done = sum(1 for m in messages if m["role"] == "assistant" and '"tool"' in m["content"])
-            action = (
-                self.script[done]
-                if done < len(self.script)
-                else {
-                    "thought": "The script is over.",
-                    "tool": "finish",
-                    "args": {"summary": "script exhausted"},
-                }
-            )
-            text = json.dumps(
-                {"thought": action.get("thought", ""), "tool": action["tool"], "args": action.get("args", {})}
+            action = self._action(done, allowed)
+            # "raw" replays text verbatim: a reply cut short by max_tokens, which no grammar prevents.
+            text = (
+                action["raw"]
+                if "raw" in action
+                else json.dumps(
+                    {
+                        "thought": action.get("thought", ""),
+                        "tool": action["tool"],
+                        "args": action.get("args", {}),
+                    }
+                )
             )
         else:
             last = messages[-1]["content"] if messages else ""
-            progress = "exit 0" in last or "passed" in last
-            text = json.dumps(
-                {
-                    "progress": progress,
-                    "assessment": "That worked." if progress else "That did not work yet.",
-                    "next": "Carry on with the plan."
-                    if progress
-                    else "Look at the error and change approach.",
-                }
-            )
+            progress = "(ok" in last or "passed" in last
+            text = json.dumps(_fill(schema, progress))
         prompt = sum(len(m["content"]) for m in messages) // 4
         return Completion(text, prompt, max(1, len(text) // 4), time.perf_counter() - started)
 
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 4)
+
+
+def _fill(schema: dict[str, Any] | None, progress: bool) -> dict[str, Any]:
+    """A schema-shaped answer: booleans say whether the last result looked like progress."""
+    out: dict[str, Any] = {}
+    for key, prop in ((schema or {}).get("properties") or {}).items():
+        if prop.get("type") == "boolean":
+            out[key] = progress
+        else:
+            out[key] = f"scripted {key}: {'progress' if progress else 'no progress yet'}"
+    return out
 
 
 def load_backend(cfg: ModelSettings) -> ModelBackend:

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from elpis_api.deps import SessionDep, task_or_404
 from elpis_api.schemas import Page, StepOut, TaskDetail, TaskOut
-from models import Step, Task, TaskStatus
+from models import Step, StepKind, Task, TaskStatus
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
@@ -60,6 +60,42 @@ def list_steps(
     )
     items = [StepOut.model_validate(s) for s in rows]
     return Page(items=items, limit=limit, next_after=items[-1].seq if items else None)
+
+
+@router.get("/{task_id}/emotions", response_model=Page)
+def list_emotions(task_id: int, session: SessionDep) -> Page:
+    """The affect trajectory: one item per emotion step (the state after the turn, how it moves,
+    and what it changed for the next turn)."""
+    task_or_404(session, task_id)
+    rows = session.scalars(
+        select(Step).where(Step.task_id == task_id, Step.kind == StepKind.emotion).order_by(Step.seq)
+    )
+    items = []
+    for step in rows:
+        data = step.emotion or {}
+        after, modulation = data.get("after") or {}, data.get("modulation") or {}
+        trajectory = data.get("trajectory") or {}
+        items.append(
+            {
+                "seq": step.seq,
+                "turn": step.turn,
+                "valence": after.get("valence"),
+                "arousal": after.get("arousal"),
+                "dominance": after.get("dominance"),
+                "mood": after.get("mood"),
+                "before": data.get("before"),
+                "appraisals": [a.get("rule") for a in data.get("appraisals") or []],
+                "trend": trajectory.get("trend"),
+                "spiral": trajectory.get("spiral"),
+                "velocity": trajectory.get("velocity"),
+                "strategy": modulation.get("strategy"),
+                "temperature": modulation.get("temperature"),
+                "top_p": modulation.get("top_p"),
+                "replan_next": (data.get("plan") or {}).get("replan", False),
+                "created_at": step.created_at,
+            }
+        )
+    return Page(items=items, limit=len(items))
 
 
 @router.post("/{task_id}/cancel", response_model=TaskOut, status_code=202)

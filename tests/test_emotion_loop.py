@@ -1,0 +1,82 @@
+"""The affect state changes what the agent does, seen through a real worker process and Postgres."""
+
+from __future__ import annotations
+
+from conftest import SAMPLES, steps_of, wait_finished
+
+from models import StepKind
+
+STUBBORN = [
+    # An agent that keeps re-running the failing tests; "instead" is what it does when the grammar
+    # no longer allows run_tests.
+    {
+        "thought": "Run the tests again.",
+        "tool": "run_tests",
+        "args": {},
+        "instead": {"thought": "Read the code instead.", "tool": "read_file", "args": {"path": "calc/ops.py"}},
+    }
+] * 6
+
+
+def run_stubborn(api, start_worker, scripted, db_url, **env):
+    worker = start_worker(ELPIS_MODEL__BACKEND="scripted", ELPIS_MODEL__SCRIPT=str(scripted(STUBBORN)), **env)
+    api.app.state.enqueue = lambda task_id: None
+    body = {
+        "tasks": [
+            {
+                "repo": str(SAMPLES / "calc"),
+                "instruction": "Fix the failing test",
+                "test_command": "python -m pytest -q",
+                "budget": {"max_steps": 6},
+            }
+        ]
+    }
+    task_id = api.post("/v1/batches", json=body).json()["tasks"][0]["id"]
+    worker.send(task_id)
+    wait_finished(db_url, task_id)
+    return task_id, steps_of(db_url, task_id)
+
+
+def test_failing_tests_build_frustration_then_a_strategy_switch(api, start_worker, scripted, db_url):
+    task_id, steps = run_stubborn(api, start_worker, scripted, db_url)
+    emotions = [s.emotion for s in steps if s.kind == StepKind.emotion]
+    valence = [e["after"]["valence"] for e in emotions]
+    arousal = [e["after"]["arousal"] for e in emotions]
+    # Three failing runs in a row: valence falls and arousal rises each time, into frustration.
+    assert valence[0] > valence[1] > valence[2] and arousal[0] < arousal[1] < arousal[2]
+    assert emotions[2]["after"]["mood"] == "frustrated"
+    assert emotions[2]["trajectory"]["spiral"] == "frustration"
+    # Not after a single bad step: the first two turns do not switch strategy.
+    assert [e["plan"]["replan"] for e in emotions[:2]] == [False, False]
+    assert emotions[2]["plan"]["replan"] and emotions[2]["plan"]["excluded"] == ["run_tests"]
+
+    replans = [s for s in steps if s.kind == StepKind.reflect and (s.detail or {}).get("replan")]
+    assert len(replans) == 1 and replans[0].turn == 4
+    assert set(json_keys(replans[0].content)) == {"goal", "failed", "new_approach"}
+    calls = [s.tool_name for s in steps if s.kind == StepKind.tool_call]
+    assert calls[:4] == ["run_tests", "run_tests", "run_tests", "read_file"]  # a different tool call
+    think4 = next(s for s in steps if s.kind == StepKind.think and s.turn == 4)
+    assert "run_tests" not in think4.sampling["allowed_tools"]
+    # Sampling followed the state: the distressed agent samples cooler than it started.
+    temps = [s.sampling["temperature"] for s in steps if s.kind == StepKind.think]
+    assert temps[0] == 0.7 and temps[3] < temps[2] < temps[1] < temps[0]
+
+    trajectory = api.get(f"/v1/tasks/{task_id}/emotions").json()["items"]
+    assert [round(i["valence"], 4) for i in trajectory] == [round(v, 4) for v in valence]
+    assert trajectory[2]["spiral"] == "frustration" and trajectory[2]["replan_next"] is True
+
+
+def test_without_modulation_the_agent_keeps_looping(api, start_worker, scripted, db_url):
+    _, steps = run_stubborn(api, start_worker, scripted, db_url, ELPIS_EMOTIONS__MODULATION="false")
+    calls = [s.tool_name for s in steps if s.kind == StepKind.tool_call]
+    assert calls == ["run_tests"] * 6
+    assert not [s for s in steps if (s.detail or {}).get("replan")]
+    assert {s.sampling["temperature"] for s in steps if s.kind == StepKind.think} == {0.7}
+    # The state is still measured and persisted: it just does not steer.
+    assert steps[-1].emotion["after"]["mood"] in {"frustrated", "anxious"}
+
+
+def json_keys(text: str) -> list[str]:
+    import json
+
+    return list(json.loads(text))
