@@ -1,0 +1,229 @@
+"""GitLab: X-Gitlab-Token (the configured secret, verbatim), X-Gitlab-Event, and Idempotency-Key
+(the same on every retry of one delivery; X-Gitlab-Event-UUID on GitLab before 17.4).
+
+Events (by object_kind): issue (the trigger label added, or present when opened); note (a new comment on
+an issue or merge request starting with the command prefix); merge_request (opened, reopened, updated
+with new commits or the trigger label, while it has the label); push.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from elpis_api.webhooks.common import (
+    Interpretation,
+    PayloadError,
+    ProviderAdapter,
+    Rules,
+    TaskPlan,
+    dig,
+    issue_instruction,
+    label_names,
+    need_int,
+    need_str,
+    opt_str,
+    pull_request_instruction,
+    push_interpretation,
+    same,
+)
+from models.webhooks import Provider, Trigger
+
+TOKEN_HEADER = "X-Gitlab-Token"
+
+
+def _label_added(payload: Mapping[str, Any], label: str, *, opened: bool) -> bool:
+    """True when this event added `label`: from changes.labels when GitLab sends them, else (an item just
+    opened) from the current labels."""
+    change = dig(payload, "changes.labels")
+    if isinstance(change, Mapping):
+        return label in label_names(change.get("current")) and label not in label_names(
+            change.get("previous")
+        )
+    return opened and label in label_names(dig(payload, "labels") or dig(payload, "object_attributes.labels"))
+
+
+class GitLab(ProviderAdapter):
+    provider = Provider.gitlab
+    display = "GitLab"
+    event_header = "X-Gitlab-Event"
+
+    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> str | None:
+        given = headers.get(TOKEN_HEADER)
+        if not given:
+            return f"missing {TOKEN_HEADER} header: deliveries without the secret token are refused"
+        if not same(given, secret):
+            return f"{TOKEN_HEADER} does not match: check the webhook's secret token"
+        return None
+
+    def delivery_id(self, headers: Mapping[str, str]) -> str | None:
+        return headers.get("Idempotency-Key") or headers.get("X-Gitlab-Event-UUID") or None
+
+    def repository(self, payload: Mapping[str, Any]) -> str | None:
+        return opt_str(payload, "project.path_with_namespace")
+
+    def interpret(self, event: str, payload: Mapping[str, Any], rules: Rules) -> Interpretation:
+        kind = opt_str(payload, "object_kind") or ""
+        action = opt_str(payload, "object_attributes.action")
+        repository = self.repository(payload)
+        if kind not in ("issue", "note", "merge_request", "push"):
+            return Interpretation(
+                event, action, repository, ignored=f"event '{event}' is not one Elpis acts on"
+            )
+        if repository is None:
+            raise PayloadError("payload field project.path_with_namespace is missing or not a string")
+        if kind == "push":
+            return push_interpretation(
+                self.provider,
+                event,
+                payload,
+                rules,
+                repository=repository,
+                clone_url_field="project.git_http_url",
+                deleted=False,
+            )
+
+        def ignore(why: str) -> Interpretation:
+            return Interpretation(event, action, repository, ignored=why)
+
+        clone_url = need_str(payload, "project.git_http_url")
+        project_id = dig(payload, "project.id")
+        project_id = str(project_id) if isinstance(project_id, int) else None
+        default_branch = opt_str(payload, "project.default_branch")
+        label = rules.trigger_label
+
+        if kind == "issue":
+            if action not in ("open", "reopen", "update"):
+                return ignore(f"issue/{action}: only open, reopen and update are read")
+            if opt_str(payload, "object_attributes.state") not in (None, "opened"):
+                return ignore("the issue is not open")
+            if not _label_added(payload, label, opened=action == "open"):
+                return ignore(f"the '{label}' label was not added")
+            number = need_int(payload, "object_attributes.iid")
+            plan = TaskPlan(
+                trigger=Trigger.issue_label,
+                repository=repository,
+                clone_url=clone_url,
+                ref=default_branch,
+                push_url=clone_url,
+                instruction=issue_instruction(
+                    need_str(payload, "object_attributes.title"),
+                    opt_str(payload, "object_attributes.description"),
+                ),
+                number=number,
+                project_id=project_id,
+                dedup_key=f"gitlab:{repository}:issue:{number}:label",
+                fields={
+                    "push_url": "project.git_http_url",
+                    "repo": "project.git_http_url",
+                    "ref": "project.default_branch",
+                },
+            )
+            return Interpretation(event, action, repository, plan=plan)
+
+        if kind == "note":
+            if action not in (None, "create"):
+                return ignore(f"note/{action}: only new comments are read")
+            noteable = opt_str(payload, "object_attributes.noteable_type")
+            if noteable not in ("Issue", "MergeRequest"):
+                return ignore(f"a comment on a {noteable or 'unknown object'}, not an issue or merge request")
+            instruction = rules.command(opt_str(payload, "object_attributes.note"))
+            if instruction is None:
+                return ignore("comment does not start with the command prefix")
+            refused = rules.refuses_commenter(opt_str(payload, "user.username"))
+            if refused:
+                return ignore(refused)
+            dedup_key = f"gitlab:{repository}:comment:{need_int(payload, 'object_attributes.id')}"
+            if noteable == "Issue":
+                plan = TaskPlan(
+                    trigger=Trigger.comment,
+                    repository=repository,
+                    clone_url=clone_url,
+                    ref=default_branch,
+                    push_url=clone_url,
+                    instruction=instruction,
+                    number=need_int(payload, "issue.iid"),
+                    project_id=project_id,
+                    dedup_key=dedup_key,
+                    fields={
+                        "push_url": "project.git_http_url",
+                        "repo": "project.git_http_url",
+                        "ref": "project.default_branch",
+                    },
+                )
+            else:
+                plan = self._merge_request_plan(
+                    payload,
+                    "merge_request",
+                    repository,
+                    clone_url,
+                    project_id,
+                    Trigger.comment,
+                    instruction,
+                    dedup_key,
+                )
+            return Interpretation(event, action, repository, plan=plan)
+
+        # merge_request
+        if action not in ("open", "reopen", "update"):
+            return ignore(f"merge_request/{action}: only open, reopen and update are read")
+        if opt_str(payload, "object_attributes.state") not in (None, "opened"):
+            return ignore("the merge request is not open")
+        labels = label_names(dig(payload, "labels") or dig(payload, "object_attributes.labels"))
+        if label not in labels:
+            return ignore(f"the merge request has no '{label}' label")
+        if action == "update" and not (
+            opt_str(payload, "object_attributes.oldrev") or _label_added(payload, label, opened=False)
+        ):
+            return ignore(f"an update with neither new commits nor the '{label}' label added")
+        number = need_int(payload, "object_attributes.iid")
+        sha = need_str(payload, "object_attributes.last_commit.id")
+        instruction = pull_request_instruction(
+            number,
+            need_str(payload, "object_attributes.title"),
+            opt_str(payload, "object_attributes.description"),
+            rules.test_command(repository),
+        )
+        plan = self._merge_request_plan(
+            payload,
+            "object_attributes",
+            repository,
+            clone_url,
+            project_id,
+            Trigger.pull_request,
+            instruction,
+            f"gitlab:{repository}:pr:{number}:{sha}",
+        )
+        return Interpretation(event, action, repository, plan=plan)
+
+    @staticmethod
+    def _merge_request_plan(
+        payload: Mapping[str, Any],
+        where: str,
+        repository: str,
+        clone_url: str,
+        project_id: str | None,
+        trigger: Trigger,
+        instruction: str,
+        dedup_key: str,
+    ) -> TaskPlan:
+        source_url = opt_str(payload, f"{where}.source.git_http_url")
+        return TaskPlan(
+            trigger=trigger,
+            repository=repository,
+            # A merge request from a fork is cloned from the fork; the result goes to this project.
+            clone_url=source_url or clone_url,
+            ref=need_str(payload, f"{where}.source_branch"),
+            push_url=clone_url,
+            instruction=instruction,
+            number=need_int(payload, f"{where}.iid"),
+            is_pull_request=True,
+            project_id=project_id,
+            head_sha=opt_str(payload, f"{where}.last_commit.id"),
+            dedup_key=dedup_key,
+            fields={
+                "push_url": "project.git_http_url",
+                "repo": f"{where}.source.git_http_url" if source_url else "project.git_http_url",
+                "ref": f"{where}.source_branch",
+            },
+        )

@@ -1,0 +1,405 @@
+"""What a webhook task gives back to its repository: a branch `elpis/task-<id>` with its change, and a
+comment on the issue or pull request it came from.
+
+`prepare_source` runs before the loop (a comment on a GitHub/Gitea pull request learns its head branch
+from the provider's API); `publish_result` runs after it. Both do nothing for a task without a
+`task_source` row (a REST task). Push credentials and API tokens come from the config only, and a push
+credential is only sent to the configured `push_hosts`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+from pydantic import ValidationError
+from sqlalchemy import update
+
+from configs.settings import Settings, WebhookProviderSettings
+from elpis_worker.store import LostClaim, TaskStore
+from elpis_worker.workspace import BASE_REF, WorkspaceError, prepare_workspace
+from models import Task, TaskStatus, session_scope
+from models.webhooks import CommentStatus, Provider, ResultStatus, TaskSource
+
+log = logging.getLogger(__name__)
+
+GIT_TIMEOUT_S = 120.0
+BRANCH_PREFIX = "elpis/task-"
+
+
+class PublishError(Exception):
+    """A result could not be committed, pushed or reported; the message says why."""
+
+
+@dataclass(frozen=True)
+class _Source:
+    task_id: int
+    provider: Provider
+    repository: str
+    project_id: str | None
+    number: int | None
+    is_pull_request: bool
+    push_url: str
+    resolve_head: bool
+    published: bool
+
+
+def result_branch(task_id: int) -> str:
+    return f"{BRANCH_PREFIX}{task_id}"
+
+
+def _load_source(database_url: str, task_id: int) -> _Source | None:
+    with session_scope(database_url) as s:
+        row = s.get(TaskSource, task_id)
+        if row is None:
+            return None
+        return _Source(
+            task_id,
+            row.provider,
+            row.repository,
+            row.project_id,
+            row.number,
+            row.is_pull_request,
+            row.push_url,
+            row.resolve_head,
+            row.published_at is not None,
+        )
+
+
+def _record(database_url: str, task_id: int, **values: Any) -> None:
+    with session_scope(database_url) as s:
+        s.execute(update(TaskSource).where(TaskSource.task_id == task_id).values(**values))
+
+
+def _provider_settings(settings: Settings, provider: Provider) -> WebhookProviderSettings:
+    return getattr(settings.webhooks, provider.value)
+
+
+# --- before the loop --------------------------------------------------------------------------------
+
+
+def prepare_source(store: TaskStore, settings: Settings, task_id: int) -> TaskStatus | None:
+    """Point a pull-request comment's task at the pull request's head (repository and branch). Returns
+    TaskStatus.failed when that cannot be done (the task is then finished with the reason), else None:
+    the loop may run."""
+    source = _load_source(store.url, task_id)
+    if source is None or not source.resolve_head:
+        return None
+    try:
+        clone_url, ref, sha = _pull_request_head(settings, source)
+    except PublishError as exc:
+        reason = f"could not find the head branch of pull request #{source.number}: {exc}"
+        log.warning("task %s: %s", task_id, reason)
+        try:
+            store.finish(task_id, TaskStatus.failed, reason=reason)
+        except LostClaim:
+            return None
+        return TaskStatus.failed
+    with session_scope(store.url) as s:
+        claimed = s.execute(
+            update(Task)
+            .where(Task.id == task_id, Task.worker_id == store.worker_id, Task.status == TaskStatus.running)
+            .values(repo=clone_url, ref=ref)
+        ).rowcount
+        if claimed:
+            s.execute(
+                update(TaskSource)
+                .where(TaskSource.task_id == task_id)
+                .values(resolve_head=False, head_sha=sha)
+            )
+    log.info("task %s: pull request #%s is %s at %s", task_id, source.number, ref, clone_url)
+    return None
+
+
+def _pull_request_head(settings: Settings, source: _Source) -> tuple[str, str, str | None]:
+    from elpis_api.schemas import TaskIn
+
+    ps = _provider_settings(settings, source.provider)
+    api = ps.api_url.rstrip("/")
+    if not api:
+        raise PublishError(f"webhooks.{source.provider.value}.api_url is not set")
+    url = f"{api}/repos/{quote(source.repository, safe='/')}/pulls/{source.number}"
+    data = _api_call(settings, source.provider, "GET", url, None)
+    head = data.get("head") if isinstance(data, dict) else None
+    if not isinstance(head, dict) or not isinstance(head.get("ref"), str):
+        raise PublishError(f"GET {url} answered without head.ref")
+    repo = head.get("repo")
+    if not isinstance(repo, dict) or not isinstance(repo.get("clone_url"), str):
+        raise PublishError("the pull request's head repository no longer exists")
+    try:
+        checked = TaskIn(repo=repo["clone_url"], ref=head["ref"], instruction="-")
+    except ValidationError as exc:
+        raise PublishError(f"GET {url}: bad head: {exc.errors()[0]['msg']}") from None
+    sha = head.get("sha") if isinstance(head.get("sha"), str) else None
+    return checked.repo, checked.ref or head["ref"], sha
+
+
+# --- after the loop ---------------------------------------------------------------------------------
+
+
+def publish_result(database_url: str, settings: Settings, task_id: int) -> None:
+    """Push the finished task's change and comment back. Never raises: a failure is recorded on the
+    task's source row (result_error / comment_error), and the task's own outcome stands."""
+    try:
+        _publish(database_url, settings, task_id)
+    except Exception as exc:  # noqa: BLE001 - recorded, never lost, never fatal to the worker
+        log.exception("task %s: publishing the result failed", task_id)
+        # The log line above already says it if even this write fails.
+        with contextlib.suppress(Exception):
+            _record(database_url, task_id, result_error=f"publishing failed: {exc}")
+
+
+def _publish(database_url: str, settings: Settings, task_id: int) -> None:
+    source = _load_source(database_url, task_id)
+    if source is None or source.published:
+        return
+    with session_scope(database_url) as s:
+        task = s.get_one(Task, task_id)
+        s.expunge(task)
+    if not task.status.finished:
+        return
+    values: dict[str, Any] = {"result_summary": task.summary, "result_test_passed": task.test_passed}
+    diff = task.workspace_diff or ""
+    if task.status == TaskStatus.cancelled:
+        values["result_status"] = ResultStatus.skipped
+    elif not diff.strip():
+        values["result_status"] = ResultStatus.no_change
+    else:
+        branch = result_branch(task_id)
+        values["result_branch"] = branch
+        try:
+            root = _workspace(settings, task)
+            sha = commit_diff(root, diff, _commit_message(task, source))
+            values["result_commit"] = sha
+            push_branch(root, sha, branch, source.push_url, _push_env(settings, source))
+            values["result_status"] = ResultStatus.pushed
+            log.info("task %s: pushed %s (%s) to %s", task_id, branch, sha[:12], source.push_url)
+        except (PublishError, WorkspaceError) as exc:
+            values["result_status"] = ResultStatus.push_failed
+            values["result_error"] = str(exc)
+            log.warning("task %s: %s", task_id, exc)
+    _record(database_url, task_id, **values)
+
+    comment = _post_comment(settings, source, comment_text(task, values))
+    _record(database_url, task_id, **comment, published_at=datetime.now(UTC))
+
+
+# --- git --------------------------------------------------------------------------------------------
+
+
+def _git(
+    args: list[str],
+    cwd: Path,
+    *,
+    env: dict[str, str] | None = None,
+    input: bytes | None = None,
+    what: str,
+) -> str:
+    full_env = dict(os.environ)
+    full_env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
+    full_env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=30")
+    full_env.update(env or {})
+    try:
+        proc = subprocess.run(
+            ["git", "-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null", *args],
+            cwd=cwd,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            timeout=GIT_TIMEOUT_S,
+            env=full_env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise PublishError(f"{what}: git timed out after {GIT_TIMEOUT_S:g} s") from exc
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+        raise PublishError(f"{what}: {lines[-1] if lines else f'git exited with {proc.returncode}'}")
+    return proc.stdout.decode("utf-8", "replace").strip()
+
+
+def _workspace(settings: Settings, task: Task) -> Path:
+    """The task's workspace, or a fresh clone at its start commit when it is gone (another host ran the
+    task, or it was cleaned up): only the start commit is needed, the change comes from the database."""
+    root = settings.workspace_root / f"task-{task.id}"
+    if (root / ".git").is_dir():
+        try:
+            _git(["rev-parse", "--verify", "--quiet", f"{BASE_REF}^{{commit}}"], root, what="no start commit")
+            return root
+        except PublishError:
+            pass
+    return prepare_workspace(task.repo, task.ref, root)
+
+
+def commit_diff(root: Path, diff: str, message: str) -> str:
+    """Commit `diff` (the task's recorded workspace_diff) on top of the start commit and return the sha.
+    A private index is used, so whatever the agent left in the work tree or index does not leak in."""
+    base = _git(["rev-parse", "--verify", f"{BASE_REF}^{{commit}}"], root, what="no start commit")
+    index = root / ".git" / "elpis-result-index"
+    env = {
+        "GIT_INDEX_FILE": str(index),
+        "GIT_AUTHOR_NAME": "Elpis",
+        "GIT_AUTHOR_EMAIL": "elpis@localhost",
+        "GIT_COMMITTER_NAME": "Elpis",
+        "GIT_COMMITTER_EMAIL": "elpis@localhost",
+    }
+    try:
+        _git(["read-tree", base], root, env=env, what="could not read the start commit")
+        _git(
+            ["apply", "--cached", "--binary", "--whitespace=nowarn", "-"],
+            root,
+            env=env,
+            input=diff.encode("utf-8", "surrogateescape"),
+            what="could not apply the task's change to its start commit",
+        )
+        tree = _git(["write-tree"], root, env=env, what="could not write the result tree")
+        return _git(
+            ["commit-tree", tree, "-p", base, "-F", "-"],
+            root,
+            env=env,
+            input=message.encode(),
+            what="could not commit the result",
+        )
+    finally:
+        index.unlink(missing_ok=True)
+
+
+def push_branch(root: Path, sha: str, branch: str, push_url: str, env: dict[str, str]) -> None:
+    """Force the branch (Elpis's own, one per task) to `sha` in the source repository."""
+    _git(
+        ["push", "--force", "--no-verify", "--quiet", push_url, f"{sha}:refs/heads/{branch}"],
+        root,
+        env=env,
+        what=f"could not push {branch} to {_redact(push_url)}",
+    )
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        return parts._replace(netloc=parts.hostname or "").geturl()
+    return url
+
+
+def _push_env(settings: Settings, source: _Source) -> dict[str, str]:
+    """An Authorization header for git over HTTPS, from the config, for configured hosts only. Passed in
+    the environment (GIT_CONFIG_*), so it is neither in the URL, the command line nor the repository."""
+    ps = _provider_settings(settings, source.provider)
+    parts = urlsplit(source.push_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return {}
+    if parts.hostname.lower() not in {host.lower() for host in ps.push_hosts}:
+        return {}
+    token = ps.push_token.get_secret_value() or ps.api_token.get_secret_value()
+    if not token:
+        return {}
+    basic = base64.b64encode(f"{ps.push_user}:{token}".encode()).decode()
+    return {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "http.extraHeader",
+        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+    }
+
+
+def _commit_message(task: Task, source: _Source) -> str:
+    text = (task.summary or task.instruction or "").strip()
+    first = text.splitlines()[0][:72] if text else f"task {task.id}"
+    kind = "pull request" if source.is_pull_request else "issue"
+    where = f" for {kind} #{source.number}" if source.number else ""
+    return f"elpis: {first}\n\nElpis task {task.id}{where} ({source.provider.value} {source.repository}).\n"
+
+
+# --- the comment ------------------------------------------------------------------------------------
+
+
+def comment_text(task: Task, values: dict[str, Any]) -> str:
+    lines = [f"**Elpis** task {task.id} {task.status.value}."]
+    if task.summary:
+        lines.append("> " + task.summary.strip().replace("\n", "\n> "))
+    if task.failure_reason:
+        lines.append(f"Reason: {task.failure_reason}")
+    status = values.get("result_status")
+    if status == ResultStatus.pushed:
+        lines.append(
+            f"The change is on branch `{values['result_branch']}` (commit {values['result_commit'][:12]})."
+        )
+    elif status == ResultStatus.push_failed:
+        lines.append(f"The change could not be pushed: {values.get('result_error')}")
+    elif status == ResultStatus.skipped:
+        lines.append("The task was cancelled; its partial change was not pushed.")
+    else:
+        lines.append("No files were changed.")
+    if task.test_passed is True:
+        lines.append("Tests passed.")
+    elif task.test_passed is False:
+        code = f" (exit {task.test_exit_code})" if task.test_exit_code is not None else ""
+        lines.append(f"Tests failed{code}.")
+    else:
+        lines.append("No tests were run.")
+    return "\n\n".join(lines)
+
+
+def _post_comment(settings: Settings, source: _Source, text: str) -> dict[str, Any]:
+    ps = _provider_settings(settings, source.provider)
+    token = ps.api_token.get_secret_value()
+    api = ps.api_url.rstrip("/")
+    if source.number is None:
+        return {"comment_status": CommentStatus.skipped, "comment_error": "no issue or pull request"}
+    if not token or not api:
+        missing = "api_token" if not token else "api_url"
+        return {
+            "comment_status": CommentStatus.skipped,
+            "comment_error": f"webhooks.{source.provider.value}.{missing} is not set",
+        }
+    repo = quote(source.repository, safe="/")
+    if source.provider == Provider.gitlab:
+        project = source.project_id or quote(source.repository, safe="")
+        kind = "merge_requests" if source.is_pull_request else "issues"
+        url = f"{api}/projects/{project}/{kind}/{source.number}/notes"
+    else:
+        url = f"{api}/repos/{repo}/issues/{source.number}/comments"
+    try:
+        data = _api_call(settings, source.provider, "POST", url, {"body": text})
+    except PublishError as exc:
+        log.warning("task %s: %s", source.task_id, exc)
+        return {"comment_status": CommentStatus.failed, "comment_error": str(exc)}
+    link = data.get("html_url") or data.get("url") if isinstance(data, dict) else None
+    return {"comment_status": CommentStatus.posted, "comment_url": link if isinstance(link, str) else url}
+
+
+def _api_call(
+    settings: Settings, provider: Provider, method: str, url: str, body: dict[str, Any] | None
+) -> Any:
+    ps = _provider_settings(settings, provider)
+    token = ps.api_token.get_secret_value()
+    headers = {"Accept": "application/json", "User-Agent": "elpis"}
+    if provider == Provider.github:
+        headers.update({"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+    elif provider == Provider.gitlab:
+        if token:
+            headers["PRIVATE-TOKEN"] = token
+    elif token:
+        headers["Authorization"] = f"token {token}"
+    try:
+        response = httpx.request(
+            method, url, headers=headers, json=body, timeout=settings.webhooks.api_timeout
+        )
+    except httpx.HTTPError as exc:
+        raise PublishError(f"{method} {url} failed: {exc}") from exc
+    if response.status_code >= 400:
+        raise PublishError(f"{method} {url} answered {response.status_code}: {response.text[:200]}")
+    try:
+        return response.json()
+    except ValueError:
+        return None

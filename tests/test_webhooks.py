@@ -1,0 +1,841 @@
+"""Git webhooks: GitHub, GitLab and Gitea deliveries (realistic payloads from tests/webhook_payloads/)
+through the real API into real Postgres; results pushed to a local bare repository and commented back
+to a local HTTP server standing in for the provider's REST API."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import shutil
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import SAMPLES, free_port, steps_of, task_row, wait_finished, wait_for
+from sqlalchemy import func, select
+
+from configs import get_settings
+from configs.settings import load_settings
+from elpis_worker import results
+from elpis_worker.agent import run_agent
+from elpis_worker.backend import ScriptedBackend
+from elpis_worker.store import TaskStore
+from models import Batch, Task, TaskStatus, session_scope
+from models.webhooks import CommentStatus, Provider, ResultStatus, TaskSource, WebhookDelivery
+
+PAYLOADS = Path(__file__).parent / "webhook_payloads"
+SECRETS = {"github": "gh-secret-0d1e", "gitlab": "gl-token-7a2b", "gitea": "gt-secret-93c4"}
+CLONE_URLS = {
+    "github": "https://github.com/acme/calc.git",
+    "gitlab": "https://gitlab.com/acme/calc.git",
+    "gitea": "https://gitea.example.com/acme/calc.git",
+}
+# The event header each provider sends for a fixture, by fixture name.
+EVENTS = {
+    ("github", "issues_labeled"): "issues",
+    ("github", "issue_comment_pull_request"): "issue_comment",
+    ("github", "issue_comment_issue"): "issue_comment",
+    ("github", "pull_request_opened"): "pull_request",
+    ("github", "pull_request_labeled"): "pull_request",
+    ("github", "push"): "push",
+    ("github", "ping"): "ping",
+    ("github", "star_created"): "star",
+    ("gitlab", "issue_hook_labeled"): "Issue Hook",
+    ("gitlab", "merge_request_hook_open"): "Merge Request Hook",
+    ("gitlab", "note_hook_merge_request"): "Note Hook",
+    ("gitlab", "note_hook_issue"): "Note Hook",
+    ("gitlab", "push_hook"): "Push Hook",
+    ("gitea", "issues_label_updated"): ("issues", "issue_label"),
+    ("gitea", "issue_comment_pull_request"): ("issue_comment", "pull_request_comment"),
+    ("gitea", "pull_request_opened"): ("pull_request", "pull_request"),
+    ("gitea", "push"): ("push", "push"),
+}
+FIX_SCRIPT = SAMPLES / "fix_script.json"
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def load(provider: str, name: str, repo: str, clone_url: str | None = None) -> dict[str, Any]:
+    """A fixture payload for repository acme/<repo> (unique per test: dedup keys are global), its clone
+    URL optionally replaced (a local bare repository, an unreachable server)."""
+    text = (PAYLOADS / provider / f"{name}.json").read_text()
+    if clone_url:
+        text = text.replace(CLONE_URLS[provider], clone_url)
+    return json.loads(text.replace("acme/calc", f"acme/{repo}"))
+
+
+def signature_headers(provider: str, body: bytes, secret: str) -> dict[str, str]:
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    if provider == "github":
+        return {"X-Hub-Signature-256": f"sha256={digest}"}
+    if provider == "gitlab":
+        return {"X-Gitlab-Token": secret}
+    return {"X-Gitea-Signature": digest}
+
+
+def deliver(
+    api,
+    provider: str,
+    name: str,
+    data: Any,
+    *,
+    delivery: str | None = None,
+    secret: str | None | bool = None,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+):
+    """POST a delivery the way the provider sends it: its event and delivery headers, signed with the
+    configured secret (secret=False: unsigned; a string: that secret)."""
+    body = json.dumps(data).encode() if body is None else body
+    delivery = delivery or str(uuid.uuid4())
+    sent = {"Content-Type": "application/json", "User-Agent": f"{provider}-Hookshot/test"}
+    event = EVENTS[(provider, name)]
+    if provider == "github":
+        sent |= {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery, "X-GitHub-Hook-ID": "512345678"}
+    elif provider == "gitlab":
+        sent |= {"X-Gitlab-Event": event, "Idempotency-Key": delivery, "X-Gitlab-Event-UUID": delivery}
+    else:
+        sent |= {"X-Gitea-Event": event[0], "X-Gitea-Event-Type": event[1], "X-Gitea-Delivery": delivery}
+    if secret is not False:
+        sent |= signature_headers(provider, body, SECRETS[provider] if secret in (None, True) else secret)
+    sent |= headers or {}
+    return api.post(f"/webhooks/{provider}", content=body, headers=sent)
+
+
+def unique_repo() -> str:
+    return f"calc-{uuid.uuid4().hex[:8]}"
+
+
+def source_row(db_url: str, task_id: int) -> TaskSource | None:
+    with session_scope(db_url) as s:
+        row = s.get(TaskSource, task_id)
+        if row is not None:
+            s.expunge(row)
+        return row
+
+
+def deliveries_of(db_url: str, repo: str) -> list[WebhookDelivery]:
+    with session_scope(db_url) as s:
+        rows = list(
+            s.scalars(
+                select(WebhookDelivery)
+                .where(WebhookDelivery.repository == f"acme/{repo}")
+                .order_by(WebhookDelivery.id)
+            )
+        )
+        for row in rows:
+            s.expunge(row)
+        return rows
+
+
+def count_tasks(db_url: str) -> int:
+    with session_scope(db_url) as s:
+        return s.scalar(select(func.count()).select_from(Task))
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
+    return proc.stdout.strip()
+
+
+def make_origin(tmp_path: Path) -> tuple[Path, str, str]:
+    """A bare repository holding samples/calc on main, and a branch fix-subtract one commit ahead
+    (the pull request's head). Returns (bare path, main sha, fix-subtract sha)."""
+    work = tmp_path / "seed"
+    shutil.copytree(
+        SAMPLES / "calc", work, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
+    )
+    git("init", "--quiet", "-b", "main", cwd=work)
+    git("config", "user.name", "Alice", cwd=work)
+    git("config", "user.email", "alice@example.com", cwd=work)
+    git("add", "-A", cwd=work)
+    git("commit", "--quiet", "-m", "calc", cwd=work)
+    main = git("rev-parse", "HEAD", cwd=work)
+    git("checkout", "--quiet", "-b", "fix-subtract", cwd=work)
+    (work / "NOTES.md").write_text("subtract is wrong; see pull request 7\n")
+    git("add", "NOTES.md", cwd=work)
+    git("commit", "--quiet", "-m", "notes", cwd=work)
+    head = git("rev-parse", "HEAD", cwd=work)
+    bare = tmp_path / "origin.git"
+    git("clone", "--quiet", "--bare", str(work), str(bare))
+    return bare, main, head
+
+
+class FakeProviderAPI:
+    """A real HTTP server playing a provider's REST API: records every request, answers pull-request
+    lookups from `pulls` and comment posts with 201."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.pulls: dict[str, dict[str, Any]] = {}
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, status: int, data: Any) -> None:
+                body = json.dumps(data).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _record(self) -> dict[str, Any]:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                entry = {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "json": json.loads(raw) if raw else None,
+                }
+                api.requests.append(entry)
+                return entry
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                self._record()
+                if self.path in api.pulls:
+                    self._answer(200, api.pulls[self.path])
+                else:
+                    self._answer(404, {"message": "Not Found"})
+
+            def do_POST(self) -> None:  # noqa: N802
+                entry = self._record()
+                if entry["path"].endswith(("/comments", "/notes")):
+                    self._answer(201, {"id": 1, "html_url": f"{api.url}{entry['path']}#1", "body": "x"})
+                else:
+                    self._answer(404, {"message": "Not Found"})
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def posted(self) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r["method"] == "POST"]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def provider_api() -> Iterator[FakeProviderAPI]:
+    api = FakeProviderAPI()
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def configure(monkeypatch):
+    """Set webhook settings through the environment (the names deployments use), for this process and
+    for worker processes started after; the settings cache is rebuilt, and restored at teardown."""
+
+    def apply(repositories: dict[str, Any] | None = None, **env: str) -> None:
+        base = {
+            "ELPIS_GITHUB_WEBHOOK_SECRET": SECRETS["github"],
+            "ELPIS_GITLAB_WEBHOOK_TOKEN": SECRETS["gitlab"],
+            "ELPIS_GITEA_WEBHOOK_SECRET": SECRETS["gitea"],
+        }
+        for key, value in (base | env).items():
+            monkeypatch.setenv(key, value)
+        if repositories is not None:
+            monkeypatch.setenv("ELPIS_WEBHOOKS__REPOSITORIES", json.dumps(repositories))
+        get_settings.cache_clear()
+
+    apply()
+    yield apply
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def enqueued(api) -> list[int]:
+    ids: list[int] = []
+    api.app.state.enqueue = ids.append
+    return ids
+
+
+# --- configuration --------------------------------------------------------------------------------------
+
+
+def test_secret_environment_names_are_settings(monkeypatch):
+    monkeypatch.setenv("ELPIS_GITHUB_WEBHOOK_SECRET", "a")
+    monkeypatch.setenv("ELPIS_GITLAB_WEBHOOK_TOKEN", "b")
+    monkeypatch.setenv("ELPIS_GITEA_WEBHOOK_SECRET", "c")
+    hooks = load_settings().webhooks
+    assert hooks.github.secret.get_secret_value() == "a"
+    assert hooks.gitlab.secret.get_secret_value() == "b"
+    assert hooks.gitea.secret.get_secret_value() == "c"
+    assert hooks.max_body_bytes == 25 * 1024 * 1024 and hooks.trigger_label == "elpis"
+    assert hooks.command_prefix == "/elpis "
+    # The nested spelling wins over the short name; secrets never show in a repr.
+    monkeypatch.setenv("ELPIS_WEBHOOKS__GITHUB__SECRET", "nested")
+    hooks = load_settings().webhooks
+    assert hooks.github.secret.get_secret_value() == "nested"
+    assert "nested" not in repr(hooks)
+
+
+# --- authentication and bad input -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "name"),
+    [("github", "issues_labeled"), ("gitlab", "issue_hook_labeled"), ("gitea", "issues_label_updated")],
+)
+def test_valid_signature_makes_one_task_with_its_source(api, db_url, configure, enqueued, provider, name):
+    repo = unique_repo()
+    configure(repositories={f"acme/{repo}": {"test_command": "python -m pytest -q"}})
+    delivery = str(uuid.uuid4())
+    response = deliver(api, provider, name, load(provider, name, repo), delivery=delivery)
+
+    assert response.status_code == 202, response.text
+    answer = response.json()
+    assert answer["delivery"] == delivery and len(answer["tasks"]) == 1
+    task_id = answer["tasks"][0]
+    assert enqueued == [task_id]
+    task = task_row(db_url, task_id)
+    assert task.status == TaskStatus.queued
+    assert task.instruction.startswith("subtract returns the sum\n\ncalc.ops.subtract(5, 3) returns 8.")
+    assert task.repo == CLONE_URLS[provider].replace("acme/calc", f"acme/{repo}")
+    assert task.ref == "main" and task.test_command == "python -m pytest -q"
+    with session_scope(db_url) as s:
+        assert s.get(Batch, task.batch_id).source == provider
+    source = source_row(db_url, task_id)
+    assert source.provider == provider and source.repository == f"acme/{repo}"
+    assert (
+        source.trigger == "issue_label" and source.number == {"github": 5, "gitlab": 23, "gitea": 3}[provider]
+    )
+    assert source.is_pull_request is False and source.push_url == task.repo
+    [record] = deliveries_of(db_url, repo)
+    assert record.provider == provider and record.delivery_id == delivery and record.outcome == "tasks"
+    assert record.payload_sha256 == hashlib.sha256(response.request.content).hexdigest()
+
+    shown = api.get(f"/webhooks/{provider}/deliveries/{delivery}").json()
+    assert shown["tasks"] == [task_id] and shown["outcome"] == "tasks"
+    assert api.get(f"/v1/tasks/{task_id}/source").json()["number"] == source.number
+
+
+def test_the_same_delivery_twice_makes_one_task(api, db_url, configure, enqueued):
+    repo = unique_repo()
+    data = load("github", "issues_labeled", repo)
+    delivery = str(uuid.uuid4())
+    first = deliver(api, "github", "issues_labeled", data, delivery=delivery)
+    second = deliver(api, "github", "issues_labeled", data, delivery=delivery)
+    assert first.status_code == second.status_code == 202
+    assert second.json()["tasks"] == first.json()["tasks"] and len(first.json()["tasks"]) == 1
+    assert second.json()["redelivery"] is True and first.json()["redelivery"] is False
+    assert enqueued == first.json()["tasks"]  # the redelivery enqueued nothing
+    assert len(deliveries_of(db_url, repo)) == 1
+
+
+def test_concurrent_duplicate_deliveries_make_one_task(api, db_url, configure, enqueued):
+    repo = unique_repo()
+    data = load("gitea", "issues_label_updated", repo)
+    delivery = str(uuid.uuid4())
+    barrier = threading.Barrier(6)
+
+    def send(_: int):
+        barrier.wait()
+        return deliver(api, "gitea", "issues_label_updated", data, delivery=delivery)
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(send, range(6)))
+    assert {r.status_code for r in answers} == {202}
+    task_lists = {tuple(r.json()["tasks"]) for r in answers}
+    assert len(task_lists) == 1 and len(next(iter(task_lists))) == 1
+    assert sum(not r.json()["redelivery"] for r in answers) == 1
+    assert len(enqueued) == 1 and len(deliveries_of(db_url, repo)) == 1
+
+
+def test_a_redelivery_racing_the_first_waits_for_it(db_url, configure):
+    """The first delivery's transaction is still open when the redelivery arrives: the redelivery's
+    insert waits on the unique constraint, then answers with the first one's task (no check-then-insert
+    window in which both would make a task)."""
+    from sqlalchemy import text
+
+    from elpis_api.webhooks import ADAPTERS, Rules
+    from elpis_api.webhooks.intake import record_delivery, validate_plan, write_delivery
+    from models import sessionmaker_for
+
+    repo = unique_repo()
+    rules = Rules(Provider.github, get_settings().webhooks)
+    interpretation = ADAPTERS[Provider.github].interpret(
+        "issues", load("github", "issues_labeled", repo), rules
+    )
+    task_in = validate_plan(interpretation.plan, None)
+    delivery = str(uuid.uuid4())
+    make = sessionmaker_for(db_url)
+
+    def redelivery_waits() -> bool:
+        # A session per look: pg_stat_activity is a snapshot held for the rest of a transaction.
+        with make() as watcher:
+            return bool(
+                watcher.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE 'INSERT INTO webhook_delivery%'"
+                    )
+                )
+            )
+
+    # The session closes (releasing the first delivery's row) before the pool waits for its thread.
+    with ThreadPoolExecutor(1) as pool:
+        with make() as first:
+            transaction = first.begin()
+            first_result = write_delivery(first, Provider.github, delivery, "0" * 64, interpretation, task_in)
+            pending = pool.submit(
+                lambda: record_delivery(make(), Provider.github, delivery, "0" * 64, interpretation, task_in)
+            )
+            wait_for(redelivery_waits, timeout=30, what="the redelivery to wait on the first delivery's row")
+            assert not pending.done()
+            transaction.commit()
+        second = pending.result(timeout=30)
+    assert second.redelivery is True and second.task_ids == first_result.task_ids
+    assert len(first_result.task_ids) == 1 and second.new_tasks == []
+
+
+def test_the_same_event_from_two_deliveries_makes_one_task(api, db_url, configure, enqueued):
+    """GitHub sends opened and labeled for a pull request opened with the label: one task per head."""
+    repo = unique_repo()
+    opened = deliver(api, "github", "pull_request_opened", load("github", "pull_request_opened", repo))
+    labeled = deliver(api, "github", "pull_request_labeled", load("github", "pull_request_labeled", repo))
+    assert len(opened.json()["tasks"]) == 1
+    assert labeled.status_code == 202 and labeled.json()["tasks"] == []
+    assert f"already handled by task {opened.json()['tasks'][0]}" in labeled.json()["detail"]
+    assert [d.outcome for d in deliveries_of(db_url, repo)] == ["tasks", "ignored"]
+
+
+@pytest.mark.parametrize(
+    ("provider", "name"), [("github", "push"), ("gitlab", "push_hook"), ("gitea", "push")]
+)
+def test_wrong_secret_is_401_and_writes_nothing(api, db_url, configure, enqueued, provider, name):
+    repo = unique_repo()
+    before = count_tasks(db_url)
+    response = deliver(api, provider, name, load(provider, name, repo), secret="not-the-secret")
+    assert response.status_code == 401
+    assert "does not match" in response.json()["detail"]
+    assert count_tasks(db_url) == before and deliveries_of(db_url, repo) == [] and enqueued == []
+
+
+@pytest.mark.parametrize(
+    ("provider", "name", "header"),
+    [
+        ("github", "issues_labeled", "X-Hub-Signature-256"),
+        ("gitlab", "issue_hook_labeled", "X-Gitlab-Token"),
+        ("gitea", "issues_label_updated", "X-Gitea-Signature"),
+    ],
+)
+def test_unsigned_is_401(api, db_url, configure, enqueued, provider, name, header):
+    repo = unique_repo()
+    response = deliver(api, provider, name, load(provider, name, repo), secret=False)
+    assert response.status_code == 401
+    assert f"missing {header}" in response.json()["detail"]
+    assert deliveries_of(db_url, repo) == [] and enqueued == []
+
+
+def test_a_signature_of_another_body_is_401(api, db_url, configure, enqueued):
+    repo = unique_repo()
+    data = load("github", "issues_labeled", repo)
+    forged = json.dumps({**data, "label": {"name": "elpis"}, "issue": {**data["issue"], "title": "rm -rf"}})
+    headers = signature_headers("github", json.dumps(data).encode(), SECRETS["github"])
+    response = deliver(
+        api, "github", "issues_labeled", None, body=forged.encode(), secret=False, headers=headers
+    )
+    assert response.status_code == 401 and enqueued == []
+
+
+def test_no_secret_configured_refuses_every_request(api, db_url, configure, enqueued):
+    configure(ELPIS_GITLAB_WEBHOOK_TOKEN="")
+    repo = unique_repo()
+    data = load("gitlab", "issue_hook_labeled", repo)
+    for secret in ("", False, "anything"):
+        response = deliver(api, "gitlab", "issue_hook_labeled", data, secret=secret)
+        assert response.status_code == 403
+        assert "no secret is configured" in response.json()["detail"]
+        assert "ELPIS_GITLAB_WEBHOOK_TOKEN" in response.json()["detail"]
+    assert deliveries_of(db_url, repo) == [] and enqueued == []
+
+
+def test_repository_secret_replaces_the_providers(api, db_url, configure, enqueued):
+    repo = unique_repo()
+    configure(repositories={f"github:acme/{repo}": {"secret": "repo-own-secret"}})
+    data = load("github", "issues_labeled", repo)
+    assert deliver(api, "github", "issues_labeled", data).status_code == 401
+    accepted = deliver(api, "github", "issues_labeled", data, secret="repo-own-secret")
+    assert accepted.status_code == 202 and len(accepted.json()["tasks"]) == 1
+
+
+def test_malformed_json_is_400(api, db_url, configure, enqueued):
+    response = deliver(api, "github", "issues_labeled", None, body=b'{"action": "labeled", "issue": {')
+    assert response.status_code == 400 and "not valid JSON" in response.json()["detail"]
+    not_object = deliver(api, "gitea", "push", None, body=b"[1, 2, 3]")
+    assert not_object.status_code == 400 and "JSON object" in not_object.json()["detail"]
+    assert enqueued == []
+
+
+def test_oversized_body_is_413_without_reading_it(api, db_url, configure, enqueued):
+    configure(ELPIS_WEBHOOKS__MAX_BODY_BYTES="2048")
+    repo = unique_repo()
+    data = load("github", "push", repo)
+    data["padding"] = "x" * 4096
+    body = json.dumps(data).encode()
+    declared = deliver(api, "github", "push", data, body=body)
+    assert declared.status_code == 413 and "webhooks.max_body_bytes" in declared.json()["detail"]
+
+    # A chunked body declares no length: it is counted while it streams in.
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": str(uuid.uuid4()),
+    } | signature_headers("github", body, SECRETS["github"])
+    chunked = api.post(
+        "/webhooks/github", content=(body[i : i + 512] for i in range(0, len(body), 512)), headers=headers
+    )
+    assert chunked.request.headers.get("transfer-encoding") == "chunked"
+    assert chunked.status_code == 413
+    assert deliveries_of(db_url, repo) == [] and enqueued == []
+
+
+def test_bad_field_is_422_naming_it(api, db_url, configure, enqueued):
+    repo = unique_repo()
+    data = load("github", "issues_labeled", repo)
+    data["repository"]["clone_url"] = "not a url"
+    bad_url = deliver(api, "github", "issues_labeled", data)
+    assert bad_url.status_code == 422 and "repository.clone_url" in bad_url.json()["detail"]
+    data = load("gitlab", "issue_hook_labeled", repo)
+    del data["object_attributes"]["iid"]
+    missing = deliver(api, "gitlab", "issue_hook_labeled", data)
+    assert missing.status_code == 422 and "object_attributes.iid" in missing.json()["detail"]
+    assert deliveries_of(db_url, repo) == [] and enqueued == []
+
+
+def test_form_encoded_github_delivery(api, db_url, configure, enqueued):
+    from urllib.parse import urlencode
+
+    repo = unique_repo()
+    body = urlencode({"payload": json.dumps(load("github", "issues_labeled", repo))}).encode()
+    response = deliver(
+        api,
+        "github",
+        "issues_labeled",
+        None,
+        body=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 202 and len(response.json()["tasks"]) == 1
+
+
+# --- which events make tasks ----------------------------------------------------------------------------
+
+
+def test_ping_answers_200(api, db_url, configure, enqueued):
+    repo = unique_repo()
+    response = deliver(api, "github", "ping", load("github", "ping", repo))
+    assert response.status_code == 200
+    assert response.json()["tasks"] == [] and response.json()["outcome"] == "ping"
+    assert [d.outcome for d in deliveries_of(db_url, repo)] == ["ping"]
+
+
+def test_irrelevant_events_are_recorded_and_make_no_task(api, db_url, configure, enqueued):
+    repo = unique_repo()
+    star = deliver(api, "github", "star_created", load("github", "star_created", repo))
+    assert star.status_code == 202 and star.json()["tasks"] == []
+    assert "not one Elpis acts on" in star.json()["detail"]
+
+    data = load("github", "issues_labeled", repo)
+    data["label"] = data["issue"]["labels"][0]  # "bug" was added, not "elpis"
+    other_label = deliver(api, "github", "issues_labeled", data)
+    assert other_label.json()["tasks"] == []
+
+    data = load("github", "issue_comment_issue", repo)
+    data["comment"]["body"] = "Thanks, /elpis is great"
+    chatter = deliver(api, "github", "issue_comment_issue", data)
+    assert chatter.json()["tasks"] == [] and "command prefix" in chatter.json()["detail"]
+
+    data = load("github", "issue_comment_issue", repo)
+    data["comment"]["author_association"] = "NONE"
+    stranger = deliver(api, "github", "issue_comment_issue", data)
+    assert stranger.json()["tasks"] == [] and "comment_associations" in stranger.json()["detail"]
+
+    unruled = deliver(api, "gitlab", "push_hook", load("gitlab", "push_hook", repo))
+    assert unruled.json()["tasks"] == [] and "no push rule" in unruled.json()["detail"]
+
+    assert enqueued == []
+    assert [d.outcome for d in deliveries_of(db_url, repo)] == ["ignored"] * 5
+
+
+def test_issue_comment_becomes_a_task_with_the_rest_as_instruction(api, db_url, configure, enqueued):
+    repo = unique_repo()
+    response = deliver(api, "github", "issue_comment_issue", load("github", "issue_comment_issue", repo))
+    [task_id] = response.json()["tasks"]
+    task = task_row(db_url, task_id)
+    assert task.instruction == "add a docstring to calc/ops.py" and task.ref == "main"
+    source = source_row(db_url, task_id)
+    assert source.trigger == "comment" and source.number == 5 and source.resolve_head is False
+
+
+def test_pull_request_comments_run_on_the_head_branch(api, db_url, configure, enqueued):
+    repo = unique_repo()
+    configure(ELPIS_WEBHOOKS__GITEA__API_URL="http://127.0.0.1:9/api/v1")
+    # GitLab's note carries the merge request: its source branch is the task's ref.
+    [gitlab_task] = deliver(
+        api, "gitlab", "note_hook_merge_request", load("gitlab", "note_hook_merge_request", repo)
+    ).json()["tasks"]
+    task = task_row(db_url, gitlab_task)
+    assert task.ref == "fix-subtract" and task.instruction == "fix subtract in calc/ops.py so the tests pass"
+    source = source_row(db_url, gitlab_task)
+    assert source.is_pull_request and source.number == 4 and source.project_id == "14"
+    assert source.head_sha == "da1560886d4f094c3e6c9ef40349f7d38b5d27d7" and not source.resolve_head
+    # GitHub's and Gitea's comments do not: the worker looks the head up before it runs.
+    for provider in ("github", "gitea"):
+        name = "issue_comment_pull_request"
+        [task_id] = deliver(api, provider, name, load(provider, name, repo)).json()["tasks"]
+        source = source_row(db_url, task_id)
+        assert source.is_pull_request and source.resolve_head and task_row(db_url, task_id).ref is None
+
+
+def test_gitea_pull_request_comment_needs_the_api(api, db_url, configure, enqueued):
+    repo = unique_repo()
+    name = "issue_comment_pull_request"
+    response = deliver(api, "gitea", name, load("gitea", name, repo))
+    assert response.json()["tasks"] == [] and "webhooks.gitea.api_url" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("provider", "name"),
+    [
+        ("github", "pull_request_opened"),
+        ("gitlab", "merge_request_hook_open"),
+        ("gitea", "pull_request_opened"),
+    ],
+)
+def test_labeled_pull_request_makes_a_make_the_tests_pass_task(
+    api, db_url, configure, enqueued, provider, name
+):
+    repo = unique_repo()
+    configure(repositories={f"acme/{repo}": {"test_command": "python -m pytest -q"}})
+    [task_id] = deliver(api, provider, name, load(provider, name, repo)).json()["tasks"]
+    task = task_row(db_url, task_id)
+    assert task.instruction.startswith("Make the tests (`python -m pytest -q`) of pull request #")
+    assert task.ref == "fix-subtract"
+    source = source_row(db_url, task_id)
+    assert source.trigger == "pull_request" and source.is_pull_request and source.head_sha
+
+    # Without the label the same pull request is left alone.
+    data = load(provider, name, unique_repo())
+    holder = data["object_attributes"] if provider == "gitlab" else data["pull_request"]
+    holder["labels"] = []
+    if provider == "gitlab":
+        data["labels"] = []
+    assert deliver(api, provider, name, data).json()["tasks"] == []
+
+
+@pytest.mark.parametrize(
+    ("provider", "name"), [("github", "push"), ("gitlab", "push_hook"), ("gitea", "push")]
+)
+def test_push_to_a_ruled_branch_makes_its_instruction(api, db_url, configure, enqueued, provider, name):
+    repo = unique_repo()
+    configure(repositories={f"acme/{repo}": {"push": {"release/*": "Bump nothing", "main": "Run the tests"}}})
+    [task_id] = deliver(api, provider, name, load(provider, name, repo)).json()["tasks"]
+    task = task_row(db_url, task_id)
+    assert task.instruction == "Run the tests" and task.ref == "main"
+    assert source_row(db_url, task_id).trigger == "push"
+
+    data = load(provider, name, repo)
+    data["ref"] = "refs/heads/release/2.0"
+    data["after"] = "ab" * 20
+    [glob_task] = deliver(api, provider, name, data).json()["tasks"]
+    assert task_row(db_url, glob_task).instruction == "Bump nothing"
+
+    data["ref"] = "refs/heads/elpis/task-1"  # Elpis's own result branches never trigger it
+    data["after"] = "cd" * 20
+    assert "own result branches" in deliver(api, provider, name, data).json()["detail"]
+    data["ref"] = "refs/heads/main"
+    data["after"] = "0" * 40  # a deleted branch
+    assert "deleted" in deliver(api, provider, name, data).json()["detail"]
+
+
+def test_enqueue_failure_is_503_and_marks_the_task(api, db_url, configure):
+    def broken(task_id: int) -> None:
+        raise ConnectionError("broker down")
+
+    api.app.state.enqueue = broken
+    repo = unique_repo()
+    response = deliver(api, "github", "issues_labeled", load("github", "issues_labeled", repo))
+    assert response.status_code == 503 and "could not be enqueued" in response.json()["detail"]
+    [record] = deliveries_of(db_url, repo)
+    with session_scope(db_url) as s:
+        task = s.scalar(select(Task).where(Task.batch_id == record.batch_id))
+        assert task.status == TaskStatus.failed and "could not enqueue" in task.failure_reason
+
+
+# --- results --------------------------------------------------------------------------------------------
+
+
+def run_in_process(db_url: str, task_id: int, script: Path) -> TaskStatus | None:
+    """What elpis.run_task does, in this process: claim, prepare the source, run the loop, publish."""
+    settings = get_settings()
+    backend = ScriptedBackend(
+        settings.model.model_copy(update={"backend": "scripted", "script": str(script)})
+    )
+    store = TaskStore(db_url)
+    assert store.claim(task_id, stale_after=60) is not None
+    status = results.prepare_source(store, settings, task_id) or run_agent(store, backend, settings, task_id)
+    results.publish_result(db_url, settings, task_id)
+    return status
+
+
+def test_webhook_task_on_a_bare_repository_pushes_its_branch(
+    api, db_url, configure, tmp_path, start_worker, provider_api
+):
+    """GitHub: `/elpis ...` on pull request 7 → a real worker looks up the head branch through the API,
+    runs the (scripted) loop on it, pushes elpis/task-<id> to the bare repository and comments back."""
+    bare, main_sha, head_sha = make_origin(tmp_path)
+    repo = unique_repo()
+    clone_url = bare.as_uri()
+    provider_api.pulls[f"/repos/acme/{repo}/pulls/7"] = {
+        "number": 7,
+        "state": "open",
+        "head": {
+            "label": "acme:fix-subtract",
+            "ref": "fix-subtract",
+            "sha": head_sha,
+            "repo": {"clone_url": clone_url},
+        },
+        "base": {"ref": "main", "sha": main_sha, "repo": {"clone_url": clone_url}},
+    }
+    configure(
+        repositories={f"acme/{repo}": {"test_command": "python -m pytest -q"}},
+        ELPIS_WEBHOOKS__GITHUB__API_URL=provider_api.url,
+        ELPIS_WEBHOOKS__GITHUB__API_TOKEN="gh-api-token",
+    )
+    worker = start_worker(ELPIS_MODEL__BACKEND="scripted", ELPIS_MODEL__SCRIPT=str(FIX_SCRIPT))
+    api.app.state.enqueue = worker.send
+
+    name = "issue_comment_pull_request"
+    response = deliver(api, "github", name, load("github", name, repo, clone_url=clone_url))
+    assert response.status_code == 202, response.text
+    [task_id] = response.json()["tasks"]
+    task = wait_finished(db_url, task_id)
+    source = wait_for(lambda: (s := source_row(db_url, task_id)).published_at and s, what="the result")
+
+    assert task.status == TaskStatus.succeeded, (task.failure_reason, worker.log_text()[-3000:])
+    assert task.repo == clone_url and task.ref == "fix-subtract"  # the pull request's head
+    assert source.result_status == ResultStatus.pushed, source.result_error
+    branch = f"elpis/task-{task_id}"
+    assert source.result_branch == branch and source.result_test_passed is True
+    assert source.result_summary.startswith("Fixed subtract")
+    pushed = git("rev-parse", f"refs/heads/{branch}", cwd=bare)
+    assert pushed == source.result_commit
+    assert git("rev-parse", f"{branch}^", cwd=bare) == head_sha  # on top of the head branch
+    assert "return a - b" in git("show", f"{branch}:calc/ops.py", cwd=bare)
+    assert git("show", f"{branch}:NOTES.md", cwd=bare).startswith("subtract is wrong")
+    assert git("rev-parse", "refs/heads/main", cwd=bare) == main_sha  # nothing else moved
+    assert git("rev-parse", "refs/heads/fix-subtract", cwd=bare) == head_sha
+
+    lookup = [r for r in provider_api.requests if r["method"] == "GET"]
+    assert [r["path"] for r in lookup] == [f"/repos/acme/{repo}/pulls/7"]
+    [comment] = provider_api.posted()
+    assert comment["path"] == f"/repos/acme/{repo}/issues/7/comments"
+    assert comment["headers"]["authorization"] == "Bearer gh-api-token"
+    assert comment["headers"]["accept"] == "application/vnd.github+json"
+    text = comment["json"]["body"]
+    assert f"task {task_id} succeeded" in text and f"`{branch}`" in text and pushed[:12] in text
+    assert "Tests passed." in text
+    assert source.comment_status == CommentStatus.posted and source.comment_url.startswith(provider_api.url)
+    shown = api.get(f"/v1/tasks/{task_id}/source").json()["result"]
+    assert shown["branch"] == branch and shown["commit"] == pushed and shown["status"] == "pushed"
+
+
+def test_gitlab_issue_task_pushes_and_posts_a_note(api, db_url, configure, tmp_path, provider_api, enqueued):
+    bare, main_sha, _ = make_origin(tmp_path)
+    repo = unique_repo()
+    configure(
+        repositories={f"acme/{repo}": {"test_command": "python -m pytest -q"}},
+        ELPIS_WEBHOOKS__GITLAB__API_URL=f"{provider_api.url}/api/v4",
+        ELPIS_WEBHOOKS__GITLAB__API_TOKEN="gl-api-token",
+    )
+    name = "issue_hook_labeled"
+    [task_id] = deliver(api, "gitlab", name, load("gitlab", name, repo, clone_url=bare.as_uri())).json()[
+        "tasks"
+    ]
+
+    assert run_in_process(db_url, task_id, FIX_SCRIPT) == TaskStatus.succeeded
+    source = source_row(db_url, task_id)
+    assert source.result_status == ResultStatus.pushed
+    branch = f"elpis/task-{task_id}"
+    assert git("rev-parse", f"{branch}^", cwd=bare) == main_sha
+    assert "return a - b" in git("show", f"{branch}:calc/ops.py", cwd=bare)
+    [note] = provider_api.posted()
+    assert note["path"] == "/api/v4/projects/14/issues/23/notes"
+    assert note["headers"]["private-token"] == "gl-api-token" and "authorization" not in note["headers"]
+    assert f"`{branch}`" in note["json"]["body"]
+
+
+def test_unreachable_clone_url_fails_cleanly_with_a_reason(api, db_url, configure, provider_api, enqueued):
+    repo = unique_repo()
+    dead = f"http://127.0.0.1:{free_port()}/gone/calc.git"  # nothing listens there
+    configure(
+        ELPIS_WEBHOOKS__GITEA__API_URL=f"{provider_api.url}/api/v1",
+        ELPIS_WEBHOOKS__GITEA__API_TOKEN="gt-api-token",
+    )
+    name = "issues_label_updated"
+    [task_id] = deliver(api, "gitea", name, load("gitea", name, repo, clone_url=dead)).json()["tasks"]
+
+    assert run_in_process(db_url, task_id, FIX_SCRIPT) == TaskStatus.failed
+    task = task_row(db_url, task_id)
+    assert task.status == TaskStatus.failed and task.finished_at is not None
+    assert task.failure_reason.startswith(f"workspace: could not clone {dead}")
+    assert "127.0.0.1" in task.failure_reason and steps_of(db_url, task_id) == []
+    source = source_row(db_url, task_id)
+    assert source.result_status == ResultStatus.no_change and source.result_branch is None
+    [comment] = provider_api.posted()
+    assert comment["path"] == f"/api/v1/repos/acme/{repo}/issues/3/comments"
+    assert comment["headers"]["authorization"] == "token gt-api-token"
+    assert (
+        f"task {task_id} failed" in comment["json"]["body"] and "could not clone" in comment["json"]["body"]
+    )
+
+
+def test_missing_pull_request_head_fails_the_task_with_a_reason(
+    api, db_url, configure, provider_api, enqueued
+):
+    repo = unique_repo()
+    configure(ELPIS_WEBHOOKS__GITHUB__API_URL=provider_api.url)  # no token: no comment back
+    name = "issue_comment_pull_request"
+    [task_id] = deliver(api, "github", name, load("github", name, repo)).json()["tasks"]
+    assert run_in_process(db_url, task_id, FIX_SCRIPT) == TaskStatus.failed
+    task = task_row(db_url, task_id)
+    assert task.failure_reason.startswith("could not find the head branch of pull request #7")
+    assert "answered 404" in task.failure_reason
+    source = source_row(db_url, task_id)
+    assert source.comment_status == CommentStatus.skipped and "api_token" in source.comment_error
+    assert provider_api.posted() == []
+
+
+def test_push_credentials_go_only_to_configured_hosts(configure):
+    configure(ELPIS_WEBHOOKS__GITHUB__PUSH_TOKEN="push-tok")
+    settings = get_settings()
+
+    def env_for(url: str) -> dict[str, str]:
+        source = results._Source(1, Provider.github, "acme/calc", None, 5, False, url, False, False)
+        return results._push_env(settings, source)
+
+    header = env_for("https://github.com/acme/calc.git")["GIT_CONFIG_VALUE_0"]
+    assert header.startswith("Authorization: Basic ")
+    import base64
+
+    assert base64.b64decode(header.split()[-1]).decode() == "x-access-token:push-tok"
+    assert env_for("https://evil.example.com/acme/calc.git") == {}
+    assert env_for("file:///srv/git/calc.git") == {}
