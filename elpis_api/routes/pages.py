@@ -1,0 +1,389 @@
+"""Server-rendered pages: `/` (recent tasks), `/tasks/{id}` (the step timeline, emotion chart, diff and
+tests), `/batches/{id}` (one row per task). They update live over server-sent events: the server renders
+each new step (or the changed table) with the same templates as the first page load and pushes the HTML,
+so the browser's JavaScript only inserts fragments and redraws the chart. No build step, no CDN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from elpis_api.deps import SessionDep
+from models import Batch, Step, StepKind, Task, sessionmaker_for
+
+HERE = Path(__file__).resolve().parents[1]
+templates = Jinja2Templates(directory=HERE / "templates")
+router = APIRouter(include_in_schema=False)
+
+# How often a live page's stream looks at the database, and how long one stream stays open before the
+# browser reconnects (EventSource does it by itself, resuming after the last step it got): a bounded
+# stream never keeps the server from shutting down for long.
+POLL_SECONDS = 0.5
+STREAM_SECONDS = 30.0
+RECENT_TASKS = 50
+
+
+def static_files() -> StaticFiles:
+    return StaticFiles(directory=HERE / "static")
+
+
+_shutting_down = threading.Event()
+
+
+def end_streams_on_shutdown() -> None:
+    """Let live streams end as soon as the server is asked to stop. Uvicorn waits for open responses
+    before it shuts down, and no ASGI message tells an endless response that it should finish, so
+    chain a flag onto the server's SIGINT/SIGTERM handlers (installed before the app starts)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # an embedded app (the test client): its host stops it
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+        if not callable(previous) or getattr(previous, "elpis_streams", False):
+            continue
+
+        def handler(signum: int, frame: object, previous: Callable = previous) -> None:
+            _shutting_down.set()
+            previous(signum, frame)
+
+        handler.elpis_streams = True  # type: ignore[attr-defined]
+        signal.signal(sig, handler)
+
+
+def _streaming() -> bool:
+    return not _shutting_down.is_set()
+
+
+# --- template helpers --------------------------------------------------------------------------------
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+
+
+def _from_json(text: str | None) -> Any:
+    try:
+        return json.loads(text or "")
+    except (TypeError, ValueError):
+        return None
+
+
+def _signed(value: Any) -> str:
+    return f"{value:+.2f}" if isinstance(value, int | float) else "-"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
+
+
+def _diff_class(line: str) -> str:
+    if line.startswith(("+++", "---", "diff ", "index ")):
+        return "meta"
+    if line.startswith("@@"):
+        return "hunk"
+    return {"+": "add", "-": "del"}.get(line[:1], "")
+
+
+templates.env.filters.update(
+    pretty=_pretty,
+    from_json=_from_json,
+    signed=_signed,
+    duration=_duration,
+    when=_when,
+    diff_class=_diff_class,
+)
+
+
+def _task_seconds(task: Task) -> float | None:
+    """Wall time of a finished task (a running one shows its start instead: a live page's HTML then
+    changes only when the task does)."""
+    if task.started_at is None or task.finished_at is None:
+        return None
+    return (task.finished_at - task.started_at).total_seconds()
+
+
+def _turns_done(session: Session, task_ids: list[int]) -> dict[int, int]:
+    if not task_ids:
+        return {}
+    rows = session.execute(
+        select(Step.task_id, func.count())
+        .where(Step.task_id.in_(task_ids), Step.kind == StepKind.emotion)
+        .group_by(Step.task_id)
+    ).all()
+    return dict(rows)
+
+
+def _rows(session: Session, tasks: list[Task]) -> list[dict[str, Any]]:
+    """The view of a task in a table: its row, with turns done and wall time."""
+    turns = _turns_done(session, [t.id for t in tasks])
+    return [
+        {
+            "task": t,
+            "turns": turns.get(t.id, 0),
+            "max_turns": int((t.budget or {}).get("max_steps") or 0),
+            "seconds": _task_seconds(t),
+        }
+        for t in tasks
+    ]
+
+
+def emotion_points(steps: list[Step]) -> list[dict[str, Any]]:
+    """The chart's points: the state before the first turn, then the state after each turn."""
+    points: list[dict[str, Any]] = []
+    for step in steps:
+        if step.kind != StepKind.emotion or not step.emotion:
+            continue
+        if not points and step.emotion.get("before"):
+            points.append(_point(step.turn - 1, step.emotion["before"]))
+        points.append(_point(step.turn, step.emotion.get("after") or {}))
+    return points
+
+
+def _point(turn: int, state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "turn": turn,
+        "valence": state.get("valence"),
+        "arousal": state.get("arousal"),
+        "dominance": state.get("dominance"),
+        "mood": state.get("mood"),
+    }
+
+
+def _render(name: str, **context: Any) -> str:
+    return templates.get_template(name).render(**context)
+
+
+def _task_parts(task: Task) -> dict[str, str]:
+    seconds = _task_seconds(task)
+    return {
+        "status": task.status.value,
+        "header": _render("_task_header.html", task=task, seconds=seconds),
+        "outcome": _render("_task_outcome.html", task=task),
+    }
+
+
+def _sse(event: str, data: Any, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+def _stream(body: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(
+        body,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+# --- pages -----------------------------------------------------------------------------------------
+@router.get("/", response_class=HTMLResponse)
+def index(request: Request, session: SessionDep) -> HTMLResponse:
+    context = _index_context(session)
+    return templates.TemplateResponse(request, "index.html", context)
+
+
+def _index_context(session: Session) -> dict[str, Any]:
+    tasks = list(session.scalars(select(Task).order_by(Task.id.desc()).limit(RECENT_TASKS)))
+    batches = list(session.scalars(select(Batch).order_by(Batch.id.desc()).limit(10)))
+    counts: dict[int, dict[str, int]] = {}
+    if batches:
+        for batch_id, status, n in session.execute(
+            select(Task.batch_id, Task.status, func.count())
+            .where(Task.batch_id.in_([b.id for b in batches]))
+            .group_by(Task.batch_id, Task.status)
+        ):
+            counts.setdefault(batch_id, {})[status.value] = n
+    return {"rows": _rows(session, tasks), "batches": batches, "batch_counts": counts}
+
+
+@router.get("/tasks/{task_id}", response_class=HTMLResponse)
+def task_page(task_id: int, request: Request, session: SessionDep) -> HTMLResponse:
+    task = session.get(Task, task_id)
+    if task is None:
+        raise HTTPException(404, f"task {task_id} not found (the index at / lists recent tasks)")
+    steps = list(session.scalars(select(Step).where(Step.task_id == task_id).order_by(Step.seq)))
+    turns: dict[int, list[Step]] = {}
+    for step in steps:
+        turns.setdefault(step.turn, []).append(step)
+    return templates.TemplateResponse(
+        request,
+        "task.html",
+        {
+            "task": task,
+            "parts": _task_parts(task),
+            "turns": turns,
+            "points": emotion_points(steps),
+            "last_seq": steps[-1].seq if steps else -1,
+        },
+    )
+
+
+@router.get("/batches/{batch_id}", response_class=HTMLResponse)
+def batch_page(batch_id: int, request: Request, session: SessionDep) -> HTMLResponse:
+    batch = session.get(Batch, batch_id)
+    if batch is None:
+        raise HTTPException(404, f"batch {batch_id} not found (the index at / lists recent batches)")
+    return templates.TemplateResponse(
+        request, "batch.html", {"batch": batch, **_batch_context(session, batch)}
+    )
+
+
+def _batch_context(session: Session, batch: Batch) -> dict[str, Any]:
+    tasks = list(session.scalars(select(Task).where(Task.batch_id == batch.id).order_by(Task.id)))
+    counts: dict[str, int] = {}
+    for t in tasks:
+        counts[t.status.value] = counts.get(t.status.value, 0) + 1
+    return {
+        "rows": _rows(session, tasks),
+        "counts": counts,
+        "finished": all(t.status.finished for t in tasks),
+        "tokens": sum(t.prompt_tokens + t.completion_tokens for t in tasks),
+    }
+
+
+# --- live updates ----------------------------------------------------------------------------------
+def _task_changes(
+    database_url: str, task_id: int, after: int
+) -> tuple[dict[str, str], list[dict[str, Any]], bool]:
+    """The task's parts and the steps after `after`. The task is read first: when it is already
+    finished, every step it will ever have is in the list that follows."""
+    with sessionmaker_for(database_url)() as session:
+        task = session.get(Task, task_id)
+        if task is None:
+            raise LookupError(task_id)
+        finished = task.status.finished
+        parts = _task_parts(task)
+        steps = list(
+            session.scalars(select(Step).where(Step.task_id == task_id, Step.seq > after).order_by(Step.seq))
+        )
+        events = []
+        for step in steps:
+            event: dict[str, Any] = {
+                "seq": step.seq,
+                "turn": step.turn,
+                "kind": step.kind.value,
+                "html": _render("_step_fragment.html", step=step),
+            }
+            if step.kind == StepKind.emotion and step.emotion:
+                event["before"] = _point(step.turn - 1, step.emotion.get("before") or {})
+                event["point"] = _point(step.turn, step.emotion.get("after") or {})
+            events.append(event)
+        return parts, events, finished
+
+
+def _task_exists(database_url: str, task_id: int) -> bool:
+    with sessionmaker_for(database_url)() as session:
+        return session.get(Task, task_id) is not None
+
+
+@router.get("/tasks/{task_id}/events")
+async def task_events(
+    task_id: int,
+    request: Request,
+    after: int = Query(-1, ge=-1, description="send the steps with seq greater than this"),
+    last_event_id: int | None = Header(None),
+) -> StreamingResponse:
+    """Server-sent events: `step` (each new step, rendered), `task` (header and outcome, when they
+    change) and `end` once the task is finished and every step was sent."""
+    url = request.app.state.database_url
+    if not await run_in_threadpool(_task_exists, url, task_id):
+        raise HTTPException(404, f"task {task_id} not found")
+    start = after if last_event_id is None else max(after, last_event_id)
+
+    async def body() -> AsyncIterator[str]:
+        sent, shown, deadline = start, None, time.monotonic() + STREAM_SECONDS
+        yield "retry: 1000\n\n"
+        while _streaming() and not await request.is_disconnected():
+            parts, steps, finished = await run_in_threadpool(_task_changes, url, task_id, sent)
+            for step in steps:
+                yield _sse("step", step, step["seq"])
+                sent = step["seq"]
+            if parts != shown:
+                yield _sse("task", parts | {"finished": finished})
+                shown = parts
+            if finished:
+                yield _sse("end", {"status": parts["status"], "last_seq": sent})
+                return
+            if time.monotonic() > deadline:
+                return
+            await asyncio.sleep(POLL_SECONDS)
+
+    return _stream(body())
+
+
+def _snapshots(request: Request, render: Callable[[], tuple[dict[str, Any], bool]]) -> StreamingResponse:
+    """Re-render a table every POLL_SECONDS and push it when it changed; `end` when `render` says done."""
+
+    async def body() -> AsyncIterator[str]:
+        shown, deadline = None, time.monotonic() + STREAM_SECONDS
+        yield "retry: 1000\n\n"
+        while _streaming() and not await request.is_disconnected():
+            data, done = await run_in_threadpool(render)
+            if data != shown:
+                yield _sse("update", data)
+                shown = data
+            if done:
+                yield _sse("end", {})
+                return
+            if time.monotonic() > deadline:
+                return
+            await asyncio.sleep(POLL_SECONDS)
+
+    return _stream(body())
+
+
+@router.get("/batches/{batch_id}/events")
+def batch_events(batch_id: int, request: Request) -> StreamingResponse:
+    url = request.app.state.database_url
+
+    def render() -> tuple[dict[str, Any], bool]:
+        with sessionmaker_for(url)() as session:
+            batch = session.get(Batch, batch_id)
+            if batch is None:
+                raise HTTPException(404, f"batch {batch_id} not found")
+            context = _batch_context(session, batch)
+            return {
+                "rows": _render("_task_rows.html", rows=context["rows"], show_batch=False),
+                "summary": _render("_batch_summary.html", batch=batch, **context),
+            }, context["finished"]
+
+    render()  # a 404 before the stream starts
+    return _snapshots(request, render)
+
+
+@router.get("/events/tasks")
+def index_events(request: Request) -> StreamingResponse:
+    url = request.app.state.database_url
+
+    def render() -> tuple[dict[str, Any], bool]:
+        with sessionmaker_for(url)() as session:
+            context = _index_context(session)
+            return {
+                "rows": _render("_task_rows.html", rows=context["rows"], show_batch=True),
+                "batches": _render("_batch_list.html", **context),
+            }, False
+
+    return _snapshots(request, render)
