@@ -21,6 +21,7 @@ run: install
 	$(BIN)/elpis up
 
 test: install
+	@bash scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest
 
 lint: install

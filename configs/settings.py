@@ -14,13 +14,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
 ENV_PREFIX = "ELPIS_"
 # Environment variables that are not settings keys but are read by Elpis or its tests.
 _NON_KEY_ENV = {"ELPIS_CONFIG"}
+# The names webhook secrets are known by in deployments; each sets a nested key (below the
+# ELPIS_WEBHOOKS__<PROVIDER>__SECRET spelling, above config.yaml).
+ENV_ALIASES: dict[str, tuple[str, ...]] = {
+    "ELPIS_GITHUB_WEBHOOK_SECRET": ("webhooks", "github", "secret"),
+    "ELPIS_GITLAB_WEBHOOK_TOKEN": ("webhooks", "gitlab", "secret"),
+    "ELPIS_GITEA_WEBHOOK_SECRET": ("webhooks", "gitea", "secret"),
+}
 
 
 class ConfigError(Exception):
@@ -63,9 +70,31 @@ class ToolSettings(_Section):
     read_cap: int = Field(16000, ge=256)
 
 
+class RetrievalWeights(_Section):
+    similarity: float = Field(0.6, ge=0.0)
+    recency: float = Field(0.1, ge=0.0)
+    importance: float = Field(0.2, ge=0.0)
+    salience: float = Field(0.1, ge=0.0)
+
+
 class MemorySettings(_Section):
     stm_capacity: int = Field(8, ge=1)
     consolidation_interval: float = Field(300, gt=0)
+    consolidation_batch: int = Field(200, ge=1)
+    embedding_model: str = Field("all-MiniLM-L6-v2", min_length=1, max_length=200)
+    embedding_path: str = ""
+    embedding_vocab: str = ""
+    embedding_threads: int = Field(1, ge=1)
+    embedding_max_tokens: int = Field(256, ge=8, le=512)
+    retrieval_token_budget: int = Field(400, ge=0)
+    top_k: int = Field(5, ge=1, le=100)
+    min_similarity: float = Field(0.3, ge=-1.0, le=1.0)
+    weights: RetrievalWeights = RetrievalWeights()
+    half_life_days: float = Field(14, gt=0)
+    dedup_threshold: float = Field(0.92, gt=0.0, le=1.0)
+    forget_below: float = Field(0.05, ge=0.0, le=1.0)
+    forget_min_access: int = Field(3, ge=0)
+    keep_salience: float = Field(0.6, ge=0.0, le=1.0)
 
 
 class AffectPoint(_Section):
@@ -87,6 +116,56 @@ class WorkerSettings(_Section):
     visibility_timeout: int = Field(3600, ge=1)
 
 
+class WebhookProviderSettings(_Section):
+    """One Git provider's webhook secret, REST API (comments back) and push credentials."""
+
+    # GitHub/Gitea: the HMAC key of the signature header; GitLab: the X-Gitlab-Token value.
+    secret: SecretStr = SecretStr("")
+    api_url: str = ""
+    api_token: SecretStr = SecretStr("")
+    push_user: str = "elpis"
+    # Empty: push with api_token (when set).
+    push_token: SecretStr = SecretStr("")
+    # Hosts a push credential may be sent to; a clone URL on any other host is pushed without one.
+    push_hosts: list[str] = []
+
+
+class GithubWebhookSettings(WebhookProviderSettings):
+    api_url: str = "https://api.github.com"
+    push_user: str = "x-access-token"
+    push_hosts: list[str] = ["github.com"]
+    # author_association values whose /elpis comments are obeyed.
+    comment_associations: list[str] = ["OWNER", "MEMBER", "COLLABORATOR"]
+
+
+class GitlabWebhookSettings(WebhookProviderSettings):
+    api_url: str = "https://gitlab.com/api/v4"
+    push_user: str = "oauth2"
+    push_hosts: list[str] = ["gitlab.com"]
+
+
+class WebhookRepositorySettings(_Section):
+    """Rules for one repository, keyed by its full name ("acme/widgets" or "github:acme/widgets")."""
+
+    secret: SecretStr = SecretStr("")
+    test_command: str = ""
+    # Branch name or glob -> instruction of the task a push to it makes.
+    push: dict[str, str] = {}
+
+
+class WebhookSettings(_Section):
+    max_body_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+    trigger_label: str = Field("elpis", min_length=1)
+    command_prefix: str = Field("/elpis ", min_length=1)
+    commenters: list[str] = []
+    test_command: str = ""
+    api_timeout: float = Field(10, gt=0)
+    github: GithubWebhookSettings = GithubWebhookSettings()
+    gitlab: GitlabWebhookSettings = GitlabWebhookSettings()
+    gitea: WebhookProviderSettings = WebhookProviderSettings()
+    repositories: dict[str, WebhookRepositorySettings] = {}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -102,6 +181,7 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     flower_port: int = Field(5555, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["logfmt", "json"] = "logfmt"
 
     model: ModelSettings = ModelSettings()
     generation: GenerationSettings = GenerationSettings()
@@ -110,6 +190,7 @@ class Settings(BaseSettings):
     memory: MemorySettings = MemorySettings()
     emotions: EmotionSettings = EmotionSettings()
     worker: WorkerSettings = WorkerSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @field_validator("database_url")
     @classmethod
@@ -143,7 +224,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _YamlSource(settings_cls))
+        return (init_settings, env_settings, _EnvAliasSource(settings_cls), _YamlSource(settings_cls))
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -154,6 +235,23 @@ class _YamlSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         return _read_yaml(config_path())
+
+
+class _EnvAliasSource(PydanticBaseSettingsSource):
+    """The ENV_ALIASES variables, as nested keys."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for name, path in ENV_ALIASES.items():
+            if name in os.environ:
+                node = data
+                for part in path[:-1]:
+                    node = node.setdefault(part, {})
+                node[path[-1]] = os.environ[name]
+        return data
 
 
 def config_path() -> Path:
@@ -173,7 +271,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _known_env_names() -> set[str]:
-    names = set(_NON_KEY_ENV)
+    names = set(_NON_KEY_ENV) | set(ENV_ALIASES)
     for name, field in Settings.model_fields.items():
         names.add(ENV_PREFIX + name.upper())
         sub = field.annotation

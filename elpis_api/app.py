@@ -9,7 +9,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from elpis_api.routes import batches, health, tasks
+from elpis_api import metrics
+from elpis_api.logging import configure_logging
+from elpis_api.routes import batches, health, memories, pages, tasks
+from elpis_api.routes import webhooks as webhook_routes
 
 
 def _where(loc: tuple | list) -> str:
@@ -38,6 +41,11 @@ def create_app(database_url: str | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from elpis_api.stack import resolve_database_url
 
+        if database_url is None:
+            # The served app owns the process's logging; one built for a given database (the tests,
+            # an embedding program) leaves logging to its host.
+            configure_logging()
+        pages.end_streams_on_shutdown()
         app.state.database_url = database_url or resolve_database_url()
         if not hasattr(app.state, "enqueue"):
             from configs import get_settings
@@ -54,6 +62,13 @@ def create_app(database_url: str | None = None) -> FastAPI:
 
             app.state.enqueue = enqueue
             app.state.ping_broker = ping_broker
+        if not hasattr(app.state, "ping_workers"):
+            from elpis_worker.celery_app import app as celery
+
+            def ping_workers() -> list[str]:
+                return sorted(name for reply in celery.control.ping(timeout=1.0) for name in reply)
+
+            app.state.ping_workers = ping_workers
         yield
 
     app = FastAPI(
@@ -65,7 +80,12 @@ def create_app(database_url: str | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.include_router(batches.router)
     app.include_router(tasks.router)
+    app.include_router(memories.router)
     app.include_router(health.router)
+    app.include_router(webhook_routes.router)
+    app.include_router(metrics.router)
+    app.include_router(pages.router)
+    app.mount("/static", pages.static_files(), name="static")
     return app
 
 

@@ -36,8 +36,9 @@ def _settings():
 
 
 @app.callback()
-def main() -> None:
-    _settings()
+def main(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand != "doctor":  # doctor reports a bad config as one of its checks
+        _settings()
 
 
 @app.command()
@@ -53,7 +54,7 @@ def up(
     """Start the stack (embedded Postgres+pgvector and valkey unless URLs are set), migrate, start worker,
     beat, API and Flower, work the sample batch with live progress, and serve until Ctrl-C."""
     from elpis_api.client import ClientError, ElpisClient, load_batch_file
-    from elpis_api.console import console, task_summary, watch_tasks
+    from elpis_api.console import console, summary_table, task_summary, watch_tasks
     from elpis_api.migrate import upgrade
     from elpis_api.stack import StackError
     from elpis_api.supervisor import Supervisor, install_signal_handlers
@@ -91,10 +92,12 @@ def up(
             created = client.submit(load_batch_file(path))
             ids = [t["id"] for t in created["tasks"]]
             console.print(f"submitted batch {created['id']} ({len(ids)} tasks) from {path}")
+            console.print(f"  live page: {client.http.base_url.join('/batches/' + str(created['id']))}")
             started = time.monotonic()
             results = watch_tasks(client, ids)
             for task in results:
                 console.print(task_summary(task, client.emotions(task["id"])))
+            console.print(summary_table(results))
             ok = sum(t["status"] == "succeeded" for t in results)
             console.print(
                 f"batch {created['id']}: {ok}/{len(results)} succeeded in {time.monotonic() - started:.1f} s"
@@ -116,7 +119,7 @@ def up(
 
 
 @app.command()
-def migrate(revision: str = "heads") -> None:
+def migrate(revision: str = "head") -> None:
     """Apply the Alembic migrations (starts the embedded database if no ELPIS_DATABASE_URL)."""
     from elpis_api.migrate import upgrade
     from elpis_api.stack import StackError, resolve_database_url
@@ -290,7 +293,9 @@ def steps(task_id: int, follow: Annotated[bool, typer.Option("--follow", "-f")] 
 @app.command()
 def plot(
     task_id: int,
-    output: Annotated[Path, typer.Option("-o", "--output", help="a .png or .svg file")] = Path("emotions.png"),
+    output: Annotated[Path, typer.Option("-o", "--output", help="a .png or .svg file")] = Path(
+        "emotions.png"
+    ),
 ) -> None:
     """Draw a task's emotion trajectory (valence, arousal, dominance, mood, temperature) to a chart."""
     from elpis_api.client import ClientError, ElpisClient
@@ -316,6 +321,59 @@ def cancel(task_id: int) -> None:
         typer.echo(json.dumps(ElpisClient().cancel(task_id)["status"]))
     except ClientError as exc:
         _fail(str(exc))
+
+
+@app.command()
+def watch(
+    batch_id: int,
+    poll: Annotated[float, typer.Option(help="seconds between updates")] = 1.0,
+) -> None:
+    """Follow a batch: a progress bar per task (turns, status, mood) until all are done, then a summary."""
+    from elpis_api.client import ClientError, ElpisClient
+    from elpis_api.console import console, summary_table, watch_tasks
+
+    try:
+        client = ElpisClient()
+        ids = [t["id"] for t in client.batch(batch_id)["tasks"]]
+        page = client.http.base_url.join(f"/batches/{batch_id}")
+        console.print(f"batch {batch_id}: {len(ids)} tasks; live page {page}")
+        console.print(summary_table(watch_tasks(client, ids, poll=poll)))
+    except ClientError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def doctor() -> None:
+    """Check this setup: config, model file, database, pgvector, migrations, broker, a worker; say how to
+    fix what is wrong (exit 1 if anything is)."""
+    from elpis_api.doctor import run_checks
+
+    checks = run_checks()
+    for check in checks:
+        color = {True: typer.colors.GREEN, False: typer.colors.RED, None: None}[check.ok]
+        typer.secho(check.line(), fg=color)
+    failed = [c.name for c in checks if c.ok is False]
+    if failed:
+        typer.secho(f"{len(failed)} problem(s): {', '.join(failed)}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    typer.secho("everything looks right", fg=typer.colors.GREEN)
+
+
+@app.command()
+def consolidate() -> None:
+    """Consolidate memories now (what beat runs every memory.consolidation_interval): finished tasks
+    become long-term memories, near-duplicates merge, faded memories are forgotten. Prints the report."""
+    from elpis_api.stack import StackError, resolve_database_url
+    from elpis_worker.embedding import EmbeddingLoadError, EmbeddingMismatchError
+    from elpis_worker.memory import consolidate_memories
+
+    try:
+        report = consolidate_memories(resolve_database_url())
+    except (StackError, EmbeddingLoadError, EmbeddingMismatchError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(report.as_dict()))
+    if not report.ran:
+        typer.echo("skipped: another consolidation is running and will do the pending tasks", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

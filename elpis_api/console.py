@@ -86,10 +86,8 @@ def trajectory_text(items: list[dict[str, Any]]) -> str:
         if not moods or moods[-1] != item["mood"]:
             moods.append(item["mood"])
     replans = [str(i["turn"] + 1) for i in items if i.get("replan_next")]
-    text = (
-        f"valence {sparkline([i['valence'] for i in items])}  arousal {sparkline([i['arousal'] for i in items])}"
-        f"  {' → '.join(moods)}; trend {items[-1].get('trend') or '-'}"
-    )
+    valence, arousal = sparkline([i["valence"] for i in items]), sparkline([i["arousal"] for i in items])
+    text = f"valence {valence}  arousal {arousal}  {' → '.join(moods)}; trend {items[-1].get('trend') or '-'}"
     if replans:
         text += f"; replanned at turn {', '.join(replans)}"
     return text
@@ -97,7 +95,7 @@ def trajectory_text(items: list[dict[str, Any]]) -> str:
 
 def task_summary(task: dict[str, Any], emotions: list[dict[str, Any]] | None = None) -> Panel:
     kinds = task.get("steps_by_kind", {})
-    order = ["think", "tool_call", "tool_result", "reflect", "emotion"]
+    order = ["memory", "think", "tool_call", "tool_result", "reflect", "emotion"]
     table = Table.grid(padding=(0, 2))
     table.add_row(
         "status",
@@ -149,4 +147,33 @@ def steps_table(steps: list[dict[str, Any]]) -> Table:
             f"{temp:.2f}" if temp is not None else "",
             mood,
         )
+    return table
+
+
+def _seconds(task: dict[str, Any]) -> str:
+    from datetime import datetime
+
+    if not task.get("started_at") or not task.get("finished_at"):
+        return "-"
+    spent = datetime.fromisoformat(task["finished_at"]) - datetime.fromisoformat(task["started_at"])
+    return f"{spent.total_seconds():.1f} s"
+
+
+def summary_table(tasks: list[dict[str, Any]]) -> Table:
+    """One row per task once a batch is done: outcome, turns, mood, tests, tokens, time."""
+    table = Table("task", "status", "turns", "mood", "tests", "tokens", "time", "summary", title="summary")
+    for t in tasks:
+        tests = {True: "[green]pass[/]", False: "[red]fail[/]", None: "-"}[t.get("test_passed")]
+        table.add_row(
+            str(t["id"]),
+            f"[{STATUS_STYLE.get(t['status'], '')}]{t['status']}[/]",
+            str((t.get("steps_by_kind") or {}).get("emotion", 0)),
+            mood_of(t),
+            tests,
+            str(t["prompt_tokens"] + t["completion_tokens"]),
+            _seconds(t),
+            (t.get("summary") or t.get("failure_reason") or "")[:80],
+        )
+    ok = sum(t["status"] == "succeeded" for t in tasks)
+    table.caption = f"{ok}/{len(tasks)} succeeded"
     return table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,15 +59,26 @@ class Supervisor:
         env["ELPIS_DATABASE_URL"] = self.database_url
         env["ELPIS_BROKER_URL"] = self.broker_url
         env["ELPIS_HOME"] = str(self.settings.home_dir)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
-    def spawn(self, name: str, argv: list[str]) -> Child:
+    @property
+    def metrics_dir(self) -> Path:
+        """Where api and worker processes keep their Prometheus counters (elpis_api/metrics.py): always
+        under this stack's home, whatever an inherited PROMETHEUS_MULTIPROC_DIR says."""
+        return self.settings.home_dir / "run" / "prometheus"
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         log = self.logs / f"{name}.log"
         with open(log, "ab") as out:
             # Own process group: the whole tree (Celery's pool children too) is stopped together.
             process = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, env=self.child_env(), start_new_session=True
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env or self.child_env(),
+                start_new_session=True,
             )
         child = Child(name, process, log)
         self.children.append(child)
@@ -76,6 +88,9 @@ class Supervisor:
         s = self.settings
         celery = which("celery")
         run = s.home_dir / "run"
+        # Counters of the processes of an earlier run would be added to this run's.
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        self.metrics_dir.mkdir(parents=True, exist_ok=True)
         self.spawn(
             "worker",
             [
@@ -120,6 +135,9 @@ class Supervisor:
                 str(s.api_port),
                 "--log-level",
                 s.log_level.lower(),
+                # Live pages hold server-sent-event streams open; don't wait on them at shutdown.
+                "--timeout-graceful-shutdown",
+                "3",
             ],
         )
         self.spawn(
@@ -134,6 +152,8 @@ class Supervisor:
                 "--persistent=True",
                 f"--db={run / 'flower.db'}",
             ],
+            # Flower serves its own /metrics; its prometheus-client must not write into Elpis's store.
+            env={k: v for k, v in self.child_env().items() if k != "PROMETHEUS_MULTIPROC_DIR"},
         )
 
     def check_children(self) -> None:
@@ -151,9 +171,11 @@ class Supervisor:
         while time.monotonic() < deadline:
             self.check_children()
             try:
-                if httpx.get(url, timeout=2).status_code == 200:
+                health = httpx.get(url, timeout=5).json()
+                # The worker may still be loading its model: database and broker are what the API needs.
+                if health.get("database") == "ok" and health.get("broker") == "ok":
                     return
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(0.3)
         raise StackError(f"the API did not answer {url} within {timeout:.0f} s (see {self.logs / 'api.log'})")

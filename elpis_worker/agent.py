@@ -136,6 +136,7 @@ def parse_action(text: str) -> Action:
 
 
 REPLAN = "replan"  # key of a turn's replanning reflect step (a reflect step with detail.replan)
+MEMORY = StepKind.memory.value  # a turn's retrieval of long-term memories
 
 
 @dataclass
@@ -306,6 +307,9 @@ class Agent:
         """One turn, resumed from whichever phase was last persisted. Returns the action and whether
         the task is finished (a finish the tests accepted)."""
         state, modulation, plan = self._affect_before(turn.number)
+        # Memories are recalled at the start of a task and again when the agent replans.
+        if (turn.number == 1 or plan["replan"]) and turn.get(MEMORY) is None:
+            self._recall(turn, "task start" if turn.number == 1 else "replan")
         if plan["replan"] and turn.get(REPLAN) is None:
             self._replan(turn, modulation, plan)
         think = turn.get(StepKind.think) or self._think(turn, state, modulation, plan)
@@ -367,9 +371,51 @@ class Agent:
             if t.get(StepKind.emotion)
         ]
 
+    def _recall(self, turn: TurnSteps, reason: str) -> Step:
+        """Retrieve long-term memories for this task into the prompt, within the token budget, and
+        record what was recalled (and how it scored) as a `memory` step."""
+        from elpis_worker.embedding import EmbeddingLoadError, EmbeddingMismatchError
+        from elpis_worker.memory import render_memories, retrieval_detail, retrieve_for_task
+
+        query = self.task.instruction
+        if reason == "replan":
+            failed = self._last_failure_output(turn)
+            query = f"{query}\n{failed}" if failed else query
+        started = time.perf_counter()
+        try:
+            memories = retrieve_for_task(
+                self.store.url,
+                repo=self.task.repo,
+                query=query,
+                token_budget=self.settings.memory.retrieval_token_budget,
+                count_tokens=self.backend.count_tokens,
+                settings=self.settings.memory,
+            )
+            detail = retrieval_detail(memories)
+            content = render_memories(memories)
+        except (EmbeddingLoadError, EmbeddingMismatchError) as exc:
+            # The task goes on without memories; the step says why none were recalled.
+            log.error("task %s: memory retrieval failed: %s", self.task_id, exc)
+            detail, content = {"memories": [], "memory_signal": 0.0, "error": str(exc)}, ""
+        detail |= {"reason": reason, "query": query[:500]}
+        return self._record(
+            turn,
+            StepKind.memory,
+            content=content,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            detail=detail,
+        )
+
+    def _last_failure_output(self, turn: TurnSteps) -> str:
+        for t in reversed([t for t in self.turns if t.number < turn.number]):
+            result = t.get(StepKind.tool_result)
+            if result is not None and not (result.detail or {}).get("ok"):
+                return (result.tool_result or "")[-300:]
+        return ""
+
     def _replan(self, turn: TurnSteps, modulation: Modulation, plan: dict[str, Any]) -> Step:
         """The frustration strategy: restate the goal, name what failed, choose another approach."""
-        messages = self._messages(upto=turn, include_current=False)
+        messages = self._messages(upto=turn)
         completion = self.backend.chat(
             messages,
             schema=REPLAN_SCHEMA,
@@ -482,7 +528,7 @@ class Agent:
         return step
 
     def _reflect(self, turn: TurnSteps, modulation: Modulation) -> Step:
-        messages = self._messages(upto=turn, include_result=True)
+        messages = self._messages(upto=turn)
         completion = self.backend.chat(
             messages,
             schema=REFLECT_SCHEMA,
@@ -528,6 +574,9 @@ class Agent:
             diff_lines=detail.get("diff_lines"),
             prev_diff_lines=(previous_results[-1].detail or {}).get("diff_lines") if previous_results else 0,
             budget_used=budget_used,
+            memory_signal=float(
+                ((turn.get(MEMORY) and turn.get(MEMORY).detail) or {}).get("memory_signal", 0.0)
+            ),
         )
         after, appraisals = self.engine.update(before, obs)
         history = self._history() + [after]
@@ -625,6 +674,10 @@ class Agent:
         lines = [f"Task: {task.instruction}"]
         if task.test_command:
             lines.append(f"Test command (run_tests runs it): {task.test_command}")
+        first = self.turns[0] if self.turns else None
+        recalled = first.get(MEMORY) if first is not None and first.number == 1 else None
+        if recalled is not None and recalled.content:
+            lines.append(recalled.content)
         _, modulation, _ = self._affect_before(1)
         if modulation.prompt_line:
             lines.append(modulation.prompt_line)
@@ -642,19 +695,15 @@ class Agent:
         drop = -(-excess // block) * block
         return turns[drop:]
 
-    def _messages(
-        self, upto: TurnSteps, include_current: bool = True, include_result: bool = False
-    ) -> list[dict[str, str]]:
-        """Rebuilt from the persisted steps only, so a resumed task sends the same prompt. The latest
-        message ends with the affect line; older messages are kept verbatim (stable prefix)."""
+    def _messages(self, upto: TurnSteps) -> list[dict[str, str]]:
+        """Rebuilt from the persisted steps only, so a resumed task sends the same prompt: the turns
+        before `upto`, then whatever `upto` has persisted so far (its phases run in order, so that is
+        exactly what precedes the call being made). The latest message ends with the affect line; older
+        messages are kept verbatim (stable prefix)."""
         done = [t for t in self.turns if t.number < upto.number]
         window = self._window(done)
         budget_tokens = self.settings.model.n_ctx - self.gen.max_tokens - 64
-        current: list[dict[str, str]] = []
-        if include_current:
-            current = self._turn_messages(upto, stop_after_result=True)
-            if not include_result:
-                current = current[:2] if upto.get(REPLAN) else []
+        current = self._turn_messages(upto, stop_after_result=True)
         while True:
             messages = [
                 {"role": "system", "content": SYSTEM_PROMPT},
@@ -671,7 +720,9 @@ class Agent:
     @staticmethod
     def _turn_messages(turn: TurnSteps, stop_after_result: bool = False) -> list[dict[str, str]]:
         out = []
-        replan = turn.get(REPLAN)
+        recalled, replan = turn.get(MEMORY), turn.get(REPLAN)
+        if recalled is not None and recalled.content and turn.number > 1:
+            out.append({"role": "user", "content": recalled.content})
         if replan is not None:
             out.append({"role": "assistant", "content": replan.content})
             out.append(

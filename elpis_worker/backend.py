@@ -164,7 +164,7 @@ class ScriptedBackend:
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelLoadError(f"model.script {path} is not a readable JSON list: {exc}") from exc
         if not isinstance(script, list) or not all(
-            isinstance(item, dict) and "tool" in item for item in script
+            isinstance(item, dict) and ("tool" in item or "raw" in item) for item in script
         ):
             raise ModelLoadError(
                 f"model.script {path} must be a JSON list of {{thought, tool, args}} objects"
@@ -213,7 +213,7 @@ class ScriptedBackend:
             )
         else:
             last = messages[-1]["content"] if messages else ""
-            progress = "(ok" in last or "passed" in last
+            progress = "(ok" in last.split("\n", 1)[0]  # "Result of <tool> (ok, exit 0):"
             text = json.dumps(_fill(schema, progress))
         prompt = sum(len(m["content"]) for m in messages) // 4
         return Completion(text, prompt, max(1, len(text) // 4), time.perf_counter() - started)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue
 
 from configs import get_settings
+from elpis_api.logging import connect_celery_signals
 from elpis_api.stack import resolve_broker_url
 
 MAINTENANCE_QUEUE = "maintenance"
@@ -26,6 +27,7 @@ def create_app() -> Celery:
         task_routes={
             "elpis.run_task": {"queue": queue},
             "elpis.recover_tasks": {"queue": MAINTENANCE_QUEUE},
+            "elpis.consolidate_memories": {"queue": MAINTENANCE_QUEUE},
         },
         task_serializer="json",
         accept_content=["json"],
@@ -42,9 +44,25 @@ def create_app() -> Celery:
                 "task": "elpis.recover_tasks",
                 "schedule": max(settings.worker.stale_after / 2, 5.0),
             },
+            # Short-term memories of finished tasks become long-term ones (elpis_worker/memory.py).
+            "consolidate-memories": {
+                "task": "elpis.consolidate_memories",
+                "schedule": settings.memory.consolidation_interval,
+                "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.memory.consolidation_interval},
+            },
         },
     )
     return app
 
 
+@signals.before_task_publish.connect
+def _readable_args(
+    sender: str | None = None, headers: dict | None = None, body: object = None, **_: object
+) -> None:
+    """Flower (and `celery events`) show a task's argsrepr: say what the bare id is."""
+    if sender == "elpis.run_task" and headers is not None and isinstance(body, tuple | list) and body[0]:
+        headers["argsrepr"] = f"task_id={body[0][0]}"
+
+
+connect_celery_signals()  # structured logs with the task id (elpis_api/logging.py)
 app = create_app()

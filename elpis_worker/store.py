@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 
+from elpis_worker.metrics import observe_finish, observe_step
 from models import Step, StepKind, Task, TaskStatus, WorkerProcess, session_scope
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,8 @@ class TaskStore:
                 task.emotion = fields["emotion"].get("after", fields["emotion"])
             s.flush()
             s.expunge(step)
-            return step
+        observe_step(kind, fields)  # after the commit: only stored steps count
+        return step
 
     def record_tests(self, task_id: int, passed: bool | None, exit_code: int | None, output: str) -> None:
         with session_scope(self.url) as s:
@@ -190,6 +192,8 @@ class TaskStore:
                 task.workspace_diff = workspace_diff
             task.finished_at = datetime.now(UTC)
             task.heartbeat_at = datetime.now(UTC)
+            started_at = task.started_at
+        observe_finish(status, started_at)
 
     # --- worker processes ---------------------------------------------------------------------
     def record_model_load(

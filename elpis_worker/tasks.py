@@ -92,7 +92,13 @@ def run_task(self, task_id: int) -> str | None:
     backend = get_backend()
     if _worker_process_id is not None:
         store.count_task_run(_worker_process_id)
-    status = run_agent(store, backend, settings, task_id)
+    from elpis_worker import results
+
+    # Webhook tasks (those with a task_source row): a PR comment learns its head branch first, and the
+    # outcome goes back to the repository after; both are no-ops for REST tasks.
+    status = results.prepare_source(store, settings, task_id) or run_agent(store, backend, settings, task_id)
+    if status is not None:
+        results.publish_result(store.url, settings, task_id)
     return status.value if status is not None else None
 
 
@@ -107,3 +113,12 @@ def recover_tasks() -> list[int]:
     if ids:
         log.info("re-enqueued orphaned tasks %s", ids)
     return ids
+
+
+@app.task(name="elpis.consolidate_memories")
+def consolidate_memories() -> dict:
+    """Beat (and on demand): finished tasks' steps become long-term memories; see elpis_worker/memory.py.
+    Safe to run twice at once and idempotent, so a redelivered or overlapping run is harmless."""
+    from elpis_worker.memory import consolidate_memories as consolidate
+
+    return consolidate(resolve_database_url()).as_dict()

@@ -1,4 +1,6 @@
-from sqlalchemy import MetaData
+import enum
+
+from sqlalchemy import Enum, MetaData
 from sqlalchemy.orm import DeclarativeBase
 
 # Stable constraint names, so Alembic migrations and the models name things alike.
@@ -13,3 +15,16 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def str_enum(cls: type[enum.StrEnum], name: str) -> Enum:
+    """A StrEnum column stored as VARCHAR + CHECK rather than a native PG enum: adding a value later
+    is a plain migration."""
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+    )

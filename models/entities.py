@@ -10,7 +10,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
-    Enum,
     Float,
     ForeignKey,
     Integer,
@@ -22,7 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base
+from models.base import Base, str_enum
 
 
 class TaskStatus(enum.StrEnum):
@@ -43,18 +42,7 @@ class StepKind(enum.StrEnum):
     tool_result = "tool_result"
     reflect = "reflect"
     emotion = "emotion"
-
-
-def _str_enum(cls: type[enum.StrEnum], name: str) -> Enum:
-    # VARCHAR + CHECK rather than a native PG enum: adding a value later is a plain migration.
-    return Enum(
-        cls,
-        name=name,
-        native_enum=False,
-        create_constraint=True,
-        length=16,
-        values_callable=lambda members: [m.value for m in members],
-    )
+    memory = "memory"  # long-term memories retrieved into the prompt
 
 
 class Batch(Base):
@@ -80,7 +68,7 @@ class Task(Base):
     budget: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
 
     status: Mapped[TaskStatus] = mapped_column(
-        _str_enum(TaskStatus, "task_status"), default=TaskStatus.queued, index=True
+        str_enum(TaskStatus, "task_status"), default=TaskStatus.queued, index=True
     )
     failure_reason: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
@@ -120,7 +108,7 @@ class Step(Base):
     seq: Mapped[int] = mapped_column(Integer)
     # Which agent turn the step belongs to (one turn = think, tool call, result, reflect, emotion).
     turn: Mapped[int] = mapped_column(Integer)
-    kind: Mapped[StepKind] = mapped_column(_str_enum(StepKind, "step_kind"))
+    kind: Mapped[StepKind] = mapped_column(str_enum(StepKind, "step_kind"))
     content: Mapped[str] = mapped_column(Text, default="")
 
     tool_name: Mapped[str | None] = mapped_column(String(64))

@@ -232,9 +232,12 @@ def start_api(tmp_path: Path) -> Iterator[Callable[..., str]]:
         def up() -> bool:
             assert process.poll() is None, log.read_text()
             try:
-                return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-            except httpx.HTTPError:
+                health = httpx.get(f"{url}/healthz", timeout=5).json()
+            except (httpx.HTTPError, ValueError):
                 return False
+            # No worker need answer yet (healthz says so with a 503): the API serves once it has
+            # its database and broker.
+            return health.get("database") == "ok" and health.get("broker") == "ok"
 
         wait_for(up, timeout=60, what="the API to answer /healthz")
         return url

@@ -49,7 +49,7 @@ def test_scripted_loop_fixes_the_failing_test(api, db_url):
     steps = steps_of(db_url, task_id)
     assert [s.seq for s in steps] == list(range(len(steps)))
     script = json.loads((SAMPLES / "fix_script.json").read_text())
-    assert [s.kind.value for s in steps] == PHASES * len(script)
+    assert [s.kind.value for s in steps] == ["memory"] + PHASES * len(script)
     assert [s.tool_name for s in steps if s.kind == StepKind.tool_call] == [a["tool"] for a in script]
     results = [s for s in steps if s.kind == StepKind.tool_result]
     first_tests, second_tests = (r for r in results if r.tool_name == "run_tests")
@@ -73,7 +73,7 @@ def test_budget_exhaustion_fails_with_reason(api, db_url, scripted):
     assert status == TaskStatus.failed
     assert "budget exhausted: 2 steps" in task.failure_reason
     assert task.test_passed is False  # the final verification ran the task's tests
-    assert len(steps_of(db_url, task_id)) == 2 * len(PHASES)
+    assert len(steps_of(db_url, task_id)) == 1 + 2 * len(PHASES)
 
 
 def test_escape_attempt_is_refused_and_recorded(api, db_url, scripted):

@@ -70,7 +70,12 @@ def test_validation_names_the_field(api):
 
 
 def test_unknown_ids_are_404_with_a_message(api):
-    for path in ("/v1/tasks/999999", "/v1/tasks/999999/steps", "/v1/batches/999999"):
+    for path in (
+        "/v1/tasks/999999",
+        "/v1/tasks/999999/steps",
+        "/v1/tasks/999999/emotions",
+        "/v1/batches/999999",
+    ):
         response = api.get(path)
         assert response.status_code == 404
         assert "999999 not found" in response.json()["detail"]
@@ -140,9 +145,16 @@ def test_broker_down_means_503_and_no_silent_loss(api, db_url):
 
 
 def test_healthz_checks_database_and_broker(api):
+    api.app.state.ping_workers = lambda: ["elpis@host"]  # the real ping: tests/test_observability.py
     response = api.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert response.json() == {
+        "status": "ok",
+        "database": "ok",
+        "broker": "ok",
+        "workers": "ok",
+        "worker_names": ["elpis@host"],
+    }
 
     def down() -> None:
         raise ConnectionRefusedError("no broker")

@@ -80,7 +80,7 @@ def test_up_works_a_batch_serves_and_stops_everything(tmp_path: Path):
 
     status = elpis(env, "status", "1")
     assert status.returncode == 0, status.stderr
-    assert "think 5, tool_call 5, tool_result 5, reflect 5, emotion 5" in status.stdout
+    assert "memory 1, think 5, tool_call 5, tool_result 5, reflect 5, emotion 5" in status.stdout
     assert "trajectory" in status.stdout and "valence" in status.stdout
     steps = elpis(env, "steps", "1")
     assert steps.returncode == 0 and "write_file" in steps.stdout

@@ -42,7 +42,7 @@ def run_batch(start_api, start_worker, db_url: str, n_tasks: int, **env: str) ->
         kinds = [s.kind.value for s in steps]
         turns = kinds.count("emotion")
         assert 1 <= turns <= 2
-        assert kinds == PHASES * turns, kinds
+        assert kinds == ["memory"] + PHASES * turns, kinds
         assert [s.seq for s in steps] == list(range(len(steps)))
         thinks = [s for s in steps if s.kind == StepKind.think]
         # The real model generated these: tokens were counted and the output was schema-constrained.

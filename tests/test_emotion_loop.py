@@ -13,7 +13,11 @@ STUBBORN = [
         "thought": "Run the tests again.",
         "tool": "run_tests",
         "args": {},
-        "instead": {"thought": "Read the code instead.", "tool": "read_file", "args": {"path": "calc/ops.py"}},
+        "instead": {
+            "thought": "Read the code instead.",
+            "tool": "read_file",
+            "args": {"path": "calc/ops.py"},
+        },
     }
 ] * 6
 
@@ -50,6 +54,8 @@ def test_failing_tests_build_frustration_then_a_strategy_switch(api, start_worke
     assert [e["plan"]["replan"] for e in emotions[:2]] == [False, False]
     assert emotions[2]["plan"]["replan"] and emotions[2]["plan"]["excluded"] == ["run_tests"]
 
+    # Replanning recalls memories again (the first recall is at the task's start).
+    assert [s.detail["reason"] for s in steps if s.kind == StepKind.memory] == ["task start", "replan"]
     replans = [s for s in steps if s.kind == StepKind.reflect and (s.detail or {}).get("replan")]
     assert len(replans) == 1 and replans[0].turn == 4
     assert set(json_keys(replans[0].content)) == {"goal", "failed", "new_approach"}

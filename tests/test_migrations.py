@@ -35,3 +35,10 @@ def test_downgrade_to_base_and_back(fresh_database):
     finally:
         engine.dispose()
     upgrade(fresh_database)
+
+
+def test_one_head():
+    from alembic.script import ScriptDirectory
+
+    heads = ScriptDirectory.from_config(alembic_config("postgresql+psycopg://unused/x")).get_heads()
+    assert len(heads) == 1, f"several migration heads {heads}: add a merge revision"

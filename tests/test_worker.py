@@ -41,7 +41,9 @@ def test_two_tasks_in_one_process_load_the_model_once(api, db_url, start_worker)
         assert len(loads) == 1, "the model was loaded more than once in one process"
         assert loads[0].tasks_run == 2
         assert loads[0].backend == "scripted"
-    assert worker.log_text().count("model loaded once") == 1
+    log = worker.log_text()
+    assert log.count('msg="model loaded once') == 1  # the chat model, at process start
+    assert log.count('msg="embedding model loaded once') == 1  # the embedding model, at first use
 
 
 def test_killed_worker_is_resumed_without_duplicate_steps(api, db_url, start_worker, scripted):
@@ -75,10 +77,11 @@ def test_killed_worker_is_resumed_without_duplicate_steps(api, db_url, start_wor
     steps = steps_of(db_url, task_id)
     assert [s.seq for s in steps] == list(range(len(steps)))  # no gap, no duplicate
     kinds = [s.kind.value for s in steps]
-    assert kinds == ["think", "tool_call", "tool_result", "reflect", "emotion"] * 5
+    assert kinds == ["memory"] + ["think", "tool_call", "tool_result", "reflect", "emotion"] * 5
     tools = [s.tool_name for s in steps if s.kind == StepKind.tool_call]
     assert tools == ["list_dir", "run", "write_file", "run_tests", "finish"]
-    assert {s.worker_id for s in steps[:7]} == {holder}  # first worker wrote up to the run's tool_call
+    assert {s.worker_id for s in steps[:8]} == {holder}  # first worker wrote up to the run's tool_call
+    assert steps[8].worker_id != holder
     assert "+    return a - b" in task.workspace_diff
 
 

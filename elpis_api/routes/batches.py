@@ -3,56 +3,70 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 
 from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from configs import get_settings
 from elpis_api.deps import SessionDep
-from elpis_api.schemas import BatchIn, BatchOut, TaskBrief, TaskOut
+from elpis_api.schemas import BatchIn, BatchOut, TaskBrief, TaskIn, TaskOut
 from models import Batch, Task, TaskStatus
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 log = logging.getLogger(__name__)
 
 
-@router.post("", status_code=201)
-def create_batch(body: BatchIn, session: SessionDep, request: Request) -> dict:
-    """Validate every task first (a bad one is a 422 and nothing is written), write the batch and its
-    tasks in one transaction, then enqueue each task's id."""
-    settings = get_settings()
-    defaults = settings.budget.model_dump()
-    with session.begin():
-        batch = Batch(source=request.headers.get("x-elpis-source", "rest")[:32])
-        session.add(batch)
-        for item in body.tasks:
-            budget = defaults | (item.budget.model_dump(exclude_none=True) if item.budget else {})
-            batch.tasks.append(
-                Task(
-                    repo=item.repo,
-                    ref=item.ref,
-                    instruction=item.instruction,
-                    test_command=item.test_command,
-                    budget=budget,
-                )
+def add_batch(session: Session, source: str, items: Sequence[TaskIn]) -> Batch:
+    """Stage a batch and its tasks in the session's open transaction (budgets merged over the config's),
+    flushed so the ids exist. REST batches and webhook deliveries both write their rows through here."""
+    defaults = get_settings().budget.model_dump()
+    batch = Batch(source=source[:32])
+    session.add(batch)
+    for item in items:
+        budget = defaults | (item.budget.model_dump(exclude_none=True) if item.budget else {})
+        batch.tasks.append(
+            Task(
+                repo=item.repo,
+                ref=item.ref,
+                instruction=item.instruction,
+                test_command=item.test_command,
+                budget=budget,
             )
-        session.flush()
-        tasks = list(batch.tasks)
-    enqueue = request.app.state.enqueue
+        )
+    session.flush()
+    return batch
+
+
+def enqueue_tasks(session: Session, enqueue: Callable[[int], None], tasks: Sequence[Task]) -> list[int]:
+    """Enqueue each committed task's id; return the ids the broker refused. Those rows are marked failed
+    (in a transaction of their own) since no worker will ever see them; the caller reports them."""
     failed: list[int] = []
     for task in tasks:
         try:
             enqueue(task.id)
-        except Exception as exc:  # noqa: BLE001 - reported to the caller below, never swallowed
+        except Exception as exc:  # noqa: BLE001 - reported to the caller, never swallowed
             log.error("could not enqueue task %s: %s", task.id, exc)
             failed.append(task.id)
     if failed:
-        # The rows exist but no worker will see them: say so on the rows and to the caller.
         with session.begin():
             for task in tasks:
                 if task.id in failed:
                     task.status = TaskStatus.failed
                     task.failure_reason = "could not enqueue: broker unavailable"
+    return failed
+
+
+@router.post("", status_code=201)
+def create_batch(body: BatchIn, session: SessionDep, request: Request) -> dict:
+    """Validate every task first (a bad one is a 422 and nothing is written), write the batch and its
+    tasks in one transaction, then enqueue each task's id."""
+    with session.begin():
+        batch = add_batch(session, request.headers.get("x-elpis-source", "rest"), body.tasks)
+        tasks = list(batch.tasks)
+    failed = enqueue_tasks(session, request.app.state.enqueue, tasks)
+    if failed:
         raise HTTPException(
             503,
             f"batch {batch.id} stored but tasks {failed} could not be enqueued: "

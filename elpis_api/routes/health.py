@@ -1,4 +1,4 @@
-"""GET /healthz: is the database there, and the broker?"""
+"""GET /healthz: is the database there, the broker, and at least one worker that answers?"""
 
 from __future__ import annotations
 
@@ -25,7 +25,19 @@ def healthz(request: Request) -> JSONResponse:
         checks["broker"] = "ok"
     except Exception as exc:  # noqa: BLE001 - reported in the body
         checks["broker"] = f"unreachable: {exc.__class__.__name__}: {str(exc)[:200]}"
+    workers: list[str] = []
+    if checks["broker"] == "ok":
+        try:
+            workers = request.app.state.ping_workers()
+            checks["workers"] = (
+                "ok" if workers else "none answering: start one with `elpis worker` or `elpis up`"
+            )
+        except Exception as exc:  # noqa: BLE001 - reported in the body
+            checks["workers"] = f"unknown: {exc.__class__.__name__}: {str(exc)[:200]}"
+    else:
+        checks["workers"] = "unknown: the broker is unreachable"
     healthy = all(v == "ok" for v in checks.values())
     return JSONResponse(
-        {"status": "ok" if healthy else "degraded", **checks}, status_code=200 if healthy else 503
+        {"status": "ok" if healthy else "degraded", **checks, "worker_names": workers},
+        status_code=200 if healthy else 503,
     )
