@@ -32,8 +32,11 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Benchmarks (not tests): each prints its figures; docs/benchmarks.md and docs/memory.md hold the last run.
 bench: install
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/ablation.py
+	$(BIN)/python bench/bench_memory.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -168,7 +168,7 @@ def worker(
 
 @app.command()
 def beat(loglevel: Annotated[str, typer.Option("-l", "--loglevel")] = "INFO") -> None:
-    """Run Celery beat (periodic recovery and, later, memory consolidation)."""
+    """Run Celery beat: memory consolidation and recovery of tasks whose worker died."""
     s = _settings()
     (s.home_dir / "run").mkdir(parents=True, exist_ok=True)
     _celery(["beat", "-l", loglevel, "-s", str(s.home_dir / "run" / "celerybeat-schedule")])

@@ -256,11 +256,8 @@ class Agent:
         finished: Action | None = None
         # Resume: a turn that was interrupted is completed first, from the phase it reached.
         for t in turns:
-            if (
-                t.get(StepKind.tool_call)
-                and t.get(StepKind.tool_call).tool_name == "finish"
-                and t.get(StepKind.emotion)
-            ):
+            result = t.get(StepKind.tool_result)
+            if result is not None and (result.detail or {}).get("finished") and t.get(StepKind.emotion):
                 finished = self._action_of(t)
         while finished is None:
             last = turns[-1] if turns else None

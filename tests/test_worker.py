@@ -108,3 +108,31 @@ FIXED_OPS = (
     .read_text()
     .replace("return a + b\n\n\ndef multiply", "return a - b\n\n\ndef multiply")
 )
+
+
+def test_a_delivery_is_not_a_claim(api, db_url, start_worker):
+    """A second delivery of a task held by a live worker elsewhere is dropped; once that worker's
+    heartbeat goes stale (a dead host), the next delivery takes the task over and finishes it."""
+    from datetime import UTC, datetime, timedelta
+
+    from models import Task
+
+    worker = start_worker(**scripted_env(SAMPLES / "fix_script.json"))
+    (task_id,) = create_tasks(api, 1)
+    with session_scope(db_url) as s:
+        task = s.get(Task, task_id)
+        task.status, task.worker_id, task.attempts = TaskStatus.running, "other-host:4242", 1
+        task.heartbeat_at = datetime.now(UTC)
+    worker.send(task_id)
+    wait_for(lambda: f"task {task_id} is not claimable" in worker.log_text(), timeout=60, what="drop")
+    assert task_row(db_url, task_id).worker_id == "other-host:4242" and steps_of(db_url, task_id) == []
+
+    with session_scope(db_url) as s:
+        s.get(Task, task_id).heartbeat_at = datetime.now(UTC) - timedelta(hours=1)
+    from elpis_worker.store import TaskStore
+
+    assert task_id in TaskStore(db_url).orphaned_task_ids(stale_after=6)  # what beat re-enqueues
+    worker.send(task_id)
+    task = wait_finished(db_url, task_id)
+    assert task.status == TaskStatus.succeeded and task.attempts == 2
+    assert task.worker_id != "other-host:4242"
