@@ -592,7 +592,10 @@ def test_flower_sees_the_worker_and_its_tasks(flower, start_worker, api, db_url)
     name = f"{worker.queue}@{socket.gethostname()}"
 
     def worker_listed() -> bool:
-        response = httpx.get(f"{flower}/api/workers", params={"refresh": "1"}, timeout=30)
+        try:  # a refresh broadcasts to the workers: on a loaded machine it may time out, so ask again
+            response = httpx.get(f"{flower}/api/workers", params={"refresh": "1"}, timeout=30)
+        except httpx.TimeoutException:
+            return False
         return response.status_code == 200 and name in response.json()
 
     wait_for(worker_listed, timeout=90, interval=1, what=f"Flower to list {name}")
