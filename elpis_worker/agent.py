@@ -412,22 +412,11 @@ class Agent:
 
     def _replan(self, turn: TurnSteps, modulation: Modulation, plan: dict[str, Any]) -> Step:
         """The frustration strategy: restate the goal, name what failed, choose another approach."""
-        messages = self._messages(upto=turn)
-        completion = self.backend.chat(
-            messages,
-            schema=REPLAN_SCHEMA,
-            temperature=modulation.temperature,
-            top_p=modulation.top_p,
-            max_tokens=self.gen.reflect_max_tokens * 2,
-        )
-        return self._record(
+        return self._reflect(
             turn,
-            StepKind.reflect,
-            content=completion.text,
-            prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens,
-            duration_ms=completion.duration_s * 1000,
-            sampling={"temperature": modulation.temperature, "top_p": modulation.top_p},
+            modulation,
+            schema=REPLAN_SCHEMA,
+            max_tokens=self.gen.reflect_max_tokens * 2,
             detail={REPLAN: True, "plan": plan, "reasons": modulation.reasons},
         )
 
@@ -524,14 +513,22 @@ class Agent:
             self.store.record_tests(self.task_id, result.tests_passed, result.exit_code, result.output)
         return step
 
-    def _reflect(self, turn: TurnSteps, modulation: Modulation) -> Step:
-        messages = self._messages(upto=turn)
+    def _reflect(
+        self,
+        turn: TurnSteps,
+        modulation: Modulation,
+        schema: dict[str, Any] = REFLECT_SCHEMA,
+        max_tokens: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> Step:
+        """A reflect step: the self-assessment after a tool result, or (with REPLAN_SCHEMA) a replan."""
+        max_tokens = max_tokens or self.gen.reflect_max_tokens
         completion = self.backend.chat(
-            messages,
-            schema=REFLECT_SCHEMA,
+            self._messages(upto=turn),
+            schema=schema,
             temperature=modulation.temperature,
             top_p=modulation.top_p,
-            max_tokens=self.gen.reflect_max_tokens,
+            max_tokens=max_tokens,
         )
         return self._record(
             turn,
@@ -543,8 +540,9 @@ class Agent:
             sampling={
                 "temperature": modulation.temperature,
                 "top_p": modulation.top_p,
-                "max_tokens": self.gen.reflect_max_tokens,
+                "max_tokens": max_tokens,
             },
+            detail=detail,
         )
 
     def _update_emotion(self, turn: TurnSteps, before: AffectState, action: Action, result: Step) -> Step:
