@@ -68,11 +68,6 @@ def think_schema(tools: list[str] | None = None) -> dict[str, Any]:
     }
 
 
-def schema_tools(schema: dict[str, Any]) -> list[str]:
-    """The tools a think schema allows (used by the scripted test double to obey the grammar)."""
-    return [alt["properties"]["tool"]["const"] for alt in schema.get("anyOf", [])]
-
-
 REFLECT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
