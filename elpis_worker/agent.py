@@ -7,8 +7,10 @@ whose worker died is resumed by the next worker exactly where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,10 +18,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from configs.settings import Settings
-from elpis_worker.backend import ModelBackend
+from elpis_worker.backend import Completion, ModelBackend
 from elpis_worker.emotion import AffectState, EmotionEngine, Modulation, Observation, baseline_from_config
+from elpis_worker.observe import (
+    SOURCE_FILES_MAX,
+    ObservationPlan,
+    mentioned_files,
+    render_source,
+    repo_map,
+    traceback_files,
+    trim_test_output,
+)
 from elpis_worker.store import Cancelled, LostClaim, TaskStore
-from elpis_worker.tools import TOOL_DESCRIPTIONS, TOOL_SCHEMAS, Toolbox, ToolResult
+from elpis_worker.tools import TOOL_ARGS, TOOL_DESCRIPTIONS, TOOL_SCHEMAS, Toolbox, ToolResult
 from elpis_worker.workspace import WorkspaceError, diff_stats, prepare_workspace, workspace_diff
 from models import Step, StepKind, Task, TaskStatus
 
@@ -27,18 +38,26 @@ log = logging.getLogger(__name__)
 
 PHASES = (StepKind.think, StepKind.tool_call, StepKind.tool_result, StepKind.reflect, StepKind.emotion)
 # Characters of a tool's output placed in the prompt (the step keeps the whole, already capped, output).
-PROMPT_OUTPUT_CHARS = 900
+PROMPT_OUTPUT_CHARS = 1500
 REPEAT_WINDOW = 3
+# Tools whose success is followed by a run of the task's tests (the check after each edit).
+EDIT_TOOLS = frozenset({"edit_file", "write_file"})
 
 
 def _system_prompt() -> str:
-    tools = "\n".join(f"- {name}: {desc}" for name, desc in TOOL_DESCRIPTIONS.items())
+    tools = "\n".join(f"- {desc}" for desc in TOOL_DESCRIPTIONS.values())
     return (
         "You are Elpis, a careful coding agent working inside a git repository.\n"
-        "Work in small steps: look at the code, run the tests, change files, run the tests again.\n"
+        "Before your first step you are shown the repository map, the test output and the source of the "
+        "files involved. Read them, find the cause, and fix it in the source code. The simplest way to "
+        "change a small file is write_file with its complete new content: keep every other line as it "
+        "is. In a long file use edit_file: copy the exact lines to change into `search` (without the line "
+        "numbers) and give the new lines in `replace`. write_file also creates new files. The tests run "
+        "after every change; when they pass, call finish.\n"
+        "Never change the tests unless the task asks for it. Do not repeat a call that failed: "
+        "try something different.\n"
         f"Tools:\n{tools}\n"
-        'Answer every turn with one JSON object {"thought": "...", "tool": "<tool>", "args": {...}}.\n'
-        "When the change is made and the tests pass, call finish with a one-line summary."
+        'Answer every turn with one JSON object {"thought": "...", "tool": "<tool>", "args": {...}}.'
     )
 
 
@@ -46,39 +65,107 @@ def _system_prompt() -> str:
 SYSTEM_PROMPT = _system_prompt()
 
 
-def think_schema(tools: list[str] | None = None) -> dict[str, Any]:
+# The argument that makes a call "the same call" for the grammar's repeat exclusion; tools without one
+# (run_tests, finish) are excluded whole while their last call stands.
+REPEAT_KEY = {
+    "list_dir": "path",
+    "read_file": "path",
+    "edit_file": "search",
+    "write_file": "content",
+    "search": "pattern",
+    "run": "command",
+}
+# A string the grammar can exclude: no quote, backslash, bracket, caret or control character (those need
+# escapes that the schema-to-grammar conversion does not carry through reliably).
+_PLAIN = re.compile(r'^[^"\\\[\]^\x00-\x1f]{1,200}$')
+_ANY = '[^"\\\\\\x00-\\x1f]'
+
+
+def not_one_of(values: list[str]) -> str:
+    """A regular expression (anchored, in the subset llama.cpp's schema converter supports) matching every
+    plain JSON string except `values`: a trie of the values where each branch may leave the trie."""
+    trie: dict[str, Any] = {}
+    for value in values:
+        node = trie
+        for c in value:
+            node = node.setdefault(c, {})
+        node[""] = {}
+
+    def rest(node: dict[str, Any]) -> str:
+        children = sorted(c for c in node if c)
+        # "-" last, where it is a literal in a character class.
+        leave = "".join(c for c in children if c != "-") + ("-" if "-" in children else "")
+        alts = [f'[^"\\\\\\x00-\\x1f{leave}]{_ANY}*' if children else f"{_ANY}+"]
+        alts += [f"[{c}]({rest(node[c])})" if not c.isalnum() else f"{c}({rest(node[c])})" for c in children]
+        body = "|".join(alts)
+        return body if "" in node else f"({body})?"
+
+    return f"^({rest(trie)})$"
+
+
+# The reflection that leads a one-call turn: an assessment of the last result, before the next action.
+REFLECTION_PROPERTIES: dict[str, Any] = {
+    "progress": {"type": "boolean"},
+    "assessment": {"type": "string", "maxLength": 160},
+}
+
+
+def think_schema(
+    tools: list[str] | None = None,
+    banned: list[dict[str, Any]] | None = None,
+    reflect: bool = False,
+) -> dict[str, Any]:
     """One alternative per allowed tool, so the tool name and its arguments always match. Restricting
-    the tools is how a strategy switch is enforced: the grammar cannot produce an excluded tool."""
+    the tools is how a strategy switch is enforced: the grammar cannot produce an excluded tool. `banned`
+    calls (recent calls that failed or changed nothing) are excluded by a pattern on their key argument."""
     allowed = tools or list(TOOL_SCHEMAS)
-    return {
-        "anyOf": [
+    whole = {call["tool"] for call in banned or [] if call["tool"] not in REPEAT_KEY}
+    if set(allowed) - whole:  # never exclude every tool: then the refusal after the call does it
+        allowed = [name for name in allowed if name not in whole]
+    excluded_values: dict[str, list[str]] = {}
+    for call in banned or []:
+        key = REPEAT_KEY.get(call["tool"])
+        value = (call.get("args") or {}).get(key) if key else None
+        if isinstance(value, str) and _PLAIN.match(value):
+            excluded_values.setdefault(call["tool"], []).append(value)
+    alternatives = []
+    for name, schema in TOOL_SCHEMAS.items():
+        if name not in allowed:
+            continue
+        if name in excluded_values:
+            key = REPEAT_KEY[name]
+            schema = json.loads(json.dumps(schema))
+            schema["properties"][key] = {"type": "string", "pattern": not_one_of(excluded_values[name])}
+            schema["required"] = [key, *[r for r in schema["required"] if r != key]]
+        properties = {
+            **(REFLECTION_PROPERTIES if reflect else {}),
+            "thought": {"type": "string", "maxLength": 240},
+            "tool": {"const": name},
+            "args": schema,
+        }
+        alternatives.append(
             {
                 "type": "object",
-                "properties": {
-                    "thought": {"type": "string", "maxLength": 200},
-                    "tool": {"const": name},
-                    "args": schema,
-                },
-                "required": ["thought", "tool", "args"],
+                "properties": properties,
+                "required": list(properties),
                 "additionalProperties": False,
             }
-            for name, schema in TOOL_SCHEMAS.items()
-            if name in allowed
-        ]
-    }
+        )
+    return {"anyOf": alternatives}
 
 
 REFLECT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "progress": {"type": "boolean"},
-        "assessment": {"type": "string", "maxLength": 200},
+        "assessment": {"type": "string", "maxLength": 160},
         "next": {"type": "string", "maxLength": 160},
     },
     "required": ["progress", "assessment", "next"],
     "additionalProperties": False,
 }
 THINK_SCHEMA = think_schema()
+THINK_REFLECT_SCHEMA = think_schema(reflect=True)
 REPLAN_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -157,23 +244,47 @@ def group_turns(steps: list[Step]) -> list[TurnSteps]:
 
 
 def default_plan(strategy: str = "continue") -> dict[str, Any]:
-    return {"strategy": strategy, "replan": False, "tools": list(TOOL_SCHEMAS), "excluded": []}
+    return {"strategy": strategy, "replan": False, "tools": list(TOOL_SCHEMAS), "excluded": [], "banned": []}
+
+
+def diff_sha(diff: str) -> str:
+    """Identifies a workspace state: two tool results with the same diff_sha left the same files."""
+    return hashlib.sha1(diff.encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def normalized_args(tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Arguments with defaults filled in, so `list_dir {}` and `list_dir {"path": "."}` are the same call."""
+    model = TOOL_ARGS.get(tool)
+    if model is None:
+        return args
+    try:
+        return model.model_validate(args).model_dump(exclude_none=True)
+    except ValueError:
+        return args
 
 
 def next_prompt(plan: dict[str, Any]) -> str:
+    lines = []
+    banned = plan.get("banned") or []
+    if banned:
+        calls = "; ".join(f"{b['tool']} {json.dumps(b['args'])[:80]}" for b in banned)
+        lines.append(f"Not allowed now (failed or changed nothing, and nothing changed since): {calls}.")
     if plan["tools"] != list(TOOL_SCHEMAS):
-        return f"Next tool call as JSON. Allowed now: {', '.join(plan['tools'])}."
-    return "Next tool call as JSON."
+        lines.append(f"Next tool call as JSON. Allowed now: {', '.join(plan['tools'])}.")
+    else:
+        lines.append("Next tool call as JSON.")
+    return "\n".join(lines)
 
 
-def render_result(tool: str, detail: dict[str, Any], output: str) -> str:
+def render_result(tool: str, detail: dict[str, Any], output: str, ask_reflection: bool = True) -> str:
     if len(output) > PROMPT_OUTPUT_CHARS:
         half = PROMPT_OUTPUT_CHARS // 2
         output = f"{output[:half]}\n[... cut ...]\n{output[-half:]}"
     status = "ok" if detail.get("ok") else f"error: {detail.get('error_kind') or 'failed'}"
     code = detail.get("exit_code")
     head = f"Result of {tool} ({status}{'' if code is None else f', exit {code}'}):"
-    return f"{head}\n{output}\nReflect on this result as JSON."
+    tail = "\nReflect on this result as JSON." if ask_reflection else ""
+    return f"{head}\n{output}{tail}"
 
 
 class Heartbeat:
@@ -231,6 +342,7 @@ class Agent:
             self.settings.tools.command_timeout,
             self.settings.tools.output_cap,
             self.settings.tools.read_cap,
+            protected=list(task.protected or []),
         )
         try:
             with Heartbeat(self.store, task.id, self.settings.worker.heartbeat_interval):
@@ -246,7 +358,10 @@ class Agent:
 
     # --- the loop -------------------------------------------------------------------------
     def _loop(self) -> TaskStatus:
-        turns = group_turns(self.store.load_steps(self.task_id))
+        steps = self.store.load_steps(self.task_id)
+        self.observations = [s for s in steps if s.kind == StepKind.observe]
+        self._observe()
+        turns = group_turns([s for s in steps if s.kind != StepKind.observe])
         self.turns = turns
         finished: Action | None = None
         # Resume: a turn that was interrupted is completed first, from the phase it reached.
@@ -268,6 +383,67 @@ class Agent:
             if done:
                 finished = action
         return self._conclude(finished, None)
+
+    # --- look before thinking -------------------------------------------------------------------
+    def _observe(self) -> None:
+        """Record, as `observe` steps, what the first prompt shows: the repository map, the task's tests
+        run once (failure trimmed to its traceback), and the source of the files the traceback or the
+        instruction names. A resumed task redoes only the observations it had not recorded."""
+        done = {s.tool_name for s in self.observations}
+        for name in ObservationPlan.for_task(self.task.test_command):
+            if name in done:
+                continue
+            started = time.perf_counter()
+            detail: dict[str, Any] = {}
+            exit_code = None
+            if name == ObservationPlan.REPO_MAP:
+                output = repo_map(self.root)
+                content = f"Repository map:\n{output}"
+            elif name == ObservationPlan.TESTS:
+                result = self.toolbox.call("run_tests", {})
+                output, exit_code = result.output, result.exit_code
+                detail = {
+                    "ok": result.ok,
+                    "tests_run": True,
+                    "tests_passed": result.tests_passed,
+                    "failures": result.failures,
+                    "error_kind": result.error_kind,
+                }
+                self.store.record_tests(self.task_id, result.tests_passed, result.exit_code, result.output)
+                verdict = "pass" if result.tests_passed else "fail"
+                content = f"The tests {verdict} now ({self.task.test_command}):\n{trim_test_output(output)}"
+            else:
+                tests = next((s for s in self.observations if s.tool_name == ObservationPlan.TESTS), None)
+                named = traceback_files((tests.tool_result or "") if tests else "", self.root)
+                for path in mentioned_files(self.task.instruction, self.root):
+                    named.setdefault(path, [])
+                files = list(named)[:SOURCE_FILES_MAX]
+                detail = {"files": files}
+                output = "\n\n".join(render_source(self.root, f, named[f]) for f in files)
+                content = (
+                    f"Source of the files involved:\n{output}"
+                    if files
+                    else "No workspace file is named in the test output or the task."
+                )
+            step = self.store.append_step(
+                self.task_id,
+                StepKind.observe,
+                0,
+                content=content,
+                tool_name=name,
+                tool_result=output,
+                exit_code=exit_code,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                detail=detail,
+            )
+            self.observations.append(step)
+            log.info(
+                "task %s step %s observe %s",
+                self.task_id,
+                step.seq,
+                name,
+                extra={"task_id": self.task_id, "seq": step.seq},
+            )
 
     def _budget_exhausted(self, turns_done: int) -> str | None:
         if turns_done >= self.budget.max_steps:
@@ -306,6 +482,7 @@ class Agent:
             self._replan(turn, modulation, plan)
         think = turn.get(StepKind.think) or self._think(turn, state, modulation, plan)
         action = parse_action(think.content)
+        merged = bool((think.detail or {}).get("merged"))
         if turn.get(StepKind.tool_call) is None:
             self._record(
                 turn,
@@ -314,8 +491,8 @@ class Agent:
                 tool_name=action.tool,
                 tool_args=action.args,
             )
-        result_step = turn.get(StepKind.tool_result) or self._execute(turn, action)
-        if turn.get(StepKind.reflect) is None:
+        result_step = turn.get(StepKind.tool_result) or self._execute(turn, action, plan)
+        if turn.get(StepKind.reflect) is None and not merged:
             self._reflect(turn, modulation)
         if turn.get(StepKind.emotion) is None:
             self._update_emotion(turn, state, action, result_step)
@@ -418,16 +595,31 @@ class Agent:
     def _think(
         self, turn: TurnSteps, state: AffectState, modulation: Modulation, plan: dict[str, Any]
     ) -> Step:
-        messages = self._messages(upto=turn)
         restricted = plan["tools"] != list(TOOL_SCHEMAS)
-        completion = self.backend.chat(
-            messages,
-            schema=think_schema(plan["tools"]) if restricted else THINK_SCHEMA,
-            temperature=modulation.temperature,
-            top_p=modulation.top_p,
-            max_tokens=self.gen.max_tokens,
-        )
+        banned = plan.get("banned") or []
+        merged = self.gen.one_call_per_turn
+        earlier = turn.get(StepKind.reflect)
+        if merged and earlier is not None and (earlier.detail or {}).get("completion") is not None:
+            # Resumed between the two writes of one generation: the think step comes from the same reply.
+            completion = Completion(earlier.detail["completion"], 0, 0, 0.0)
+        else:
+            if restricted or banned:
+                schema = think_schema(plan["tools"], banned, reflect=merged)
+            else:
+                schema = THINK_REFLECT_SCHEMA if merged else THINK_SCHEMA
+            max_tokens = self.gen.max_tokens + (self.gen.reflect_max_tokens if merged else 0)
+            completion = self.backend.chat(
+                self._messages(upto=turn),
+                schema=schema,
+                temperature=modulation.temperature,
+                top_p=modulation.top_p,
+                max_tokens=max_tokens,
+            )
         action = parse_action(completion.text)
+        reflect_tokens = 0
+        if merged and earlier is None:
+            reflect_tokens = self._record_reflection(turn, completion, modulation)
+        reflect_share = reflect_tokens / completion.completion_tokens if completion.completion_tokens else 0.0
         sampling = {
             "temperature": modulation.temperature,
             "top_p": modulation.top_p,
@@ -436,6 +628,8 @@ class Agent:
         }
         if restricted:
             sampling["allowed_tools"] = plan["tools"]
+        if banned:
+            sampling["banned_calls"] = banned
         return self._record(
             turn,
             StepKind.think,
@@ -443,20 +637,51 @@ class Agent:
             tool_name=action.tool,
             tool_args=action.args,
             prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens,
-            duration_ms=completion.duration_s * 1000,
+            completion_tokens=max(0, completion.completion_tokens - reflect_tokens),
+            duration_ms=completion.duration_s * 1000 * (1 - reflect_share),
             sampling=sampling,
             emotion=state.as_dict(),
-            detail={"thought": action.thought, "parse_error": action.error},
+            detail={"thought": action.thought, "parse_error": action.error, "merged": merged},
         )
 
-    def _call_tool(self, action: Action) -> ToolResult:
+    def _record_reflection(self, turn: TurnSteps, completion: Completion, modulation: Modulation) -> int:
+        """The reflection fields of a one-call reply as this turn's reflect step; returns its share of the
+        completion tokens. The whole reply is kept so a resume can record the think step from it."""
+        try:
+            data = json.loads(completion.text)
+        except json.JSONDecodeError:
+            data = {}
+        reflection = {k: data[k] for k in REFLECTION_PROPERTIES if isinstance(data, dict) and k in data}
+        content = json.dumps(reflection)
+        tokens = min(completion.completion_tokens, self.backend.count_tokens(content)) if reflection else 0
+        share = tokens / completion.completion_tokens if completion.completion_tokens else 0.0
+        self._record(
+            turn,
+            StepKind.reflect,
+            content=content,
+            completion_tokens=tokens,
+            duration_ms=completion.duration_s * 1000 * share,
+            sampling={"temperature": modulation.temperature, "top_p": modulation.top_p, "merged": True},
+            detail={"merged": True, "completion": completion.text, "progress": reflection.get("progress")},
+        )
+        return tokens
+
+    def _call_tool(self, action: Action, plan: dict[str, Any]) -> ToolResult:
         if action.error is not None:
             return ToolResult(
                 ok=False,
                 output=f"your reply was not a valid tool call: {action.error}",
                 error_kind="bad_args",
             )
+        args = normalized_args(action.tool, action.args)
+        for call in plan.get("banned") or []:
+            if (call["tool"], call["args"]) == (action.tool, args):
+                return ToolResult(
+                    ok=False,
+                    output=f"refused: the same {action.tool} call was made in turn {call.get('turn')} and "
+                    "failed or changed nothing, and nothing has changed since. Do something different.",
+                    error_kind="repeated",
+                )
         if action.tool == "finish" and self.task.test_command:
             # The model's word is not enough: finishing is accepted only when the task's tests pass.
             check = self.toolbox.call("run_tests", {})
@@ -474,11 +699,21 @@ class Agent:
             done.tests_run, done.tests_passed, done.failures = True, True, 0
             done.output = "finished; the task's tests pass"
             return done
-        return self.toolbox.call(action.tool, action.args)
+        result = self.toolbox.call(action.tool, action.args)
+        if result.ok and action.tool in EDIT_TOOLS and self.task.test_command:
+            # The check after each edit: the model sees at once whether the change fixed the tests.
+            check = self.toolbox.call("run_tests", {})
+            verdict = "pass" if check.tests_passed else "fail"
+            result.output += f"\nTests after this change: {verdict}"
+            if not check.tests_passed:
+                result.output += f"\n{trim_test_output(check.output, max_lines=20)}"
+            result.tests_run, result.tests_passed = True, check.tests_passed
+            result.failures, result.exit_code = check.failures, check.exit_code
+        return result
 
-    def _execute(self, turn: TurnSteps, action: Action) -> Step:
+    def _execute(self, turn: TurnSteps, action: Action, plan: dict[str, Any]) -> Step:
         started = time.perf_counter()
-        result = self._call_tool(action)
+        result = self._call_tool(action, plan)
         duration = (time.perf_counter() - started) * 1000
         diff = workspace_diff(self.root) if result.changed_files else None
         current_diff = diff if diff is not None else (self.store.load_task(self.task_id).workspace_diff or "")
@@ -490,6 +725,7 @@ class Agent:
             "tests_passed": result.tests_passed,
             "failures": result.failures,
             "diff_lines": diff_stats(current_diff),
+            "diff_sha": diff_sha(current_diff),
             "finished": result.finished,
             "summary": result.summary,
         }
@@ -547,7 +783,8 @@ class Agent:
             for t in self.turns
             if t.number < turn.number and t.get(StepKind.tool_result)
         ]
-        prev_tests = [r.detail for r in previous_results if (r.detail or {}).get("tests_run")]
+        observed = [s.detail for s in self.observations if (s.detail or {}).get("tests_run")]
+        prev_tests = observed + [r.detail for r in previous_results if (r.detail or {}).get("tests_run")]
         recent = [
             self._action_key(t) for t in self.turns if turn.number - REPEAT_WINDOW <= t.number < turn.number
         ]
@@ -613,6 +850,7 @@ class Agent:
         narrows the tools to running the tests and finishing; confidence with passing tests and a
         change made narrows them to finish."""
         plan = default_plan(modulation.strategy)
+        plan["banned"] = self._banned_calls(turn)
         if modulation.strategy == "replan":
             recent = [t for t in self.turns if turn.number - REPLAN_COOLDOWN < t.number <= turn.number]
             if any(t.get(REPLAN) for t in recent):
@@ -627,6 +865,27 @@ class Agent:
         elif modulation.strategy == "finish" and tests_passing and detail.get("diff_lines"):
             plan["tools"] = ["finish"]
         return plan
+
+    def _banned_calls(self, upto: TurnSteps) -> list[dict[str, Any]]:
+        """Calls of the last REPEAT_WINDOW turns that failed or changed nothing, made since the workspace
+        last changed: repeating one cannot give a different result, so the next think may not."""
+        banned: list[dict[str, Any]] = []
+        previous_sha = diff_sha("")
+        for t in self.turns:
+            result, call = t.get(StepKind.tool_result), t.get(StepKind.tool_call)
+            if t.number > upto.number or result is None or call is None:
+                continue
+            sha = (result.detail or {}).get("diff_sha", previous_sha)
+            changed, previous_sha = sha != previous_sha, sha
+            if changed:
+                banned = []
+                continue
+            if upto.number - t.number >= REPEAT_WINDOW or call.tool_name not in TOOL_SCHEMAS:
+                continue
+            args = normalized_args(call.tool_name, call.tool_args or {})
+            if all((b["tool"], b["args"]) != (call.tool_name, args) for b in banned):
+                banned.append({"tool": call.tool_name, "args": args, "turn": t.number})
+        return banned
 
     def _failing_tool(self, turn: TurnSteps) -> str | None:
         """The tool that kept failing lately (most failures in the recent window, latest on a tie)."""
@@ -664,6 +923,9 @@ class Agent:
         lines = [f"Task: {task.instruction}"]
         if task.test_command:
             lines.append(f"Test command (run_tests runs it): {task.test_command}")
+        if task.protected:
+            lines.append(f"Protected (no tool may change these): {', '.join(task.protected)}")
+        lines.extend(step.content for step in self.observations)
         first = self.turns[0] if self.turns else None
         recalled = first.get(MEMORY) if first is not None and first.number == 1 else None
         if recalled is not None and recalled.content:
@@ -719,8 +981,20 @@ class Agent:
                 {"role": "user", "content": next_prompt((replan.detail or {}).get("plan") or default_plan())}
             )
         think, result = turn.get(StepKind.think), turn.get(StepKind.tool_result)
+        reflect, emotion = turn.get(StepKind.reflect), turn.get(StepKind.emotion)
+        merged = think is not None and bool((think.detail or {}).get("merged"))
         if think is not None:
             out.append({"role": "assistant", "content": think.content})
+        if merged:
+            # One user message per turn: the result, then the affect line and what may come next.
+            if result is not None:
+                text = render_result(
+                    result.tool_name or "", result.detail or {}, result.tool_result or "", False
+                )
+                if emotion is not None and not stop_after_result:
+                    text += "\n" + emotion.content
+                out.append({"role": "user", "content": text})
+            return out
         if result is not None:
             out.append(
                 {
@@ -732,7 +1006,6 @@ class Agent:
             )
         if stop_after_result:
             return out
-        reflect, emotion = turn.get(StepKind.reflect), turn.get(StepKind.emotion)
         if reflect is not None:
             out.append({"role": "assistant", "content": reflect.content})
         if emotion is not None:

@@ -46,7 +46,7 @@ EXPLORE_TOP_P = 0.1
 
 # Budget fraction at which budget pressure starts, and tools whose job is to change the workspace.
 BUDGET_PRESSURE_START = 0.5
-WRITE_TOOLS = frozenset({"write_file", "apply_patch", "edit_file"})
+WRITE_TOOLS = frozenset({"write_file", "edit_file"})
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,7 +5,10 @@ ok=False and an output the model can read and act on.
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import difflib
+import fnmatch
 import os
 import re
 import signal
@@ -15,15 +18,22 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from elpis_worker.workspace import WorkspaceError, WorkspaceEscapeError, resolve_inside
+
+
+class ProtectedPathError(WorkspaceError):
+    """A write to a path the task declared protected."""
 
 
 @dataclass
 class ToolResult:
     """What one tool call did. `error_kind` is one of "escape", "not_found", "bad_args", "timeout",
-    "nonzero_exit", "unknown_tool", "os_error" (the host refused, e.g. disk full), or None when ok."""
+    "nonzero_exit", "unknown_tool", "protected", "syntax_error", "tests_failing", "repeated",
+    "os_error" (the host refused, e.g. disk full), or None when ok."""
 
     ok: bool
     output: str
@@ -37,42 +47,110 @@ class ToolResult:
     changed_files: bool = False
 
 
-def _object_schema(properties: dict[str, str], required: list[str]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {name: {"type": "string", "description": text} for name, text in properties.items()},
-        "required": required,
-        "additionalProperties": False,
-    }
+class ToolArgs(BaseModel):
+    """The arguments of one tool. Each subclass is the single place where a tool's name, description,
+    JSON schema (which becomes the think grammar) and argument validation live."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    tool: ClassVar[str]
+    help: ClassVar[str]
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """A compact schema for the grammar: plain types, required first, no titles or nulls."""
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        for name, field in cls.model_fields.items():
+            kind = "integer" if field.annotation in (int, int | None) else "string"
+            properties[name] = {"type": kind, "description": field.description or ""}
+            if field.is_required():
+                required.append(name)
+        return {
+            "type": "object",
+            "properties": properties,
+            "required": required,
+            "additionalProperties": False,
+        }
 
 
-TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
-    "list_dir": _object_schema({"path": "directory relative to the workspace root (default '.')"}, []),
-    "read_file": _object_schema({"path": "file relative to the workspace root"}, ["path"]),
-    "write_file": _object_schema(
-        {"path": "file relative to the workspace root", "content": "the complete new content of the file"},
-        ["path", "content"],
-    ),
-    "search": _object_schema(
-        {"pattern": "regular expression to look for", "path": "file or directory to search (default '.')"},
-        ["pattern"],
-    ),
-    "run": _object_schema({"command": "shell command, run in the workspace root"}, ["command"]),
-    "run_tests": _object_schema({}, []),
-    "finish": _object_schema({"summary": "what was done and whether the tests pass"}, ["summary"]),
+class ListDirArgs(ToolArgs):
+    tool: ClassVar[str] = "list_dir"
+    help: ClassVar[str] = "list_dir(path='.'): list the files and directories in a directory."
+    path: str = Field(".", description="directory relative to the workspace root")
+
+
+class ReadFileArgs(ToolArgs):
+    tool: ClassVar[str] = "read_file"
+    help: ClassVar[str] = (
+        "read_file(path, start_line?, end_line?): show a file with line numbers (optionally a range)."
+    )
+    path: str = Field(..., description="file relative to the workspace root")
+    start_line: int | None = Field(None, ge=1, description="first line to show (1-based)")
+    end_line: int | None = Field(None, ge=1, description="last line to show")
+
+
+class EditFileArgs(ToolArgs):
+    tool: ClassVar[str] = "edit_file"
+    help: ClassVar[str] = (
+        "edit_file(path, search, replace): replace the exact lines `search` (copied from the file, "
+        "without line numbers) with `replace`; an empty `search` appends `replace` to the end of the file."
+    )
+    path: str = Field(..., description="file relative to the workspace root")
+    search: str = Field(..., description="exact lines to replace, copied from the file; empty = append")
+    replace: str = Field(..., description="the new lines")
+
+
+class WriteFileArgs(ToolArgs):
+    tool: ClassVar[str] = "write_file"
+    help: ClassVar[str] = "write_file(path, content): create a new file (or replace a whole file)."
+    path: str = Field(..., description="file relative to the workspace root")
+    content: str = Field(..., description="the complete content of the file")
+
+
+class SearchArgs(ToolArgs):
+    tool: ClassVar[str] = "search"
+    help: ClassVar[str] = (
+        "search(pattern, path='.'): find lines matching a regular expression, as file:line:text."
+    )
+    pattern: str = Field(..., description="regular expression to look for")
+    path: str = Field(".", description="file or directory to search")
+
+
+class RunArgs(ToolArgs):
+    tool: ClassVar[str] = "run"
+    help: ClassVar[str] = "run(command): run a shell command in the workspace root and show its output."
+    command: str = Field(..., description="shell command, run in the workspace root")
+
+
+class RunTestsArgs(ToolArgs):
+    tool: ClassVar[str] = "run_tests"
+    help: ClassVar[str] = "run_tests(): run the task's tests and show the result."
+
+
+class FinishArgs(ToolArgs):
+    tool: ClassVar[str] = "finish"
+    help: ClassVar[str] = "finish(summary): stop when the change is made and the tests pass."
+    summary: str = Field(..., description="what was done and whether the tests pass")
+
+
+TOOL_ARGS: dict[str, type[ToolArgs]] = {
+    cls.tool: cls
+    for cls in (
+        ListDirArgs,
+        ReadFileArgs,
+        EditFileArgs,
+        WriteFileArgs,
+        SearchArgs,
+        RunArgs,
+        RunTestsArgs,
+        FinishArgs,
+    )
 }
-
-TOOL_DESCRIPTIONS: dict[str, str] = {
-    "list_dir": "list_dir(path='.'): list the files and directories in a directory of the workspace.",
-    "read_file": "read_file(path): show the content of a file.",
-    "write_file": "write_file(path, content): replace a file with the given content (creates it if needed).",
-    "search": "search(pattern, path='.'): find lines matching a regular expression, as file:line:text.",
-    "run": "run(command): run a shell command in the workspace root and show its output.",
-    "run_tests": "run_tests(): run the task's tests and show the result.",
-    "finish": "finish(summary): stop working and report what was done.",
-}
+TOOL_SCHEMAS: dict[str, dict[str, Any]] = {name: cls.json_schema() for name, cls in TOOL_ARGS.items()}
+TOOL_DESCRIPTIONS: dict[str, str] = {name: cls.help for name, cls in TOOL_ARGS.items()}
 
 _READ_CHUNK = 65536
+_READ_FILE_CAP = 1_000_000
 _LINE_CAP = 300
 _SEARCH_FILE_CAP = 2_000_000
 _SUMMARY_COUNT_RE = re.compile(
@@ -180,6 +258,7 @@ class Toolbox:
         command_timeout: float,
         output_cap: int,
         read_cap: int,
+        protected: list[str] | None = None,
     ) -> None:
         self.root = Path(os.path.realpath(root))
         if not self.root.is_dir():
@@ -188,9 +267,11 @@ class Toolbox:
         self.command_timeout = command_timeout
         self.output_cap = output_cap
         self.read_cap = read_cap
+        self.protected = list(protected or [])
         self._handlers: dict[str, Callable[..., ToolResult]] = {
             "list_dir": self.list_dir,
             "read_file": self.read_file,
+            "edit_file": self.edit_file,
             "write_file": self.write_file,
             "search": self.search,
             "run": self.run,
@@ -211,7 +292,9 @@ class Toolbox:
         if problem is not None:
             return ToolResult(ok=False, output=f"bad arguments for {name}: {problem}", error_kind="bad_args")
         try:
-            return handler(**args)
+            return handler(**{k: v for k, v in args.items() if v is not None})
+        except ProtectedPathError as exc:
+            return ToolResult(ok=False, output=f"refused: {exc}", error_kind="protected")
         except WorkspaceEscapeError as exc:
             return ToolResult(ok=False, output=f"refused: {exc}", error_kind="escape")
         except WorkspaceError as exc:
@@ -241,7 +324,9 @@ class Toolbox:
         text = "\n".join(lines) if lines else "(empty directory)"
         return ToolResult(ok=True, output=cap_output(text.encode(), self.output_cap))
 
-    def read_file(self, path: str) -> ToolResult:
+    def read_file(self, path: str, start_line: int | None = None, end_line: int | None = None) -> ToolResult:
+        """The file with line numbers, so an edit can name what it changes. A file larger than read_cap
+        shows as many lines as fit and says how to see the rest."""
         target = resolve_inside(self.root, path)
         if not target.exists():
             return _not_found(path)
@@ -252,26 +337,62 @@ class Toolbox:
         if not target.is_file():  # a FIFO or device would block or never end
             return ToolResult(ok=False, output=f"'{path}' is not a regular file", error_kind="bad_args")
         size = target.stat().st_size
-        buffer = _HeadTail(self.read_cap)
         with target.open("rb") as f:
-            if size <= self.read_cap:
-                buffer.feed(f.read(self.read_cap + 1))
-            else:  # never load a huge file just to show its ends
-                buffer.feed(f.read(buffer.head_cap))
-                f.seek(max(size - buffer.tail_cap, buffer.head_cap))
-                buffer.total = size - buffer.tail_cap
-                buffer.feed(f.read(buffer.tail_cap))
-        if b"\x00" in buffer.head[:8192]:
+            data = f.read(_READ_FILE_CAP)
+        if b"\x00" in data[:8192]:
             return ToolResult(ok=True, output=f"'{path}' is a binary file ({size} bytes); not shown")
-        text = buffer.text()
-        return ToolResult(ok=True, output=text if text else f"('{path}' is empty)")
+        lines = data.decode("utf-8", "replace").splitlines()
+        if not lines:
+            return ToolResult(ok=True, output=f"('{path}' is empty)")
+        total = len(lines) if size <= _READ_FILE_CAP else None
+        first = max(1, start_line or 1)
+        last = min(len(lines), end_line or len(lines))
+        if first > len(lines) or last < first:
+            return ToolResult(
+                ok=False,
+                output=f"'{path}' has {len(lines)} lines; lines {first}-{end_line or first} do not exist",
+                error_kind="bad_args",
+            )
+        shown, used = [], 0
+        for number in range(first, last + 1):
+            text = lines[number - 1]
+            if len(text) > _LINE_CAP:
+                text = text[:_LINE_CAP] + " [...]"
+            entry = f"{number:>4}| {text}"
+            used += len(entry) + 1
+            if used > self.read_cap and shown:
+                break
+            shown.append(entry)
+            last_shown = number
+        out = "\n".join(shown)
+        if last_shown < (total or len(lines)) and (last_shown < last or end_line is None):
+            out += (
+                f"\n[lines {last_shown + 1}-{total or 'end'} not shown; "
+                f"read_file with start_line={last_shown + 1} to see more]"
+            )
+        return ToolResult(ok=True, output=out)
 
     def write_file(self, path: str, content: str) -> ToolResult:
         target = resolve_inside(self.root, path)
+        self._refuse_protected(target)
         if target == self.root or target.is_dir():
             return ToolResult(ok=False, output=f"'{path}' is a directory, not a file", error_kind="bad_args")
         if target.exists() and not target.is_file():
             return ToolResult(ok=False, output=f"'{path}' is not a regular file", error_kind="bad_args")
+        problem = _python_syntax_error(target, content)
+        if problem is not None:
+            return ToolResult(
+                ok=False, output=f"not written: {problem}; the file is unchanged", error_kind="syntax_error"
+            )
+        lost = _lost_definitions(target, content)
+        if lost:
+            return ToolResult(
+                ok=False,
+                output=f"not written: the new content would delete {', '.join(lost)} from "
+                f"{self._display(target)}. To change part of a file use edit_file (an empty search "
+                "appends to the end); write_file must keep what the file defines.",
+                error_kind="bad_args",
+            )
         data = content.encode("utf-8")
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("wb") as f:
@@ -279,6 +400,110 @@ class Toolbox:
         return ToolResult(
             ok=True, output=f"wrote {len(data)} bytes to {self._display(target)}", changed_files=True
         )
+
+    def edit_file(self, path: str, search: str, replace: str) -> ToolResult:
+        """Exact search/replace. When `search` is not in the file, the answer shows the closest lines so
+        the model can copy them; text that differs only in indentation is matched and re-indented."""
+        target = resolve_inside(self.root, path)
+        self._refuse_protected(target)
+        if not target.exists() and not target.is_symlink():
+            # Editing a file that does not exist yet means writing it: what a model means by it.
+            created = self.write_file(path, replace.strip("\n") + "\n")
+            if created.ok:
+                created.output = f"{path} did not exist: created it with `replace` as its content"
+            return created
+        if not target.is_file():
+            return ToolResult(ok=False, output=f"'{path}' is not a regular file", error_kind="bad_args")
+        text = target.read_bytes().decode("utf-8", "replace")
+        note = ""
+        if not search.strip():  # append after the last non-blank character
+            head = text.rstrip()
+            new_text = (head + "\n\n\n" if head else "") + replace.strip("\n") + "\n"
+            at, replace = len(head), ("\n\n\n" if head else "") + replace.strip("\n")
+        elif (count := text.count(search)) > 1:
+            return ToolResult(
+                ok=False,
+                output=f"'search' occurs {count} times in {path}; include a neighbouring line (such as "
+                f"the def line) so it matches once:\n{_occurrences(text, search)}",
+                error_kind="bad_args",
+            )
+        elif count == 1:
+            new_text, at = text.replace(search, replace, 1), text.index(search)
+        elif replace.strip().startswith(search.strip()) and len(replace.strip()) > len(search.strip()):
+            # "Replace the missing `def power(a, b)` with `def power(a, b): ...`": the model is adding
+            # new code, so it goes at the end, and the answer says so.
+            head = text.rstrip()
+            new_text = (head + "\n\n\n" if head else "") + replace.strip("\n") + "\n"
+            at, replace = len(head), ("\n\n\n" if head else "") + replace.strip("\n")
+            note = " ('search' is not in the file but starts 'replace': appended at the end)"
+        else:
+            found = _match_ignoring_indent(text, search, replace)
+            if found is None:
+                return ToolResult(
+                    ok=False,
+                    output=f"'search' not found in {path}. Closest lines:\n{_closest_lines(text, search)}\n"
+                    "Copy the lines exactly (read_file shows them numbered; leave the numbers out).",
+                    error_kind="not_found",
+                )
+            new_text, at = found
+            note = " (matched ignoring indentation)"
+        if new_text == text:
+            return ToolResult(ok=True, output=f"no change: 'replace' equals 'search' in {path}")
+        problem = _python_syntax_error(target, new_text)
+        if problem is not None:
+            return ToolResult(
+                ok=False,
+                output=f"edit not applied: {problem}; the file is unchanged",
+                error_kind="syntax_error",
+            )
+        target.write_bytes(new_text.encode("utf-8"))
+        first = text.count("\n", 0, at) + 1
+        lines = new_text.splitlines()
+        shown_to = min(len(lines), first + replace.count("\n") + 2)
+        window = "\n".join(f"{n:>4}| {lines[n - 1]}" for n in range(max(1, first - 2), shown_to + 1))
+        return ToolResult(
+            ok=True,
+            output=f"edited {self._display(target)}{note}; lines {max(1, first - 2)}-{shown_to}:\n{window}",
+            changed_files=True,
+        )
+
+    def _refuse_protected(self, target: Path) -> None:
+        relative = target.relative_to(self.root).as_posix() if target != self.root else "."
+        glob = protected_match(relative, self.protected)
+        if glob is not None:
+            raise ProtectedPathError(f"'{relative}' is protected by the task ({glob}); change other files")
+
+    def _protected_files(self) -> dict[str, bytes]:
+        if not self.protected:
+            return {}
+        files = {}
+        for file in _files_under(self.root):
+            relative = file.relative_to(self.root).as_posix()
+            if protected_match(relative, self.protected) is not None:
+                with contextlib.suppress(OSError):
+                    files[relative] = file.read_bytes()
+        return files
+
+    def _restore_protected(self, before: dict[str, bytes], result: ToolResult) -> ToolResult:
+        """A command may not change protected files either: whatever it changed is put back."""
+        if not self.protected:
+            return result
+        after = self._protected_files()
+        changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+        if not changed:
+            return result
+        for relative in changed:
+            target = self.root / relative
+            if relative in before:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(before[relative])
+            else:
+                target.unlink(missing_ok=True)
+        result.output += (
+            f"\n[refused: the command changed protected file(s) {', '.join(changed)}; they were restored]"
+        )
+        result.ok, result.error_kind = False, "protected"
+        return result
 
     def search(self, pattern: str, path: str = ".") -> ToolResult:
         target = resolve_inside(self.root, path or ".")
@@ -320,12 +545,14 @@ class Toolbox:
             return ToolResult(
                 ok=False, output="bad arguments for run: 'command' is empty", error_kind="bad_args"
             )
-        return self._shell(command)
+        before = self._protected_files()
+        return self._restore_protected(before, self._shell(command))
 
     def run_tests(self) -> ToolResult:
         if not self.test_command:
             return ToolResult(ok=False, output="no test command for this task", error_kind="not_found")
-        result = self._shell(self.test_command)
+        before = self._protected_files()
+        result = self._restore_protected(before, self._shell(self.test_command))
         result.tests_run = True
         result.tests_passed = result.ok
         if result.ok:
@@ -388,22 +615,126 @@ class Toolbox:
 
 
 def _check_args(name: str, args: Any) -> str | None:
-    """Why `args` does not fit the tool's schema, or None when it does."""
-    schema = TOOL_SCHEMAS[name]
-    properties: dict[str, Any] = schema["properties"]
-    expected = f"{name} takes {{{', '.join(properties)}}}" if properties else f"{name} takes no arguments"
+    """Why `args` does not fit the tool's pydantic model, or None when it does."""
+    model = TOOL_ARGS[name]
+    names = ", ".join(model.model_fields)
+    expected = f"{name} takes {{{names}}}" if names else f"{name} takes no arguments"
     if not isinstance(args, dict):
         return f"arguments must be a JSON object; {expected}"
-    unknown = sorted(str(key) for key in args if key not in properties)
-    if unknown:
-        return f"unknown argument(s) {', '.join(unknown)}; {expected}"
-    missing = [key for key in schema["required"] if key not in args]
-    if missing:
-        return f"missing {', '.join(missing)}; {expected}"
-    for key, value in args.items():
-        if properties[key]["type"] == "string" and not isinstance(value, str):
-            return f"'{key}' must be a string"
+    try:
+        model.model_validate(args)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "arguments"
+            if error["type"] == "extra_forbidden":
+                problems.append(f"unknown argument {where}")
+            elif error["type"] == "missing":
+                problems.append(f"missing {where}")
+            else:
+                problems.append(f"'{where}' {error['msg'].lower()}")
+        return f"{'; '.join(problems)}; {expected}"
     return None
+
+
+def protected_match(relative: str, globs: list[str]) -> str | None:
+    """The first glob of `globs` that covers workspace path `relative` (a directory covers its contents)."""
+    for glob in globs:
+        stripped = glob.rstrip("/")
+        if fnmatch.fnmatchcase(relative, glob) or relative == stripped or relative.startswith(stripped + "/"):
+            return glob
+    return None
+
+
+def _definitions(source: str) -> list[str]:
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return []
+    return [
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+    ]
+
+
+def _lost_definitions(target: Path, content: str) -> list[str]:
+    """Top-level functions and classes an existing .py file has and `content` would drop: a small model
+    asked to add one function often rewrites the file with only that function."""
+    if target.suffix != ".py" or not target.is_file():
+        return []
+    kept = set(_definitions(content))
+    return [name for name in _definitions(target.read_text("utf-8", "replace")) if name not in kept]
+
+
+def _python_syntax_error(target: Path, content: str) -> str | None:
+    """The lint check after an edit: new content of a .py file must still parse."""
+    if target.suffix != ".py":
+        return None
+    try:
+        compile(content, target.name, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        return f"the result would not be valid Python (line {exc.lineno}: {exc.msg})"
+    except ValueError as exc:  # NUL bytes
+        return f"the result would not be valid Python ({exc})"
+    return None
+
+
+def _match_ignoring_indent(text: str, search: str, replace: str) -> tuple[str, int] | None:
+    """Find `search` line by line ignoring leading whitespace; when it matches exactly once, replace
+    those lines with `replace` re-indented by the difference. Returns (new text, offset) or None."""
+    lines = text.splitlines(keepends=True)
+    wanted = [ln.strip() for ln in search.strip("\n").splitlines()]
+    if not wanted or not any(wanted):
+        return None
+    hits = [
+        i
+        for i in range(len(lines) - len(wanted) + 1)
+        if all(lines[i + k].strip() == wanted[k] for k in range(len(wanted)))
+    ]
+    if len(hits) != 1:
+        return None
+    start = hits[0]
+    first_line = next(ln for ln in search.strip("\n").splitlines() if ln.strip())
+    actual = next(lines[start + k] for k in range(len(wanted)) if wanted[k])
+    have = len(actual) - len(actual.lstrip())
+    gave = len(first_line) - len(first_line.lstrip())
+    shift = have - gave
+    new_lines = []
+    for line in replace.strip("\n").splitlines():
+        if shift > 0 and line.strip():
+            line = " " * shift + line
+        elif shift < 0 and line.strip():
+            line = line[min(-shift, len(line) - len(line.lstrip())) :]
+        new_lines.append(line + "\n")
+    offset = sum(len(ln) for ln in lines[:start])
+    return "".join(lines[:start] + new_lines + lines[start + len(wanted) :]), offset
+
+
+def _occurrences(text: str, search: str, limit: int = 4) -> str:
+    """Each place `search` occurs, with the line before it, numbered."""
+    lines = text.splitlines()
+    shown, start = [], 0
+    while len(shown) < limit and (at := text.find(search, start)) >= 0:
+        first = text.count("\n", 0, at) + 1
+        last = first + search.count("\n")
+        lo = max(1, first - 1)
+        shown.append("\n".join(f"{n:>4}| {lines[n - 1]}" for n in range(lo, min(last, len(lines)) + 1)))
+        start = at + 1
+    return "\n...\n".join(shown)
+
+
+def _closest_lines(text: str, search: str, context: int = 2) -> str:
+    """The window of the file most similar to `search`, with line numbers."""
+    lines = text.splitlines()
+    size = max(1, len(search.strip("\n").splitlines()))
+    best, best_ratio = 0, -1.0
+    for i in range(max(1, len(lines) - size + 1)):
+        ratio = difflib.SequenceMatcher(None, "\n".join(lines[i : i + size]), search).ratio()
+        if ratio > best_ratio:
+            best, best_ratio = i, ratio
+    lo, hi = max(0, best - context), min(len(lines), best + size + context)
+    return "\n".join(f"{n + 1:>4}| {lines[n]}" for n in range(lo, hi)) or "(the file is empty)"
 
 
 def _not_found(path: str) -> ToolResult:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -43,6 +44,7 @@ class StepKind(enum.StrEnum):
     reflect = "reflect"
     emotion = "emotion"
     memory = "memory"  # long-term memories retrieved into the prompt
+    observe = "observe"  # what the worker looked at before the first think (map, tests, sources)
 
 
 class Batch(Base):
@@ -66,6 +68,8 @@ class Task(Base):
     test_command: Mapped[str | None] = mapped_column(Text)
     # The task's own budget, merged over the config defaults when the task is created.
     budget: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    # Path globs (relative to the workspace root, e.g. "tests/**") that every tool refuses to change.
+    protected: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
 
     status: Mapped[TaskStatus] = mapped_column(
         str_enum(TaskStatus, "task_status"), default=TaskStatus.queued, index=True

@@ -13,7 +13,8 @@ from elpis_worker.backend import ScriptedBackend
 from elpis_worker.store import TaskStore
 from models import StepKind, TaskStatus
 
-PHASES = ["think", "tool_call", "tool_result", "reflect", "emotion"]
+PHASES = ["reflect", "think", "tool_call", "tool_result", "emotion"]  # one generation per turn
+OBSERVE = ["observe"] * 3  # repository map, the tests run once, the sources they name
 
 
 def submit(api, **task) -> int:
@@ -49,19 +50,22 @@ def test_scripted_loop_fixes_the_failing_test(api, db_url):
     steps = steps_of(db_url, task_id)
     assert [s.seq for s in steps] == list(range(len(steps)))
     script = json.loads((SAMPLES / "fix_script.json").read_text())
-    assert [s.kind.value for s in steps] == ["memory"] + PHASES * len(script)
+    assert [s.kind.value for s in steps] == OBSERVE + ["memory"] + PHASES * len(script)
     assert [s.tool_name for s in steps if s.kind == StepKind.tool_call] == [a["tool"] for a in script]
     results = [s for s in steps if s.kind == StepKind.tool_result]
-    first_tests, second_tests = (r for r in results if r.tool_name == "run_tests")
+    (first_tests,) = (r for r in results if r.tool_name == "run_tests")
     assert first_tests.detail["tests_passed"] is False and first_tests.detail["failures"] == 1
-    assert second_tests.detail["tests_passed"] is True
+    # The check after each edit: the edit's result carries the test run that followed it.
+    (edit,) = (r for r in results if r.tool_name == "edit_file")
+    assert edit.detail["tests_run"] is True and edit.detail["tests_passed"] is True
+    assert "Tests after this change: pass" in edit.tool_result
     # Every think step records the sampling it used and the emotion it was taken in.
     for think in (s for s in steps if s.kind == StepKind.think):
         assert 0 < think.sampling["temperature"] <= 2 and think.emotion["mood"]
     # The emotion step moved with what happened: failing tests hurt, passing tests help.
     emotions = [s.emotion for s in steps if s.kind == StepKind.emotion]
     assert emotions[0]["after"]["valence"] < emotions[0]["before"]["valence"]
-    assert emotions[3]["after"]["valence"] > emotions[3]["before"]["valence"]
+    assert emotions[2]["after"]["valence"] > emotions[2]["before"]["valence"]
     assert task.emotion == emotions[-1]["after"]
 
 
@@ -73,7 +77,7 @@ def test_budget_exhaustion_fails_with_reason(api, db_url, scripted):
     assert status == TaskStatus.failed
     assert "budget exhausted: 2 steps" in task.failure_reason
     assert task.test_passed is False  # the final verification ran the task's tests
-    assert len(steps_of(db_url, task_id)) == 1 + 2 * len(PHASES)
+    assert len(steps_of(db_url, task_id)) == len(OBSERVE) + 1 + 2 * len(PHASES)
 
 
 def test_escape_attempt_is_refused_and_recorded(api, db_url, scripted):
@@ -115,3 +119,135 @@ def test_unreachable_repository_fails_cleanly(api, db_url, scripted):
     assert status == TaskStatus.failed
     assert task.failure_reason.startswith("workspace: could not clone")
     assert steps_of(db_url, task_id) == []
+
+
+# --- look first, protected paths, the repeat exclusion ------------------------------------------------------
+
+
+def test_observations_come_first_and_carry_the_failure_and_its_source(api, db_url, scripted):
+    task_id = submit(api, instruction="One test fails. Fix the bug.")
+    run_scripted(db_url, task_id, scripted([{"thought": "done", "tool": "finish", "args": {"summary": "x"}}]))
+    observed = [s for s in steps_of(db_url, task_id) if s.kind == StepKind.observe]
+    assert [s.tool_name for s in observed] == ["repo_map", "run_tests", "read_sources"]
+    assert all(s.turn == 0 for s in observed)
+    repo_map, tests, sources = observed
+    assert "calc/ops.py\n    def add(a, b)\n    def subtract(a, b)" in repo_map.content
+    assert tests.detail["tests_passed"] is False and tests.detail["failures"] == 1
+    assert "assert 8 == 2" in tests.content and "test_subtract" in tests.content
+    # The traceback names only the test; the module it imports is where the bug is, so it comes first.
+    assert sources.detail["files"][:2] == ["calc/ops.py", "tests/test_ops.py"]
+    assert "  11|     return a + b" in sources.content
+
+
+def test_a_resumed_task_redoes_only_the_missing_observations(api, db_url, scripted):
+    task_id = submit(api, instruction="Fix it")
+    store = TaskStore(db_url)
+    assert store.claim(task_id, stale_after=60) is not None
+    # A worker recorded the map and died; the next one takes over.
+    store.append_step(task_id, StepKind.observe, 0, content="Repository map:\n(old)", tool_name="repo_map")
+    script = scripted([{"thought": "done", "tool": "finish", "args": {"summary": "x"}}])
+    settings = load_settings()
+    backend = ScriptedBackend(
+        settings.model.model_copy(update={"backend": "scripted", "script": str(script)})
+    )
+    run_agent(store, backend, settings, task_id)
+    observed = [s for s in steps_of(db_url, task_id) if s.kind == StepKind.observe]
+    assert [(s.seq, s.tool_name) for s in observed] == [
+        (0, "repo_map"),
+        (1, "run_tests"),
+        (2, "read_sources"),
+    ]
+    assert observed[0].content == "Repository map:\n(old)"
+
+
+def test_protected_tests_cannot_be_overwritten(api, db_url, scripted):
+    script = scripted(
+        [
+            {
+                "thought": "cheat",
+                "tool": "write_file",
+                "args": {"path": "tests/test_ops.py", "content": "x = 1\n"},
+            },
+            {"thought": "give up", "tool": "finish", "args": {"summary": "no"}},
+        ]
+    )
+    task_id = submit(api, instruction="Fix it", protected=["tests/**"], budget={"max_steps": 2})
+    assert task_row(db_url, task_id).protected == ["tests/**"]
+    run_scripted(db_url, task_id, script)
+    result = next(s for s in steps_of(db_url, task_id) if s.kind == StepKind.tool_result)
+    assert result.detail["error_kind"] == "protected" and "protected by the task" in result.tool_result
+    assert "tests/test_ops.py" not in (task_row(db_url, task_id).workspace_diff or "")
+
+
+def test_bad_protected_globs_are_a_422(api):
+    api.app.state.enqueue = lambda task_id: None
+    task = {"repo": str(SAMPLES / "calc"), "instruction": "x", "protected": ["../outside"]}
+    response = api.post("/v1/batches", json={"tasks": [task]})
+    assert response.status_code == 422 and "tasks.0.protected" in response.text.replace("[0]", ".0")
+
+
+def test_a_call_that_failed_is_excluded_by_the_grammar_next_turn(api, db_url, scripted):
+    """The repeat exclusion holds without a spiral: the second identical read of a missing file cannot
+    be produced (the scripted backend obeys the grammar like the real model), so the turn does something
+    else; after the workspace changes, the same call is allowed again."""
+    missing = {"thought": "look", "tool": "read_file", "args": {"path": "calc/missing.py"}}
+    script = scripted(
+        [
+            missing,
+            {**missing, "instead": {"thought": "list", "tool": "list_dir", "args": {"path": "calc"}}},
+            {
+                "thought": "make it",
+                "tool": "write_file",
+                "args": {"path": "calc/missing.py", "content": "x = 1\n"},
+            },
+            missing,
+            {"thought": "done", "tool": "finish", "args": {"summary": "x"}},
+        ]
+    )
+    task_id = submit(api, instruction="Look around", test_command=None, budget={"max_steps": 5})
+    run_scripted(db_url, task_id, script, emotions={"modulation": False})
+    steps = steps_of(db_url, task_id)
+    calls = [(s.tool_name, s.tool_args) for s in steps if s.kind == StepKind.tool_call]
+    assert calls[:4] == [
+        ("read_file", {"path": "calc/missing.py"}),
+        ("list_dir", {"path": "calc"}),
+        ("write_file", {"path": "calc/missing.py", "content": "x = 1\n"}),
+        ("read_file", {"path": "calc/missing.py"}),
+    ]
+    thinks = [s for s in steps if s.kind == StepKind.think]
+    assert thinks[1].sampling["banned_calls"] == [
+        {"tool": "read_file", "args": {"path": "calc/missing.py"}, "turn": 1}
+    ]
+    assert "banned_calls" not in thinks[3].sampling  # the write changed the workspace
+    emotion = [s for s in steps if s.kind == StepKind.emotion][0]
+    assert "Not allowed now" in emotion.content and "calc/missing.py" in emotion.content
+
+
+def test_not_one_of_excludes_exactly_the_values_and_converts_to_a_grammar():
+    import re
+
+    from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+
+    from elpis_worker.agent import not_one_of, think_schema
+
+    values = ["calc/ops.py", "a-b", "x.y (z)"]
+    pattern = not_one_of(values)
+    for value in values:
+        assert not re.fullmatch(pattern, value)
+    for other in ["calc/ops.p", "calc/ops.pyx", "", "a-", "a-bc", "b", "x.y (z", "tests/test_ops.py"]:
+        assert re.fullmatch(pattern, other), other
+    schema = think_schema(
+        ["read_file", "run", "run_tests", "finish"],
+        banned=[
+            {"tool": "read_file", "args": {"path": "calc/ops.py"}},
+            {"tool": "run", "args": {"command": 'echo "quoted"'}},  # not expressible: refused after instead
+            {"tool": "run_tests", "args": {}},  # no key argument: the tool is left out
+        ],
+        reflect=True,
+    )
+    tools = [alt["properties"]["tool"]["const"] for alt in schema["anyOf"]]
+    assert tools == ["read_file", "run", "finish"]
+    assert "pattern" in schema["anyOf"][0]["properties"]["args"]["properties"]["path"]
+    assert "pattern" not in schema["anyOf"][1]["properties"]["args"]["properties"]["command"]
+    assert list(schema["anyOf"][0]["properties"])[:2] == ["progress", "assessment"]
+    LlamaGrammar.from_string(json_schema_to_gbnf(json.dumps(schema)), verbose=False)

@@ -22,7 +22,8 @@ from conftest import ROOT, SAMPLES, free_port, steps_of, task_row, wait_finished
 from models import StepKind, TaskStatus
 
 ELPIS = str(Path(sys.executable).parent / "elpis")
-FIXED_OPS = json.loads((SAMPLES / "fix_script.json").read_text())[2]["args"]["content"]
+_FIX = json.loads((SAMPLES / "fix_script.json").read_text())[2]["args"]
+FIXED_OPS = (SAMPLES / "calc" / "calc" / "ops.py").read_text().replace(_FIX["search"], _FIX["replace"])
 
 
 # --- helpers -----------------------------------------------------------------------------------------

@@ -51,7 +51,9 @@ def tree(root: Path) -> dict[str, bytes]:
     }
 
 
-def make_toolbox(root: Path, test_command: str | None = None, **overrides: float) -> Toolbox:
+def make_toolbox(
+    root: Path, test_command: str | None = None, protected: list[str] | None = None, **overrides: float
+) -> Toolbox:
     settings = {"command_timeout": 20.0, "output_cap": 4000, "read_cap": 2000, **overrides}
     return Toolbox(
         root,
@@ -59,6 +61,7 @@ def make_toolbox(root: Path, test_command: str | None = None, **overrides: float
         command_timeout=float(settings["command_timeout"]),
         output_cap=int(settings["output_cap"]),
         read_cap=int(settings["read_cap"]),
+        protected=protected,
     )
 
 
@@ -324,13 +327,14 @@ def test_write_then_read_round_trip(workspace: Path) -> None:
     tools = make_toolbox(workspace)
     content = "print('héllo')\n\n    indented\n"
 
-    written = tools.call("write_file", {"path": "new/deep/mod.py", "content": content})
+    written = tools.call("write_file", {"path": "new/deep/notes.txt", "content": content})
     assert written.ok and written.changed_files
-    assert (workspace / "new" / "deep" / "mod.py").read_text(encoding="utf-8") == content
+    assert (workspace / "new" / "deep" / "notes.txt").read_text(encoding="utf-8") == content
 
-    read = tools.call("read_file", {"path": "new/deep/mod.py"})
+    read = tools.call("read_file", {"path": "new/deep/notes.txt"})
     assert read.ok and not read.changed_files
-    assert read.output == content
+    # Shown with line numbers, so an edit can name what it changes.
+    assert read.output == "   1| print('héllo')\n   2| \n   3|     indented"
 
 
 def test_read_file_errors_and_cap(workspace: Path) -> None:
@@ -339,12 +343,16 @@ def test_read_file_errors_and_cap(workspace: Path) -> None:
     assert not missing.ok and missing.error_kind == "not_found"
     assert tools.call("read_file", {"path": "src"}).error_kind == "bad_args"
 
-    (workspace / "big.txt").write_text("A" * 50_000 + "B" * 50_000)
+    (workspace / "big.txt").write_text("".join(f"line {n}\n" for n in range(1, 5001)))
     big = tools.call("read_file", {"path": "big.txt"})
     assert big.ok
-    assert len(big.output) < 2100
-    assert "bytes cut ...]" in big.output
-    assert big.output.startswith("A") and big.output.endswith("B")
+    assert len(big.output) < 2200
+    assert big.output.startswith("   1| line 1\n")
+    assert "read_file with start_line=" in big.output.splitlines()[-1]
+    # The rest is one ranged call away.
+    rest = tools.call("read_file", {"path": "big.txt", "start_line": 4999, "end_line": 6000})
+    assert rest.ok and rest.output == "4999| line 4999\n5000| line 5000"
+    assert tools.call("read_file", {"path": "big.txt", "start_line": 6000}).error_kind == "bad_args"
 
 
 def test_file_tools_refuse_special_files(workspace: Path) -> None:
@@ -462,7 +470,7 @@ def test_run_tests_on_sample_repo_before_and_after_fix(tmp_path: Path) -> None:
     results: list[ToolResult] = [tools.call(step["tool"], step["args"]) for step in script]
     assert all(r.ok for r in results[1:]), [r.output for r in results]
 
-    after = results[-2]
+    after = tools.call("run_tests", {})
     assert after.tests_run and after.tests_passed is True and after.failures == 0, after.output
     assert results[-1].finished and results[-1].summary
 
@@ -567,3 +575,136 @@ def test_schemas_and_descriptions_cover_every_tool(workspace: Path) -> None:
         assert schema["additionalProperties"] is False
         assert set(schema["required"]) <= set(schema["properties"])
         assert tools.call(name, {"no_such_argument": "x"}).error_kind == "bad_args"
+
+
+# --- edit_file, ranges, protected paths, the guards that keep a small model from breaking files ---------
+
+
+def test_edit_file_replaces_exact_text_and_shows_the_result(workspace: Path) -> None:
+    tools = make_toolbox(workspace)
+    edited = tools.call(
+        "edit_file", {"path": "src/app.py", "search": "def greet():", "replace": "def hello():"}
+    )
+    assert edited.ok and edited.changed_files
+    assert "   1| def hello():" in edited.output
+    assert (workspace / "src" / "app.py").read_text().startswith("def hello():")
+
+
+def test_edit_file_not_found_shows_the_closest_lines(workspace: Path) -> None:
+    (workspace / "m.py").write_text(
+        "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n"
+    )
+    before = (workspace / "m.py").read_text()
+    tools = make_toolbox(workspace)
+    missed = tools.call("edit_file", {"path": "m.py", "search": "return a + b", "replace": "x"})
+    assert not missed.ok and missed.error_kind == "not_found"
+    assert "   2|     return a - b" in missed.output  # the line the model meant, numbered
+    assert (workspace / "m.py").read_text() == before
+
+
+def test_edit_file_ambiguous_search_names_each_occurrence(workspace: Path) -> None:
+    (workspace / "m.py").write_text(
+        "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a + b\n"
+    )
+    tools = make_toolbox(workspace)
+    twice = tools.call("edit_file", {"path": "m.py", "search": "return a + b", "replace": "return a - b"})
+    assert not twice.ok and "occurs 2 times" in twice.output
+    assert "   5| def sub(a, b):" in twice.output and "   1| def add(a, b):" in twice.output
+    fixed = tools.call(
+        "edit_file",
+        {
+            "path": "m.py",
+            "search": "def sub(a, b):\n    return a + b",
+            "replace": "def sub(a, b):\n    return a - b",
+        },
+    )
+    assert fixed.ok
+    assert (workspace / "m.py").read_text().endswith("def sub(a, b):\n    return a - b\n")
+
+
+def test_edit_file_matches_ignoring_indentation_and_reindents(workspace: Path) -> None:
+    (workspace / "m.py").write_text("class A:\n    def f(self):\n        return 1\n")
+    tools = make_toolbox(workspace)
+    edited = tools.call("edit_file", {"path": "m.py", "search": "return 1", "replace": "return 2"})
+    assert edited.ok  # exact substring
+    loose = tools.call(
+        "edit_file",
+        {"path": "m.py", "search": "def f(self):\n    return 2", "replace": "def f(self):\n    return 3"},
+    )
+    assert loose.ok and "ignoring indentation" in loose.output
+    assert (workspace / "m.py").read_text() == "class A:\n    def f(self):\n        return 3\n"
+
+
+def test_edit_file_empty_search_appends(workspace: Path) -> None:
+    (workspace / "m.py").write_text("def add(a, b):\n    return a + b\n\n")
+    tools = make_toolbox(workspace)
+    appended = tools.call(
+        "edit_file", {"path": "m.py", "search": "", "replace": "def power(a, b):\n    return a**b"}
+    )
+    assert appended.ok
+    assert (
+        workspace / "m.py"
+    ).read_text() == "def add(a, b):\n    return a + b\n\n\ndef power(a, b):\n    return a**b\n"
+
+
+def test_edits_that_break_python_are_refused(workspace: Path) -> None:
+    tools = make_toolbox(workspace)
+    before = (workspace / "src" / "app.py").read_text()
+    broken = tools.call(
+        "edit_file", {"path": "src/app.py", "search": "def greet():", "replace": "def greet("}
+    )
+    assert not broken.ok and broken.error_kind == "syntax_error" and "line 1" in broken.output
+    written = tools.call("write_file", {"path": "src/new.py", "content": "def f(:\n"})
+    assert not written.ok and written.error_kind == "syntax_error"
+    assert (workspace / "src" / "app.py").read_text() == before and not (
+        workspace / "src" / "new.py"
+    ).exists()
+
+
+def test_write_file_may_not_drop_definitions(workspace: Path) -> None:
+    (workspace / "m.py").write_text(
+        "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
+    )
+    tools = make_toolbox(workspace)
+    dropped = tools.call("write_file", {"path": "m.py", "content": "def power(a, b):\n    return a**b\n"})
+    assert not dropped.ok and "would delete add, sub" in dropped.output
+    kept = tools.call(
+        "write_file",
+        {
+            "path": "m.py",
+            "content": "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return b - a\n",
+        },
+    )
+    assert kept.ok
+
+
+def test_protected_paths_are_refused_by_every_tool(workspace: Path) -> None:
+    (workspace / "tests").mkdir()
+    (workspace / "tests" / "test_app.py").write_text("def test_x():\n    assert True\n")
+    tools = make_toolbox(workspace, protected=["tests/**"], test_command="echo changed > tests/test_app.py")
+    original = (workspace / "tests" / "test_app.py").read_text()
+    for name, args in [
+        ("write_file", {"path": "tests/test_app.py", "content": "x = 1\n"}),
+        ("write_file", {"path": "tests/test_new.py", "content": "x = 1\n"}),
+        ("edit_file", {"path": "tests/test_app.py", "search": "True", "replace": "False"}),
+    ]:
+        refused = tools.call(name, args)
+        assert not refused.ok and refused.error_kind == "protected", (name, refused.output)
+        assert "protected by the task (tests/**)" in refused.output
+    ran = tools.call("run", {"command": "echo x > tests/test_app.py; touch tests/planted.py"})
+    assert not ran.ok and ran.error_kind == "protected" and "restored" in ran.output
+    tested = tools.call("run_tests", {})
+    assert tested.error_kind == "protected"
+    assert (workspace / "tests" / "test_app.py").read_text() == original
+    assert not (workspace / "tests" / "planted.py").exists()
+    # Other files are still writable.
+    assert tools.call("write_file", {"path": "src/other.py", "content": "x = 1\n"}).ok
+
+
+def test_tool_arguments_are_validated_by_their_model(workspace: Path) -> None:
+    tools = make_toolbox(workspace)
+    wrong_type = tools.call("read_file", {"path": "src/app.py", "start_line": "2"})
+    assert wrong_type.error_kind == "bad_args" and "start_line" in wrong_type.output
+    assert "read_file takes {path, start_line, end_line}" in wrong_type.output
+    missing = tools.call("edit_file", {"path": "src/app.py", "search": "x"})
+    assert missing.error_kind == "bad_args" and "missing replace" in missing.output

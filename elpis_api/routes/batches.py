@@ -33,6 +33,7 @@ def add_batch(session: Session, source: str, items: Sequence[TaskIn]) -> Batch:
                 instruction=item.instruction,
                 test_command=item.test_command,
                 budget=budget,
+                protected=list(item.protected),
             )
         )
     session.flush()

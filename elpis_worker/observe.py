@@ -1,0 +1,207 @@
+"""Look before thinking: what a good engineer reads before touching a repository.
+
+Agentless showed that a small model does far better when localisation is done for it: the repository's
+map, the failing test's traceback and the source of the files it names are put in front of the model
+before its first step, instead of being left for it to discover with a budget of tool calls.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+from pathlib import Path
+
+__all__ = [
+    "ObservationPlan",
+    "mentioned_files",
+    "render_source",
+    "repo_map",
+    "traceback_files",
+    "trim_test_output",
+]
+
+MAP_CAP = 3000
+TEST_OUTPUT_LINES = 45
+SOURCE_FILES_MAX = 3
+SOURCE_LINES_MAX = 120
+SOURCE_CHARS_MAX = 7000
+
+_PYTEST_LOC = re.compile(r"^([\w./-]+\.py):(\d+)(?::|$)")
+_PY_TRACEBACK_LOC = re.compile(r'File "([^"]+\.py)", line (\d+)')
+_PATHLIKE = re.compile(r"[\w./-]+\.\w+")
+
+
+class ObservationPlan:
+    """The observation steps of a task, in order. Each is recorded as one `observe` step, so a resumed
+    task redoes only the ones that are missing."""
+
+    REPO_MAP = "repo_map"
+    TESTS = "run_tests"
+    SOURCES = "read_sources"
+
+    @classmethod
+    def for_task(cls, test_command: str | None) -> list[str]:
+        return [cls.REPO_MAP, cls.TESTS, cls.SOURCES] if test_command else [cls.REPO_MAP, cls.SOURCES]
+
+
+def _tracked_files(root: Path) -> list[str]:
+    proc = subprocess.run(
+        ["git", "-c", "core.fsmonitor=false", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        timeout=30,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"},
+    )
+    if proc.returncode != 0:
+        return sorted(
+            p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts
+        )
+    return sorted(name for name in proc.stdout.decode("utf-8", "replace").split("\0") if name)
+
+
+def _outline(source: str) -> list[str]:
+    """Top-level classes and functions (with their methods) of a Python file, as signatures."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return ["(does not parse)"]
+    out = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            out.append(f"def {node.name}({ast.unparse(node.args)})")
+        elif isinstance(node, ast.ClassDef):
+            out.append(f"class {node.name}")
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
+                    out.append(f"    def {item.name}({ast.unparse(item.args)})")
+    return out
+
+
+def repo_map(root: Path, cap: int = MAP_CAP) -> str:
+    """Tracked files; for Python files their top-level classes and functions."""
+    lines: list[str] = []
+    for name in _tracked_files(root):
+        lines.append(name)
+        path = root / name
+        if name.endswith(".py") and path.is_file() and path.stat().st_size < 200_000:
+            lines.extend(f"    {item}" for item in _outline(path.read_text("utf-8", "replace")))
+    text = "\n".join(lines) or "(no files)"
+    if len(text) > cap:
+        text = text[:cap].rsplit("\n", 1)[0] + "\n[... map cut ...]"
+    return text
+
+
+def trim_test_output(output: str, max_lines: int = TEST_OUTPUT_LINES) -> str:
+    """The failure without the noise: pytest's FAILURES/ERRORS section (traceback and assertion) and its
+    summary line; otherwise the last lines (where a plain Python traceback ends)."""
+    lines = output.splitlines()
+    start = next(
+        (i for i, ln in enumerate(lines) if re.match(r"^=+ (FAILURES|ERRORS) =+$", ln.strip())), None
+    )
+    if start is not None:
+        end = next(
+            (i for i in range(start + 1, len(lines)) if "short test summary info" in lines[i]), len(lines)
+        )
+        body = [ln for ln in lines[start + 1 : end] if ln.strip()]
+        summary = [ln for ln in lines[end:] if ln.strip()][-4:]
+        if len(body) > max_lines:
+            half = max_lines // 2
+            body = body[:half] + ["[...]"] + body[-half:]
+        return "\n".join(body + summary)
+    kept = [ln for ln in lines if ln.strip()]
+    if len(kept) > max_lines:
+        kept = ["[...]"] + kept[-max_lines:]
+    return "\n".join(kept)
+
+
+def _inside(root: Path, name: str) -> str | None:
+    path = Path(name)
+    candidate = path if path.is_absolute() else root / path
+    try:
+        resolved = candidate.resolve()
+        relative = resolved.relative_to(root.resolve())
+    except (OSError, ValueError):
+        return None
+    if ".git" in relative.parts or not resolved.is_file():
+        return None
+    return relative.as_posix()
+
+
+def traceback_files(output: str, root: Path) -> dict[str, list[int]]:
+    """Workspace files named in a traceback, with the line numbers named, in order of appearance; source
+    files before test files (the bug is usually in the code under test)."""
+    found: dict[str, list[int]] = {}
+    for line in output.splitlines():
+        stripped = line.strip()
+        match = _PYTEST_LOC.match(stripped) or _PY_TRACEBACK_LOC.search(stripped)
+        if not match:
+            continue
+        relative = _inside(root, match.group(1))
+        if relative is None or relative.endswith("conftest.py"):
+            continue
+        found.setdefault(relative, []).append(int(match.group(2)))
+    for relative in [name for name in found if _is_test_file(name)]:
+        for module in imported_files(root, relative):
+            found.setdefault(module, [])
+    return dict(sorted(found.items(), key=lambda item: _is_test_file(item[0])))
+
+
+def imported_files(root: Path, relative: str) -> list[str]:
+    """Workspace modules a Python file imports (`from calc.ops import x` -> calc/ops.py): a failing
+    assertion's traceback names only the test, while the bug is in the code it imports."""
+    try:
+        tree = ast.parse((root / relative).read_text("utf-8", "replace"))
+    except (OSError, SyntaxError, ValueError):
+        return []
+    modules: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules.append(node.module)
+            modules.extend(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            modules.extend(alias.name for alias in node.names)
+    found = []
+    for module in modules:
+        base = module.replace(".", "/")
+        for candidate in (f"{base}.py", f"src/{base}.py", f"{base}/__init__.py"):
+            resolved = _inside(root, candidate)
+            if resolved is not None and resolved != relative and resolved not in found:
+                if not resolved.endswith("__init__.py") or (root / resolved).stat().st_size > 0:
+                    found.append(resolved)
+                break
+    return found
+
+
+def _is_test_file(relative: str) -> bool:
+    name = relative.rsplit("/", 1)[-1]
+    return name.startswith("test_") or name.endswith("_test.py") or "/tests/" in f"/{relative}"
+
+
+def mentioned_files(text: str, root: Path) -> list[str]:
+    """Workspace files named in the task's instruction (e.g. "calc/ops.py")."""
+    out = []
+    for match in _PATHLIKE.findall(text):
+        relative = _inside(root, match.strip("./") if match.startswith("./") else match)
+        if relative is not None and relative not in out:
+            out.append(relative)
+    return out
+
+
+def render_source(root: Path, relative: str, lines_of_interest: list[int] | None = None) -> str:
+    """A file with line numbers; a long file shows a window around the lines of interest."""
+    text = (root / relative).read_text("utf-8", "replace")
+    lines = text.splitlines()
+    first, last = 1, len(lines)
+    if len(lines) > SOURCE_LINES_MAX:
+        centre = min(lines_of_interest) if lines_of_interest else 1
+        first = max(1, centre - SOURCE_LINES_MAX // 3)
+        last = min(len(lines), first + SOURCE_LINES_MAX - 1)
+    body = "\n".join(f"{n:>4}| {lines[n - 1]}" for n in range(first, last + 1))
+    if len(body) > SOURCE_CHARS_MAX:
+        body = body[:SOURCE_CHARS_MAX].rsplit("\n", 1)[0] + "\n[... cut ...]"
+    header = f"--- {relative}"
+    if first > 1 or last < len(lines):
+        header += f" (lines {first}-{last} of {len(lines)})"
+    return f"{header}\n{body}" if body else f"{header}\n(empty file)"
