@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
+	@bash scripts/ensure_bwrap.sh
 	$(BIN)/elpis up
 
 test: install
+	@bash scripts/ensure_bwrap.sh
 	@bash scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest
 

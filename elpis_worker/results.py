@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-import os
 import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +25,14 @@ from sqlalchemy import update
 
 from configs.settings import Settings, WebhookProviderSettings
 from elpis_worker.store import LostClaim, TaskStore
-from elpis_worker.workspace import BASE_REF, WorkspaceError, prepare_workspace
+from elpis_worker.workspace import (
+    BASE_REF,
+    WorkspaceError,
+    is_local_repo,
+    prepare_workspace,
+    private_git_dir,
+    run_git,
+)
 from models import Task, TaskStatus, session_scope
 from models.webhooks import CommentStatus, Provider, ResultStatus, TaskSource
 
@@ -182,7 +188,7 @@ def _publish(database_url: str, settings: Settings, task_id: int) -> None:
             values["result_commit"] = sha
             push_branch(root, sha, branch, source.push_url, _push_env(settings, source))
             values["result_status"] = ResultStatus.pushed
-            log.info("task %s: pushed %s (%s) to %s", task_id, branch, sha[:12], source.push_url)
+            log.info("task %s: pushed %s (%s) to %s", task_id, branch, sha[:12], _redact(source.push_url))
         except (PublishError, WorkspaceError) as exc:
             values["result_status"] = ResultStatus.push_failed
             values["result_error"] = str(exc)
@@ -198,26 +204,22 @@ def _publish(database_url: str, settings: Settings, task_id: int) -> None:
 
 def _git(
     args: list[str],
-    cwd: Path,
+    root: Path,
     *,
     env: dict[str, str] | None = None,
     input: bytes | None = None,
+    allow_file: bool = False,
     what: str,
 ) -> str:
-    full_env = dict(os.environ)
-    full_env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
-    full_env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=30")
-    full_env.update(env or {})
+    """git on the workspace's private repository (never the agent-writable root/.git), hardened."""
     try:
-        proc = subprocess.run(
-            ["git", "-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null", *args],
-            cwd=cwd,
+        proc = run_git(
+            args,
+            git_dir=private_git_dir(root),
             input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-            capture_output=True,
+            env=env,
+            allow_file=allow_file,
             timeout=GIT_TIMEOUT_S,
-            env=full_env,
-            check=False,
         )
     except subprocess.TimeoutExpired as exc:
         raise PublishError(f"{what}: git timed out after {GIT_TIMEOUT_S:g} s") from exc
@@ -231,7 +233,7 @@ def _workspace(settings: Settings, task: Task) -> Path:
     """The task's workspace, or a fresh clone at its start commit when it is gone (another host ran the
     task, or it was cleaned up): only the start commit is needed, the change comes from the database."""
     root = settings.workspace_root / f"task-{task.id}"
-    if (root / ".git").is_dir():
+    if private_git_dir(root).is_dir():
         try:
             _git(["rev-parse", "--verify", "--quiet", f"{BASE_REF}^{{commit}}"], root, what="no start commit")
             return root
@@ -244,7 +246,7 @@ def commit_diff(root: Path, diff: str, message: str) -> str:
     """Commit `diff` (the task's recorded workspace_diff) on top of the start commit and return the sha.
     A private index is used, so whatever the agent left in the work tree or index does not leak in."""
     base = _git(["rev-parse", "--verify", f"{BASE_REF}^{{commit}}"], root, what="no start commit")
-    index = root / ".git" / "elpis-result-index"
+    index = private_git_dir(root) / "elpis-result-index"
     env = {
         "GIT_INDEX_FILE": str(index),
         "GIT_AUTHOR_NAME": "Elpis",
@@ -274,11 +276,15 @@ def commit_diff(root: Path, diff: str, message: str) -> str:
 
 
 def push_branch(root: Path, sha: str, branch: str, push_url: str, env: dict[str, str]) -> None:
-    """Force the branch (Elpis's own, one per task) to `sha` in the source repository."""
+    """Force the branch (Elpis's own, one per task) to `sha` in the source repository. Pushed from the
+    private repository, so no remote, `url.<x>.insteadOf` or hook the agent wrote is in effect."""
     _git(
-        ["push", "--force", "--no-verify", "--quiet", push_url, f"{sha}:refs/heads/{branch}"],
+        # No redirects: the Authorization header must reach the configured host only.
+        ["-c", "http.followRedirects=false", "push", "--force", "--no-verify", "--quiet", "--"]
+        + [push_url, f"{sha}:refs/heads/{branch}"],
         root,
         env=env,
+        allow_file=is_local_repo(push_url),
         what=f"could not push {branch} to {_redact(push_url)}",
     )
 

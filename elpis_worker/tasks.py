@@ -59,6 +59,26 @@ def get_backend() -> ModelBackend:
         return _backend if _backend is not None else _load()
 
 
+@signals.worker_init.connect
+def _require_sandbox(**_: object) -> None:
+    """A worker runs model-written commands: it refuses to start where they could not be sandboxed
+    (no bubblewrap, no user namespaces), unless the config says `tools.sandbox: none` explicitly."""
+    from elpis_worker.sandbox import Sandbox
+
+    check = Sandbox.from_settings(get_settings()).check()
+    logger = logging.getLogger(__name__)
+    if not check.ok:
+        logger.critical("refusing to start: %s", check.detail)
+        # SystemExit, not an exception: Celery logs and ignores exceptions raised by signal handlers.
+        raise SystemExit(f"elpis worker: refusing to start: {check.detail}")
+    for warning in check.warnings:
+        logger.warning("sandbox: %s", warning)
+    if check.kind == "none":
+        logger.warning("sandbox: %s", check.detail)
+    else:
+        logger.info("sandbox: %s", check.detail)
+
+
 @signals.worker_process_init.connect
 def _load_model_in_child(**_: object) -> None:
     from sqlalchemy.orm import close_all_sessions
