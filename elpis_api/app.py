@@ -8,10 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import ASGIApp
 
 from elpis_api import metrics
+from elpis_api.deps import LoginRequired, PageLogin
 from elpis_api.logging import configure_logging
-from elpis_api.routes import batches, health, memories, pages, tasks
+from elpis_api.routes import batches, docs, health, memories, pages, tasks, tokens
 from elpis_api.routes import webhooks as webhook_routes
 
 
@@ -34,6 +37,16 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
             "errors": [{"field": _where(e["loc"]), "message": e["msg"], "type": e["type"]} for e in errors],
         },
     )
+
+
+class TrustedHosts(TrustedHostMiddleware):
+    """Starlette's Host header check with `api_allowed_hosts` read when the app first serves, not when
+    it is imported."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        from configs import get_settings
+
+        super().__init__(app, allowed_hosts=get_settings().api_allowed_hosts, www_redirect=False)
 
 
 def create_app(database_url: str | None = None) -> FastAPI:
@@ -76,15 +89,24 @@ def create_app(database_url: str | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         description="A self-hosted coding agent with an emotional state.",
+        # Served by routes/docs.py instead, behind a token.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
+    app.add_middleware(TrustedHosts)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(LoginRequired, pages.login_required)  # type: ignore[arg-type]
+    app.add_exception_handler(PageLogin, pages.page_login)  # type: ignore[arg-type]
     app.include_router(batches.router)
     app.include_router(tasks.router)
     app.include_router(memories.router)
+    app.include_router(tokens.router)
     app.include_router(health.router)
     app.include_router(webhook_routes.router)
     app.include_router(metrics.router)
     app.include_router(pages.router)
+    app.include_router(docs.router)
     app.mount("/static", pages.static_files(), name="static")
     return app
 

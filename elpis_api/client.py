@@ -20,9 +20,18 @@ def base_url() -> str:
     return f"http://{settings.api_host}:{settings.api_port}"
 
 
+def api_token() -> str:
+    """ELPIS_API_TOKEN, else the token `elpis up` keeps in $ELPIS_HOME/api_token ('' when neither)."""
+    from elpis_api.tokens import configured_api_token
+
+    return configured_api_token(get_settings())
+
+
 class ElpisClient:
-    def __init__(self, url: str | None = None, timeout: float = 30.0) -> None:
-        self.http = httpx.Client(base_url=url or base_url(), timeout=timeout)
+    def __init__(self, url: str | None = None, timeout: float = 30.0, token: str | None = None) -> None:
+        token = api_token() if token is None else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=url or base_url(), timeout=timeout, headers=headers)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

@@ -100,10 +100,17 @@ FORMATTERS: dict[str, type[logging.Formatter]] = {"logfmt": LogfmtFormatter, "js
 
 
 class StderrHandler(logging.StreamHandler):
-    """Writes to whatever `sys.stderr` is at emit time (test runners and Celery swap it out)."""
+    """Writes to whatever `sys.stderr` is at emit time (test runners and Celery swap it out), with
+    secrets masked: URL passwords, `?token=` parameters and the values of the secret settings."""
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: list[str] | None = None) -> None:
         super().__init__(sys.stderr)
+        self.secrets = secrets or []
+
+    def format(self, record: logging.LogRecord) -> str:
+        from configs.redact import redact
+
+        return redact(super().format(record), self.secrets)
 
     @property
     def stream(self):  # type: ignore[override]
@@ -117,16 +124,21 @@ class StderrHandler(logging.StreamHandler):
 def configure_logging(level: str | None = None, fmt: str | None = None) -> logging.Handler:
     """Install the Elpis handler on the root logger (replacing one installed before) and route the
     loggers that bring their own handlers (uvicorn, Celery) through it. Safe to call more than once."""
-    if level is None or fmt is None:
-        from configs import get_settings
+    from configs import ConfigError, get_settings
+    from configs.redact import settings_secrets
 
+    try:
         settings = get_settings()
-        level = level or settings.log_level
-        fmt = fmt or settings.log_format
+    except ConfigError:
+        if level is None or fmt is None:
+            raise
+        settings = None
+    level = level or settings.log_level  # type: ignore[union-attr]
+    fmt = fmt or settings.log_format  # type: ignore[union-attr]
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_elpis", False)]:
         root.removeHandler(old)
-    handler = StderrHandler()
+    handler = StderrHandler(settings_secrets(settings) if settings else [])
     handler._elpis = True  # type: ignore[attr-defined]
     handler.setFormatter(FORMATTERS[fmt]())
     handler.addFilter(ContextFilter())

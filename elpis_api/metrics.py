@@ -26,6 +26,8 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 
+from elpis_api.deps import ReadScope
+
 
 def multiprocess_dir() -> Path:
     """The shared store, exported as PROMETHEUS_MULTIPROC_DIR for this process and its children."""
@@ -280,7 +282,7 @@ router = APIRouter(tags=["metrics"])
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics(request: Request) -> Response:
+def metrics(request: Request, token: ReadScope) -> Response:
     from configs import get_settings
     from elpis_api.stack import resolve_broker_url
     from elpis_worker.celery_app import MAINTENANCE_QUEUE

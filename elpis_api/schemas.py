@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -34,10 +35,37 @@ class TaskIn(_In):
     instruction: str = Field(..., min_length=1, max_length=20_000)
     test_command: str | None = Field(None, max_length=2000, description="shell command that runs the tests")
     budget: BudgetIn | None = None
+    protected: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="path globs relative to the repository root (e.g. tests/**) that no tool may change",
+    )
+
+    @field_validator("protected")
+    @classmethod
+    def _protected_are_relative_globs(cls, value: list[str]) -> list[str]:
+        for glob in value:
+            if not glob or len(glob) > 500 or glob.startswith("/") or ".." in glob.split("/"):
+                raise ValueError(f"{glob!r} must be a non-empty relative path glob without '..'")
+        return value
 
     @field_validator("repo")
     @classmethod
     def _repo_is_url_or_absolute_path(cls, value: str) -> str:
+        if _URL.match(value) and "://" in value:
+            try:
+                parts = urlsplit(value)
+                password = parts.password
+            except ValueError as exc:
+                raise ValueError("is not a valid URL") from exc
+            # Stored, shown by GET /v1/tasks and logged: a credential must never ride in it. (ssh://git@
+            # names the account; on http(s) any user part is a token.)
+            if password is not None or (parts.scheme in ("http", "https") and parts.username):
+                raise ValueError(
+                    "must not carry credentials (user:password@ or token@): the workers' git "
+                    "configuration or a deploy key gives access to private repositories"
+                )
+            return value
         if _URL.match(value) or value.startswith("/"):
             return value
         raise ValueError("must be a git URL (https://, ssh://, git@host:path, file://) or an absolute path")
@@ -82,6 +110,7 @@ class TaskOut(BaseModel):
     instruction: str
     test_command: str | None
     budget: dict[str, Any]
+    protected: list[str] = []
     status: TaskStatus
     failure_reason: str | None
     cancel_requested: bool

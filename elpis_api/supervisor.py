@@ -34,6 +34,12 @@ class Supervisor:
     embedded_postgres: bool = False
     database_url: str = ""
     broker_url: str = ""
+    # The admin token every process started here shares (ELPIS_API_TOKEN), and Flower's basic auth;
+    # each path is where `elpis up` keeps a generated one (None: it came from the config).
+    api_token: str = field(default="", repr=False)
+    api_token_path: Path | None = None
+    flower_auth: str = field(default="", repr=False)
+    flower_auth_path: Path | None = None
 
     @property
     def logs(self) -> Path:
@@ -59,6 +65,9 @@ class Supervisor:
         env["ELPIS_DATABASE_URL"] = self.database_url
         env["ELPIS_BROKER_URL"] = self.broker_url
         env["ELPIS_HOME"] = str(self.settings.home_dir)
+        # Only the process that needs a secret gets it (spawn adds it): workers run model-written code.
+        for secret in ("ELPIS_API_TOKEN", "ELPIS_FLOWER_BASIC_AUTH"):
+            env.pop(secret, None)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
@@ -84,8 +93,17 @@ class Supervisor:
         self.children.append(child)
         return child
 
+    def ensure_secrets(self) -> None:
+        """The API token and Flower's password: configured, or generated once under $ELPIS_HOME."""
+        from elpis_api.tokens import ensure_api_token, ensure_flower_auth
+
+        self.api_token, self.api_token_path = ensure_api_token(self.settings)
+        self.flower_auth, self.flower_auth_path = ensure_flower_auth(self.settings)
+
     def start_processes(self) -> None:
         s = self.settings
+        if not self.api_token:
+            self.ensure_secrets()
         celery = which("celery")
         run = s.home_dir / "run"
         # Counters of the processes of an earlier run would be added to this run's.
@@ -139,6 +157,7 @@ class Supervisor:
                 "--timeout-graceful-shutdown",
                 "3",
             ],
+            env=self.child_env() | {"ELPIS_API_TOKEN": self.api_token},
         )
         self.spawn(
             "flower",
@@ -148,12 +167,15 @@ class Supervisor:
                 "elpis_worker.celery_app",
                 "flower",
                 f"--port={s.flower_port}",
-                "--address=127.0.0.1",
+                f"--address={s.flower_address}",
                 "--persistent=True",
                 f"--db={run / 'flower.db'}",
             ],
             # Flower serves its own /metrics; its prometheus-client must not write into Elpis's store.
-            env={k: v for k, v in self.child_env().items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+            # Its basic auth comes through the environment (FLOWER_*), never the command line: other
+            # users of the host can read a command line.
+            env={k: v for k, v in self.child_env().items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+            | {"FLOWER_BASIC_AUTH": self.flower_auth},
         )
 
     def check_children(self) -> None:

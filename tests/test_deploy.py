@@ -29,3 +29,12 @@ def test_compose_commands_are_real_elpis_commands():
         env = service["environment"]
         assert env["ELPIS_DATABASE_URL"].startswith("postgresql+psycopg://")
         assert env["ELPIS_BROKER_URL"].startswith("redis://")
+
+
+def test_compose_publishes_nothing_beyond_the_hosts_loopback():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name, service in compose["services"].items():
+        for port in service.get("ports") or []:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+    env = compose["services"]["api"]["environment"]
+    assert "api" in env["ELPIS_API_ALLOWED_HOSTS"]

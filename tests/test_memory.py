@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, SAMPLES, steps_of, wait_finished, wait_for
+from conftest import AUTH, ROOT, SAMPLES, steps_of, wait_finished, wait_for
 from sqlalchemy import create_engine, select, text, update
 
 from configs import get_settings
@@ -513,7 +513,7 @@ def mem_api(mem_db):
 
     app = create_app(mem_db)
     app.state.enqueue = lambda task_id: None
-    with TestClient(app) as client:
+    with TestClient(app, headers=AUTH) as client:
         yield client
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, SAMPLES, free_port, steps_of, task_row, wait_finished, wait_for
+from conftest import AUTH, ROOT, SAMPLES, free_port, steps_of, task_row, wait_finished, wait_for
 
 from models import StepKind, TaskStatus
 
@@ -57,7 +57,7 @@ def submit(url: str, n: int = 1) -> tuple[int, list[int]]:
         "instruction": "Fix the failing test",
         "test_command": "python -m pytest -q",
     }
-    response = httpx.post(f"{url}/v1/batches", json={"tasks": [task] * n}, timeout=30)
+    response = httpx.post(f"{url}/v1/batches", json={"tasks": [task] * n}, headers=AUTH, timeout=30)
     assert response.status_code == 201, response.text
     body = response.json()
     return body["id"], [t["id"] for t in body["tasks"]]
@@ -78,7 +78,7 @@ def value(metrics: dict, name: str, **labels: str) -> float:
 
 
 def scrape(url: str) -> dict[tuple[str, frozenset], float]:
-    response = httpx.get(f"{url}/metrics", timeout=30)
+    response = httpx.get(f"{url}/metrics", headers=AUTH, timeout=30)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     return samples(response.text)
@@ -439,7 +439,7 @@ def test_task_stream_shows_steps_as_the_task_advances(start_api, start_worker, d
     statuses: list[str] = []
     released = False
     ended = None
-    with httpx.Client(timeout=httpx.Timeout(10, read=90)) as client:
+    with httpx.Client(timeout=httpx.Timeout(10, read=90), headers=AUTH) as client:
         while ended is None:  # a stream closes after STREAM_SECONDS; resume like EventSource does
             headers = {"Last-Event-ID": str(seqs[-1])} if seqs else {}
             with client.stream("GET", f"{url}/tasks/{task_id}/events", headers=headers) as response:
@@ -462,9 +462,9 @@ def test_task_stream_shows_steps_as_the_task_advances(start_api, start_worker, d
     assert ended["status"] == "succeeded" and statuses[-1] == "succeeded"
     assert seqs == [s.seq for s in steps_of(db_url, task_id)]
 
-    batch = httpx.get(f"{url}/batches/{batch_id}", timeout=10)
+    batch = httpx.get(f"{url}/batches/{batch_id}", headers=AUTH, timeout=10)
     assert batch.status_code == 200 and "succeeded" in batch.text
-    with httpx.stream("GET", f"{url}/batches/{batch_id}/events", timeout=30) as response:
+    with httpx.stream("GET", f"{url}/batches/{batch_id}/events", headers=AUTH, timeout=30) as response:
         events = list(sse_events(response))
     assert [e["event"] for e in events] == ["update", "end"]
     assert f'data-task="{task_id}" data-status="succeeded"' in events[0]["data"]["rows"]

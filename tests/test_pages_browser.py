@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import steps_of, task_row, wait_for
+from conftest import API_TOKEN, steps_of, task_row, wait_for
 from test_observability import gated_script, scripted_env, submit
 
 from models import StepKind, TaskStatus
@@ -106,8 +106,10 @@ def test_task_page_updates_live_in_a_real_browser(
     url = start_api(ELPIS_WORKER__QUEUE=queue)
     batch_id, (task_id,) = submit(url)
 
-    browser.get(f"{url}/tasks/{task_id}")
+    # The token once in the link; the page keeps it in a cookie and drops it from the address.
+    browser.get(f"{url}/tasks/{task_id}?token={API_TOKEN}")
     assert browser.title == f"Elpis · task {task_id}"
+    assert browser.current_url == f"{url}/tasks/{task_id}"
     assert "Fix the failing test" in text(browser, "#task-header")
 
     # The task is held in its second turn: what the page shows now arrived while it ran.

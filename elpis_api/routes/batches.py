@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from configs import get_settings
-from elpis_api.deps import SessionDep
+from elpis_api.deps import ReadScope, SessionDep, SubmitScope
 from elpis_api.schemas import BatchIn, BatchOut, TaskBrief, TaskIn, TaskOut
 from models import Batch, Task, TaskStatus
 
@@ -60,7 +60,7 @@ def enqueue_tasks(session: Session, enqueue: Callable[[int], None], tasks: Seque
 
 
 @router.post("", status_code=201)
-def create_batch(body: BatchIn, session: SessionDep, request: Request) -> dict:
+def create_batch(body: BatchIn, session: SessionDep, request: Request, token: SubmitScope) -> dict:
     """Validate every task first (a bad one is a 422 and nothing is written), write the batch and its
     tasks in one transaction, then enqueue each task's id."""
     with session.begin():
@@ -77,7 +77,7 @@ def create_batch(body: BatchIn, session: SessionDep, request: Request) -> dict:
 
 
 @router.get("/{batch_id}", response_model=BatchOut)
-def get_batch(batch_id: int, session: SessionDep) -> BatchOut:
+def get_batch(batch_id: int, session: SessionDep, token: ReadScope) -> BatchOut:
     batch = session.get(Batch, batch_id)
     if batch is None:
         raise HTTPException(404, f"batch {batch_id} not found")

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
-from elpis_api.deps import SessionDep
+from elpis_api.deps import AdminScope, ReadScope, SessionDep
 from elpis_worker.embedding import EmbeddingLoadError, EmbeddingMismatchError
 from models.memory import Memory, MemoryKind
 
@@ -84,6 +84,7 @@ def _embedder_for(database_url: str):
 def list_memories(
     request: Request,
     session: SessionDep,
+    token: ReadScope,
     query: str | None = Query(
         None, min_length=1, max_length=4000, description="text to search for; omitted: newest first"
     ),
@@ -123,19 +124,19 @@ def list_memories(
 
 
 @router.get("/{memory_id}", response_model=MemoryOut)
-def get_memory(memory_id: int, session: SessionDep) -> MemoryOut:
+def get_memory(memory_id: int, session: SessionDep, token: ReadScope) -> MemoryOut:
     return _out(_memory_or_404(session, memory_id))
 
 
 @router.delete("/{memory_id}", status_code=204)
-def delete_memory(memory_id: int, session: SessionDep) -> Response:
+def delete_memory(memory_id: int, session: SessionDep, token: AdminScope) -> Response:
     with session.begin():
         session.delete(_memory_or_404(session, memory_id))
     return Response(status_code=204)
 
 
 @router.post("/consolidate")
-def consolidate(request: Request) -> dict[str, Any]:
+def consolidate(request: Request, token: AdminScope) -> dict[str, Any]:
     """Run a consolidation now (the same as the beat task) and return its report. 409 while another
     consolidation holds the lock: it is already doing the work."""
     from elpis_worker.memory import consolidate_memories

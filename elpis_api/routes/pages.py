@@ -15,16 +15,17 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from elpis_api.deps import SessionDep
+from elpis_api.deps import TOKEN_COOKIE, LoginRequired, PageLogin, PageScope, SessionDep, authenticate
 from models import Batch, Step, StepKind, Task, sessionmaker_for
 
 HERE = Path(__file__).resolve().parents[1]
@@ -200,7 +201,7 @@ def _stream(body: AsyncIterator[str]) -> StreamingResponse:
 
 # --- pages -----------------------------------------------------------------------------------------
 @router.get("/", response_class=HTMLResponse)
-def index(request: Request, session: SessionDep) -> HTMLResponse:
+def index(request: Request, session: SessionDep, token: PageScope) -> HTMLResponse:
     context = _index_context(session)
     return templates.TemplateResponse(request, "index.html", context)
 
@@ -220,7 +221,7 @@ def _index_context(session: Session) -> dict[str, Any]:
 
 
 @router.get("/tasks/{task_id}", response_class=HTMLResponse)
-def task_page(task_id: int, request: Request, session: SessionDep) -> HTMLResponse:
+def task_page(task_id: int, request: Request, session: SessionDep, token: PageScope) -> HTMLResponse:
     task = session.get(Task, task_id)
     if task is None:
         raise HTTPException(404, f"task {task_id} not found (the index at / lists recent tasks)")
@@ -242,7 +243,7 @@ def task_page(task_id: int, request: Request, session: SessionDep) -> HTMLRespon
 
 
 @router.get("/batches/{batch_id}", response_class=HTMLResponse)
-def batch_page(batch_id: int, request: Request, session: SessionDep) -> HTMLResponse:
+def batch_page(batch_id: int, request: Request, session: SessionDep, token: PageScope) -> HTMLResponse:
     batch = session.get(Batch, batch_id)
     if batch is None:
         raise HTTPException(404, f"batch {batch_id} not found (the index at / lists recent batches)")
@@ -303,6 +304,7 @@ def _task_exists(database_url: str, task_id: int) -> bool:
 async def task_events(
     task_id: int,
     request: Request,
+    token: PageScope,
     after: int = Query(-1, ge=-1, description="send the steps with seq greater than this"),
     last_event_id: int | None = Header(None),
 ) -> StreamingResponse:
@@ -356,7 +358,7 @@ def _snapshots(request: Request, render: Callable[[], tuple[dict[str, Any], bool
 
 
 @router.get("/batches/{batch_id}/events")
-def batch_events(batch_id: int, request: Request) -> StreamingResponse:
+def batch_events(batch_id: int, request: Request, token: PageScope) -> StreamingResponse:
     url = request.app.state.database_url
 
     def render() -> tuple[dict[str, Any], bool]:
@@ -375,7 +377,7 @@ def batch_events(batch_id: int, request: Request) -> StreamingResponse:
 
 
 @router.get("/events/tasks")
-def index_events(request: Request) -> StreamingResponse:
+def index_events(request: Request, token: PageScope) -> StreamingResponse:
     url = request.app.state.database_url
 
     def render() -> tuple[dict[str, Any], bool]:
@@ -387,3 +389,78 @@ def index_events(request: Request) -> StreamingResponse:
             }, False
 
     return _snapshots(request, render)
+
+
+# --- login -----------------------------------------------------------------------------------------
+# The pages take the token once (`?token=` on any page, or the form below) and keep it in an HttpOnly,
+# SameSite=Strict cookie; from then on the cookie authenticates the pages' GETs and their streams.
+COOKIE_SECONDS = 7 * 24 * 3600
+_FORM_BYTES = 8192
+
+
+def _safe_next(target: str) -> str:
+    """Only a path on this site: a login link must not send the browser elsewhere."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _login_page(request: Request, target: str, error: str | None, status_code: int) -> HTMLResponse:
+    return templates.TemplateResponse(
+        request,
+        "login.html",
+        {"next": _safe_next(target), "error": error},
+        status_code=status_code,
+        headers={"WWW-Authenticate": "Bearer"} if status_code == 401 else None,
+    )
+
+
+def _logged_in(request: Request, token: str, target: str) -> RedirectResponse:
+    response = RedirectResponse(_safe_next(target), status_code=303)
+    response.set_cookie(
+        TOKEN_COOKIE,
+        token,
+        max_age=COOKIE_SECONDS,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+def _here_without_token(request: Request) -> str:
+    query = request.url.remove_query_params("token").query
+    return request.url.path + (f"?{query}" if query else "")
+
+
+def login_required(request: Request, exc: LoginRequired) -> HTMLResponse:
+    """Exception handler: a page without a valid token answers 401 with the login form."""
+    return _login_page(request, _here_without_token(request), str(exc.detail), 401)
+
+
+def page_login(request: Request, exc: PageLogin) -> RedirectResponse:
+    """Exception handler: a page opened with a valid `?token=` sets the cookie and reloads without it."""
+    return _logged_in(request, exc.token, _here_without_token(request))
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str = "/") -> HTMLResponse:
+    return _login_page(request, next, None, 200)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _FORM_BYTES:
+            raise HTTPException(413, f"a login form is under {_FORM_BYTES} bytes")
+    form = parse_qs(body.decode(errors="replace"))
+    token = (form.get("token") or [""])[0].strip()
+    target = (form.get("next") or ["/"])[0]
+    principal = await run_in_threadpool(authenticate, request, token) if token else None
+    if principal is None:
+        what = "invalid API token (unknown or revoked)" if token else "missing API token"
+        return _login_page(request, target, f"{what}: try again", 401)
+    return _logged_in(request, token, target)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import func, select
 
-from elpis_api.deps import SessionDep, task_or_404
+from elpis_api.deps import ReadScope, SessionDep, SubmitScope, task_or_404
 from elpis_api.schemas import Page, StepOut, TaskDetail, TaskOut
 from models import Step, StepKind, Task, TaskStatus
 
@@ -17,6 +17,7 @@ router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 @router.get("", response_model=Page)
 def list_tasks(
     session: SessionDep,
+    token: ReadScope,
     status: TaskStatus | None = None,
     batch_id: int | None = Query(None, ge=1),
     limit: int = Query(50, ge=1, le=500),
@@ -33,7 +34,7 @@ def list_tasks(
 
 
 @router.get("/{task_id}", response_model=TaskDetail)
-def get_task(task_id: int, session: SessionDep) -> TaskDetail:
+def get_task(task_id: int, session: SessionDep, token: ReadScope) -> TaskDetail:
     task = task_or_404(session, task_id)
     counts = dict(
         session.execute(
@@ -49,6 +50,7 @@ def get_task(task_id: int, session: SessionDep) -> TaskDetail:
 def list_steps(
     task_id: int,
     session: SessionDep,
+    token: ReadScope,
     after: int = Query(-1, ge=-1, description="return steps with seq greater than this"),
     limit: int = Query(100, ge=1, le=1000),
 ) -> Page:
@@ -63,7 +65,7 @@ def list_steps(
 
 
 @router.get("/{task_id}/emotions", response_model=Page)
-def list_emotions(task_id: int, session: SessionDep) -> Page:
+def list_emotions(task_id: int, session: SessionDep, token: ReadScope) -> Page:
     """The affect trajectory: one item per emotion step (the state after the turn, how it moves,
     and what it changed for the next turn)."""
     task_or_404(session, task_id)
@@ -99,7 +101,7 @@ def list_emotions(task_id: int, session: SessionDep) -> Page:
 
 
 @router.post("/{task_id}/cancel", response_model=TaskOut, status_code=202)
-def cancel_task(task_id: int, session: SessionDep) -> TaskOut:
+def cancel_task(task_id: int, session: SessionDep, token: SubmitScope) -> TaskOut:
     """A queued task is cancelled at once; a running one stops before its next step."""
     with session.begin():
         task = session.execute(select(Task).where(Task.id == task_id).with_for_update()).scalar_one_or_none()
