@@ -40,6 +40,8 @@ class _Section(BaseModel):
 
 class ModelSettings(_Section):
     backend: Literal["llama", "scripted"] = "llama"
+    # A catalogue model (`elpis models`) or hf:REPO/FILE; model.path, when set, wins.
+    name: str = Field("qwen2.5-coder-1.5b", min_length=1)
     path: str = ""
     n_ctx: int = Field(4096, ge=256)
     threads: int = Field(1, ge=1)
@@ -48,13 +50,15 @@ class ModelSettings(_Section):
     script: str = ""
     warmup: bool = True
     seed: int = 0
+    lazy_grammar: bool = True
 
 
 class GenerationSettings(_Section):
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    temperature: float = Field(0.2, ge=0.0, le=2.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
-    max_tokens: int = Field(256, ge=8)
+    max_tokens: int = Field(512, ge=8)
     reflect_max_tokens: int = Field(96, ge=8)
+    one_call_per_turn: bool = True
 
 
 class BudgetSettings(_Section):
@@ -63,11 +67,23 @@ class BudgetSettings(_Section):
     max_seconds: float = Field(900, gt=0)
 
 
+class SandboxLimitSettings(_Section):
+    """Per-command rlimits inside the sandbox (0 = no limit); see tools.limits in config.yaml."""
+
+    cpu_seconds: int = Field(120, ge=0)
+    memory_mb: int = Field(2048, ge=0)
+    processes: int = Field(256, ge=0)
+    file_size_mb: int = Field(64, ge=0)
+
+
 class ToolSettings(_Section):
     workspace_dir: str = "workspaces"
     command_timeout: float = Field(60, gt=0)
     output_cap: int = Field(8000, ge=256)
     read_cap: int = Field(16000, ge=256)
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    network: bool = False
+    limits: SandboxLimitSettings = SandboxLimitSettings()
 
 
 class RetrievalWeights(_Section):
@@ -179,7 +195,14 @@ class Settings(BaseSettings):
     broker_url: str = ""
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
+    # Accepted as an admin token by the API; `elpis up` makes one in $home/api_token when empty.
+    api_token: SecretStr = SecretStr("")
+    # Host header values the API answers (anything else is a 400: DNS rebinding cannot reach it).
+    api_allowed_hosts: list[str] = Field(["127.0.0.1", "localhost"], min_length=1)
     flower_port: int = Field(5555, ge=1, le=65535)
+    flower_address: str = "127.0.0.1"
+    # "user:password" for Flower's basic auth; `elpis up` / `elpis flower` make one when empty.
+    flower_basic_auth: SecretStr = SecretStr("")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["logfmt", "json"] = "logfmt"
 
@@ -204,6 +227,14 @@ class Settings(BaseSettings):
     def _redis_only(cls, value: str) -> str:
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a Redis URL such as redis://127.0.0.1:6379/0")
+        return value
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _user_colon_password(cls, value: SecretStr) -> SecretStr:
+        user, sep, password = value.get_secret_value().partition(":")
+        if value.get_secret_value() and not (user and sep and password):
+            raise ValueError("must be user:password (or empty to have one generated)")
         return value
 
     @property

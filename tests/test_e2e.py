@@ -7,11 +7,11 @@ import uuid
 
 import httpx
 import pytest
-from conftest import SAMPLES, steps_of, wait_finished
+from conftest import AUTH, SAMPLES, steps_of, wait_finished
 
 from models import StepKind, TaskStatus
 
-PHASES = ["think", "tool_call", "tool_result", "reflect", "emotion"]
+PHASES = ["reflect", "think", "tool_call", "tool_result", "emotion"]  # one generation per turn
 
 
 def run_batch(start_api, start_worker, db_url: str, n_tasks: int, **env: str) -> list[int]:
@@ -30,7 +30,7 @@ def run_batch(start_api, start_worker, db_url: str, n_tasks: int, **env: str) ->
         ]
         * n_tasks
     }
-    response = httpx.post(f"{url}/v1/batches", json=batch, timeout=30)
+    response = httpx.post(f"{url}/v1/batches", json=batch, headers=AUTH, timeout=30)
     assert response.status_code == 201, response.text
     ids = [t["id"] for t in response.json()["tasks"]]
     assert [t["status"] for t in response.json()["tasks"]] == ["queued"] * n_tasks
@@ -42,7 +42,7 @@ def run_batch(start_api, start_worker, db_url: str, n_tasks: int, **env: str) ->
         kinds = [s.kind.value for s in steps]
         turns = kinds.count("emotion")
         assert 1 <= turns <= 2
-        assert kinds == ["memory"] + PHASES * turns, kinds
+        assert kinds == ["observe"] * 3 + ["memory"] + PHASES * turns, kinds
         assert [s.seq for s in steps] == list(range(len(steps)))
         thinks = [s for s in steps if s.kind == StepKind.think]
         # The real model generated these: tokens were counted and the output was schema-constrained.
@@ -51,7 +51,7 @@ def run_batch(start_api, start_worker, db_url: str, n_tasks: int, **env: str) ->
         assert task.completion_tokens >= sum(s.completion_tokens for s in thinks)
         assert task.test_passed is not None  # the final verification ran the task's tests
         # Every step is also visible through the API, in order.
-        api_steps = httpx.get(f"{url}/v1/tasks/{task_id}/steps", timeout=10).json()["items"]
+        api_steps = httpx.get(f"{url}/v1/tasks/{task_id}/steps", headers=AUTH, timeout=10).json()["items"]
         assert [s["seq"] for s in api_steps] == [s.seq for s in steps]
     return ids
 

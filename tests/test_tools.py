@@ -87,6 +87,30 @@ def wait_dead(pid: int, within: float = 10.0) -> bool:
     return not alive(pid)
 
 
+def host_pids(marker: str) -> list[int]:
+    """Live host processes whose command line contains `marker`: a sandboxed command sees its own PID
+    numbers, so what it prints as $! means nothing out here."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if marker in cmdline and alive(int(entry.name)):
+            pids.append(int(entry.name))
+    return pids
+
+
+def wait_gone(marker: str, within: float = 10.0) -> list[int]:
+    """[] once no host process carries `marker`, else the survivors."""
+    deadline = time.monotonic() + within
+    while (left := host_pids(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
 @pytest.fixture
 def plain_source(tmp_path: Path) -> Path:
     source = tmp_path / "source"
@@ -433,17 +457,15 @@ def test_run_timeout_kills_command(workspace: Path) -> None:
 
 def test_run_timeout_kills_grandchildren(workspace: Path) -> None:
     tools = make_toolbox(workspace, command_timeout=2)
-    result = tools.call("run", {"command": "sh -c 'sleep 30 & echo $! > pid; wait'"})
+    result = tools.call("run", {"command": "sh -c 'sleep 30.0417 & wait'"})
     assert result.error_kind == "timeout"
-    pid = int((workspace / "pid").read_text())
-    assert wait_dead(pid), f"grandchild {pid} survived the timeout"
+    assert wait_gone("sleep 30.0417") == [], "a grandchild survived the timeout"
 
 
 def test_run_kills_leftover_background_processes(workspace: Path) -> None:
-    result = make_toolbox(workspace).call("run", {"command": "sleep 30 & echo $! > pid; echo done"})
+    result = make_toolbox(workspace).call("run", {"command": "sleep 30.0419 & echo done"})
     assert result.ok and result.output == "done"
-    pid = int((workspace / "pid").read_text())
-    assert wait_dead(pid), f"background process {pid} outlived its command"
+    assert wait_gone("sleep 30.0419") == [], "a background process outlived its command"
 
 
 def test_run_output_is_capped(workspace: Path) -> None:
@@ -661,21 +683,41 @@ def test_edits_that_break_python_are_refused(workspace: Path) -> None:
     ).exists()
 
 
-def test_write_file_may_not_drop_definitions(workspace: Path) -> None:
+def test_write_file_with_some_definitions_merges_them(workspace: Path) -> None:
+    """A small model fixing one function writes that function: it replaces the definition of that name,
+    a new one is added, imports go to the top, and the rest of the file stays as it was."""
     (workspace / "m.py").write_text(
-        "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
+        '"""Maths."""\n\nimport os\n\n\ndef add(a, b):\n    return a - b\n\n\nclass Box:\n'
+        "    def size(self):\n        return 0\n\n    def name(self):\n        return 'box'\n"
     )
     tools = make_toolbox(workspace)
-    dropped = tools.call("write_file", {"path": "m.py", "content": "def power(a, b):\n    return a**b\n"})
-    assert not dropped.ok and "would delete add, sub" in dropped.output
-    kept = tools.call(
+    merged = tools.call(
         "write_file",
         {
             "path": "m.py",
-            "content": "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return b - a\n",
+            "content": "import math\n\ndef add(a, b):\n    return a + b\n\ndef power(a, b):\n    return a**b\n",
         },
     )
-    assert kept.ok
+    assert merged.ok and "replaced add; added power; the rest of the file is unchanged" in merged.output
+    method = tools.call("write_file", {"path": "m.py", "content": "def size(self):\n    return 1\n"})
+    assert method.ok and "replaced size" in method.output
+    assert (workspace / "m.py").read_text() == (
+        '"""Maths."""\n\nimport os\nimport math\n\n\ndef add(a, b):\n    return a + b\n\n\nclass Box:\n'
+        "    def size(self):\n        return 1\n\n    def name(self):\n        return 'box'\n\n\n"
+        "def power(a, b):\n    return a**b\n"
+    )
+    # Content that is neither the whole file nor definitions is refused, and the file is kept.
+    before = (workspace / "m.py").read_text()
+    dropped = tools.call("write_file", {"path": "m.py", "content": "x = 1\n"})
+    assert not dropped.ok and "would delete add, Box, power" in dropped.output
+    assert (workspace / "m.py").read_text() == before
+    # edit_file whose search is missing but whose replacement is a whole function merges it too.
+    edited = tools.call(
+        "edit_file", {"path": "m.py", "search": "def add(x):", "replace": "def add(a, b):\n    return b + a"}
+    )
+    assert (
+        edited.ok and "replaced add" in edited.output and "return b + a" in (workspace / "m.py").read_text()
+    )
 
 
 def test_protected_paths_are_refused_by_every_tool(workspace: Path) -> None:

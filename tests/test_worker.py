@@ -52,7 +52,6 @@ def test_killed_worker_is_resumed_without_duplicate_steps(api, db_url, start_wor
             {"thought": "look", "tool": "list_dir", "args": {"path": "."}},
             {"thought": "slow step", "tool": "run", "args": {"command": "sleep 4; echo slept"}},
             {"thought": "fix", "tool": "write_file", "args": {"path": "calc/ops.py", "content": FIXED_OPS}},
-            {"thought": "check", "tool": "run_tests", "args": {}},
             {"thought": "done", "tool": "finish", "args": {"summary": "fixed subtract"}},
         ]
     )
@@ -77,11 +76,14 @@ def test_killed_worker_is_resumed_without_duplicate_steps(api, db_url, start_wor
     steps = steps_of(db_url, task_id)
     assert [s.seq for s in steps] == list(range(len(steps)))  # no gap, no duplicate
     kinds = [s.kind.value for s in steps]
-    assert kinds == ["memory"] + ["think", "tool_call", "tool_result", "reflect", "emotion"] * 5
+    assert (
+        kinds
+        == ["observe"] * 3 + ["memory"] + ["reflect", "think", "tool_call", "tool_result", "emotion"] * 4
+    )
     tools = [s.tool_name for s in steps if s.kind == StepKind.tool_call]
-    assert tools == ["list_dir", "run", "write_file", "run_tests", "finish"]
-    assert {s.worker_id for s in steps[:8]} == {holder}  # first worker wrote up to the run's tool_call
-    assert steps[8].worker_id != holder
+    assert tools == ["list_dir", "run", "write_file", "finish"]
+    assert {s.worker_id for s in steps[:12]} == {holder}  # first worker wrote up to the run's tool_call
+    assert steps[12].worker_id != holder
     assert "+    return a - b" in task.workspace_diff
 
 
