@@ -715,7 +715,8 @@ class Agent:
             done.output = "finished; the task's tests pass"
             return done
         result = self.toolbox.call(action.tool, action.args)
-        if result.ok and action.tool in EDIT_TOOLS and self.task.test_command:
+        changed = result.ok and not result.output.startswith("no change")
+        if changed and action.tool in EDIT_TOOLS and self.task.test_command:
             # The check after each edit: the model sees at once whether the change fixed the tests.
             check = self.toolbox.call("run_tests", {})
             verdict = "pass" if check.tests_passed else "fail"

@@ -212,11 +212,11 @@ _NAME_ERROR = re.compile(r"NameError: name '(\w+)' is not defined")
 _IMPORT_NAME = re.compile(r"ImportError: cannot import name '(\w+)' from '([\w.]+)'")
 
 
-def _defined_in(root: Path, name: str) -> list[str]:
-    """Workspace Python files (tests excluded) that define `name` at top level."""
+def _defined_in(root: Path, name: str, tests: bool = False) -> list[str]:
+    """Workspace Python files (test files only with `tests`) that define `name` at top level."""
     found = []
     for relative in _tracked_files(root):
-        if not relative.endswith(".py") or _is_test_file(relative):
+        if not relative.endswith(".py") or (_is_test_file(relative) and not tests):
             continue
         try:
             tree = ast.parse((root / relative).read_text("utf-8", "replace"))
@@ -247,7 +247,8 @@ def failure_hints(output: str, root: Path) -> list[str]:
                 f"add `from {module} import {name}` to that file."
             )
     for name, module in dict.fromkeys(_IMPORT_NAME.findall(output)):
-        where = _defined_in(root, name)
-        elsewhere = f"; it is defined in {', '.join(where)}" if where else "; nothing defines it yet"
-        hints.append(f"hint: {module} has no {name}{elsewhere}.")
+        target = module.replace(".", "/") + ".py"
+        where = [w for w in _defined_in(root, name, tests=True) if w != target]
+        elsewhere = f" (only {', '.join(where)} defines it)" if where else ""
+        hints.append(f"hint: {target} does not define {name}{elsewhere}: define {name} in {target}.")
     return hints
