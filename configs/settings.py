@@ -81,6 +81,7 @@ class ToolSettings(_Section):
     command_timeout: float = Field(60, gt=0)
     output_cap: int = Field(8000, ge=256)
     read_cap: int = Field(16000, ge=256)
+    exclude_repeats: bool = True
     sandbox: Literal["bwrap", "none"] = "bwrap"
     network: bool = False
     limits: SandboxLimitSettings = SandboxLimitSettings()

@@ -165,6 +165,9 @@ def eval_(
     modulation: Annotated[str, typer.Option("--modulation", help="on or off")] = "on",
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="runs of the suite, seeds 0..N-1")] = 1,
     only: Annotated[str | None, typer.Option("--tasks", help="comma-separated task ids")] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", min=1, help="cap every task's turn budget")
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="JSON file of the run")] = None,
     compare: Annotated[
         list[Path] | None, typer.Option("--compare", help="print earlier runs' JSON side by side; no run")
@@ -223,7 +226,7 @@ def eval_(
         try:
             _start_stack(sup, run_settings)
             client = ElpisClient()
-            created = client.submit(batch_for(suite, tasks))
+            created = client.submit(batch_for(suite, tasks, max_steps=max_steps))
             ids = [t["id"] for t in created["tasks"]]
             console.print(
                 f"seed {seed}: batch {created['id']}, {len(ids)} tasks of suite {suite.name}, model "
@@ -246,6 +249,7 @@ def eval_(
         "modulation": modulation == "on",
         "seeds": list(range(seeds)),
         "worker_processes": settings.worker.concurrency,
+        "max_steps": max_steps,
     }
     safe = "".join(c if c.isalnum() or c in ".-" else "_" for c in Path(str(model_name)).name)
     target = (

@@ -78,8 +78,9 @@ def model_env(model: str | None, modulation: bool, seed: int) -> dict[str, str]:
     return env
 
 
-def batch_for(suite: EvalSuite, tasks: list[EvalTask]) -> dict[str, Any]:
-    """The REST batch of the suite's tasks (repos are absolute paths on this machine)."""
+def batch_for(suite: EvalSuite, tasks: list[EvalTask], max_steps: int | None = None) -> dict[str, Any]:
+    """The REST batch of the suite's tasks (repos are absolute paths on this machine); `max_steps` caps
+    every task's turn budget."""
     items = []
     for task in tasks:
         item: dict[str, Any] = {
@@ -88,8 +89,11 @@ def batch_for(suite: EvalSuite, tasks: list[EvalTask]) -> dict[str, Any]:
             "test_command": task.test_command,
             "protected": list(task.protected),
         }
-        if task.budget:
-            item["budget"] = dict(task.budget)
+        budget = dict(task.budget or {})
+        if max_steps is not None:
+            budget["max_steps"] = min(int(budget.get("max_steps", max_steps)), max_steps)
+        if budget:
+            item["budget"] = {k: int(v) if k != "max_seconds" else v for k, v in budget.items()}
         items.append(item)
     return {"tasks": items}
 
@@ -196,6 +200,7 @@ def write_run(path: Path, config: dict[str, Any], outcomes: list[TaskOutcome]) -
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
         "worker_processes": config.get("worker_processes"),
+        "max_steps": config.get("max_steps"),
         "summary": summarize(outcomes),
         "tasks": [asdict(o) for o in outcomes],
     }

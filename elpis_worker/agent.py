@@ -867,7 +867,7 @@ class Agent:
         narrows the tools to running the tests and finishing; confidence with passing tests and a
         change made narrows them to finish."""
         plan = default_plan(modulation.strategy)
-        plan["banned"] = self._banned_calls(turn)
+        plan["banned"] = self._banned_calls(turn) if self.settings.tools.exclude_repeats else []
         if modulation.strategy == "replan":
             recent = [t for t in self.turns if turn.number - REPLAN_COOLDOWN < t.number <= turn.number]
             if any(t.get(REPLAN) for t in recent):

@@ -23,6 +23,9 @@ STUBBORN = [
 
 
 def run_stubborn(api, start_worker, scripted, db_url, **env):
+    # The emotion model on its own: the grammar's repeat exclusion (which would stop the second identical
+    # run_tests at once) is off unless a test turns it on, and sampling starts from 0.7.
+    env = {"ELPIS_TOOLS__EXCLUDE_REPEATS": "false", "ELPIS_GENERATION__TEMPERATURE": "0.7", **env}
     worker = start_worker(ELPIS_MODEL__BACKEND="scripted", ELPIS_MODEL__SCRIPT=str(scripted(STUBBORN)), **env)
     api.app.state.enqueue = lambda task_id: None
     body = {
@@ -80,6 +83,24 @@ def test_without_modulation_the_agent_keeps_looping(api, start_worker, scripted,
     assert {s.sampling["temperature"] for s in steps if s.kind == StepKind.think} == {0.7}
     # The state is still measured and persisted: it just does not steer.
     assert steps[-1].emotion["after"]["mood"] in {"frustrated", "anxious"}
+
+
+def test_the_repeat_exclusion_stops_the_loop_without_a_spiral(api, start_worker, scripted, db_url):
+    """With modulation off, the grammar alone keeps the stubborn agent from re-running the failing tests
+    while nothing has changed: its second turn must do something else."""
+    _, steps = run_stubborn(
+        api,
+        start_worker,
+        scripted,
+        db_url,
+        ELPIS_EMOTIONS__MODULATION="false",
+        ELPIS_TOOLS__EXCLUDE_REPEATS="true",
+    )
+    calls = [s.tool_name for s in steps if s.kind == StepKind.tool_call]
+    assert calls[:2] == ["run_tests", "read_file"]
+    think2 = next(s for s in steps if s.kind == StepKind.think and s.turn == 2)
+    assert think2.sampling["banned_calls"][0]["tool"] == "run_tests"
+    assert "run_tests" not in [b["tool"] for b in think2.sampling.get("banned_calls", [])[1:]]
 
 
 def json_keys(text: str) -> list[str]:

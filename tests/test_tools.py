@@ -695,7 +695,8 @@ def test_write_file_with_some_definitions_merges_them(workspace: Path) -> None:
         "write_file",
         {
             "path": "m.py",
-            "content": "import math\n\ndef add(a, b):\n    return a + b\n\ndef power(a, b):\n    return a**b\n",
+            "content": "import math\n\ndef add(a, b):\n    return a + b\n\n"
+            "def power(a, b):\n    return a**b\n",
         },
     )
     assert merged.ok and "replaced add; added power; the rest of the file is unchanged" in merged.output

@@ -1,0 +1,8 @@
+"""Unit prices in euros."""
+
+PRICES = {
+    "apple": 0.3,
+    "banana": 0.25,
+    "orange": 0.6,
+    "pear": 0.5,
+}

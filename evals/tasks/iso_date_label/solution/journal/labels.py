@@ -1,0 +1,12 @@
+"""Labels for journal entries."""
+
+from datetime import date
+
+
+def date_label(day: date) -> str:
+    """The date as YYYY-MM-DD."""
+    return f"{day.year:04d}-{day.month:02d}-{day.day:02d}"
+
+
+def entry_title(day: date, title: str) -> str:
+    return f"{date_label(day)} {title}"

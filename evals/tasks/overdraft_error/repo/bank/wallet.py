@@ -1,0 +1,15 @@
+"""A prepaid wallet that may never go below zero."""
+
+
+class InsufficientFunds(Exception):
+    """A payment larger than the balance."""
+
+
+class Wallet:
+    def __init__(self, balance=0):
+        self.balance = balance
+
+    def pay(self, amount):
+        """Pay `amount`; raises InsufficientFunds if the balance is too low."""
+        self.balance -= amount
+        return self.balance

@@ -1,0 +1,4 @@
+"""Settings of the weather station."""
+
+UNIT = "C"
+STATION = "Harbour"
