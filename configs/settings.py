@@ -82,6 +82,7 @@ class ToolSettings(_Section):
     output_cap: int = Field(8000, ge=256)
     read_cap: int = Field(16000, ge=256)
     exclude_repeats: bool = True
+    repair_first: bool = True
     sandbox: Literal["bwrap", "none"] = "bwrap"
     network: bool = False
     limits: SandboxLimitSettings = SandboxLimitSettings()

@@ -43,6 +43,8 @@ PROMPT_OUTPUT_CHARS = 1500
 REPEAT_WINDOW = 3
 # Tools whose success is followed by a run of the task's tests (the check after each edit).
 EDIT_TOOLS = frozenset({"edit_file", "write_file"})
+# What the first turn may do when the observations already show the failure and its source.
+REPAIR_TOOLS = ("write_file", "edit_file")
 
 
 def _system_prompt() -> str:
@@ -546,7 +548,18 @@ class Agent:
             return state, modulation, data.get("plan") or default_plan(modulation.strategy)
         state = self.baseline
         modulation = self.engine.modulate(state, [state], self.gen.temperature, self.gen.top_p)
-        return state, modulation, default_plan(modulation.strategy)
+        plan = default_plan(modulation.strategy)
+        if self._sources_observed():
+            # Agentless: localisation is done (the failure and its source are in the prompt), so the
+            # first turn is the repair; every tool is back from the second turn on.
+            plan["tools"] = list(REPAIR_TOOLS)
+        return state, modulation, plan
+
+    def _sources_observed(self) -> bool:
+        if not self.settings.tools.repair_first:
+            return False
+        sources = next((s for s in self.observations if s.tool_name == ObservationPlan.SOURCES), None)
+        return bool(sources is not None and (sources.detail or {}).get("files"))
 
     def _history(self) -> list[AffectState]:
         return [
@@ -953,7 +966,10 @@ class Agent:
         _, modulation, _ = self._affect_before(1)
         if modulation.prompt_line:
             lines.append(modulation.prompt_line)
-        lines.append("First tool call as JSON.")
+        if self._sources_observed():
+            lines.append("First tool call as JSON: make the change with write_file or edit_file.")
+        else:
+            lines.append("First tool call as JSON.")
         return "\n".join(lines)
 
     def _window(self, turns: list[TurnSteps]) -> list[TurnSteps]:

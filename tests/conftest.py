@@ -54,6 +54,9 @@ def pytest_configure(config: pytest.Config) -> None:
             "ELPIS_API_TOKEN": API_TOKEN,
             # TestClient sends Host: testserver.
             "ELPIS_API_ALLOWED_HOSTS": '["127.0.0.1", "localhost", "testserver"]',
+            # The scripted scenarios were written turn by turn, most starting by looking around; the
+            # repair-first policy (turn 1 may only edit) has its own test in test_agent_loop.py.
+            "ELPIS_TOOLS__REPAIR_FIRST": "false",
             "ELPIS_WORKER__HEARTBEAT_INTERVAL": "1",
             "ELPIS_WORKER__STALE_AFTER": "6",
         }

@@ -251,3 +251,36 @@ def test_not_one_of_excludes_exactly_the_values_and_converts_to_a_grammar():
     assert "pattern" not in schema["anyOf"][1]["properties"]["args"]["properties"]["command"]
     assert list(schema["anyOf"][0]["properties"])[:2] == ["progress", "assessment"]
     LlamaGrammar.from_string(json_schema_to_gbnf(json.dumps(schema)), verbose=False)
+
+
+def test_repair_first_the_first_turn_may_only_change_files(api, db_url, scripted):
+    """With the failure and its source already observed, turn 1 is the repair: the grammar offers only
+    write_file and edit_file (the scripted agent's look-around becomes its "instead"), then every tool."""
+    script = scripted(
+        [
+            {
+                "thought": "look",
+                "tool": "list_dir",
+                "args": {"path": "."},
+                "instead": {
+                    "thought": "fix subtract",
+                    "tool": "write_file",
+                    "args": {"path": "calc/ops.py", "content": "def subtract(a, b):\n    return a - b\n"},
+                },
+            },
+            {"thought": "done", "tool": "finish", "args": {"summary": "fixed"}},
+        ]
+    )
+    task_id = submit(api, instruction="One test fails. Fix the bug in calc/ops.py.")
+    status = run_scripted(db_url, task_id, script, tools={"repair_first": True})
+    steps = steps_of(db_url, task_id)
+    thinks = [s for s in steps if s.kind == StepKind.think]
+    assert thinks[0].sampling["allowed_tools"] == ["write_file", "edit_file"]
+    assert "allowed_tools" not in thinks[1].sampling or "finish" in thinks[1].sampling["allowed_tools"]
+    assert [s.tool_name for s in steps if s.kind == StepKind.tool_call] == ["write_file", "finish"]
+    first_result = next(s for s in steps if s.kind == StepKind.tool_result)
+    assert (
+        "replaced subtract" in first_result.tool_result
+        and "Tests after this change: pass" in first_result.tool_result
+    )
+    assert status == TaskStatus.succeeded
