@@ -175,6 +175,7 @@ def eval_(
 ) -> None:
     """Run a suite through the real pipeline (REST, queue, workers) and judge each task by the suite's own
     check on a fresh copy with the task's diff applied, not by the agent's status."""
+    import contextlib
     import os
 
     from configs.settings import load_settings
@@ -223,6 +224,7 @@ def eval_(
         except ConfigError as exc:
             _fail(f"config: {exc}")
         sup = Supervisor(run_settings)
+        ids: list[int] = []
         try:
             _start_stack(sup, run_settings)
             client = ElpisClient()
@@ -237,7 +239,10 @@ def eval_(
                 for suite_task, task in zip(tasks, finished, strict=True):
                     outcomes.append(outcome_of(suite_task, seed, task, client.steps(task["id"])))
         except KeyboardInterrupt:
-            console.print("stopping…")
+            console.print("stopping… (the run's unfinished tasks are cancelled, not left queued)")
+            for task_id in ids:
+                with contextlib.suppress(ClientError):
+                    client.cancel(task_id)
             raise typer.Exit(130) from None
         except (StackError, ClientError, ConfigError) as exc:
             _fail(str(exc))
