@@ -43,6 +43,8 @@ PROMPT_OUTPUT_CHARS = 1500
 REPEAT_WINDOW = 3
 # Tools whose success is followed by a run of the task's tests (the check after each edit).
 EDIT_TOOLS = frozenset({"edit_file", "write_file"})
+# Extra samples of a think whose call is a banned one the grammar could not express.
+RESAMPLE_BANNED = 2
 # What the first turn may do when the observations already show the failure and its source.
 REPAIR_TOOLS = ("write_file", "edit_file")
 
@@ -259,6 +261,11 @@ def group_turns(steps: list[Step]) -> list[TurnSteps]:
 
 def default_plan(strategy: str = "continue") -> dict[str, Any]:
     return {"strategy": strategy, "replan": False, "tools": list(TOOL_SCHEMAS), "excluded": [], "banned": []}
+
+
+def _is_banned(action: Action, banned: list[dict[str, Any]]) -> bool:
+    args = normalized_args(action.tool, action.args)
+    return any((call["tool"], call["args"]) == (action.tool, args) for call in banned)
 
 
 def diff_sha(diff: str) -> str:
@@ -627,6 +634,7 @@ class Agent:
         banned = plan.get("banned") or []
         merged = self.gen.one_call_per_turn
         earlier = turn.get(StepKind.reflect)
+        temperature, resampled = modulation.temperature, 0
         if merged and earlier is not None and (earlier.detail or {}).get("completion") is not None:
             # Resumed between the two writes of one generation: the think step comes from the same reply.
             completion = Completion(earlier.detail["completion"], 0, 0, 0.0)
@@ -636,13 +644,22 @@ class Agent:
             else:
                 schema = THINK_REFLECT_SCHEMA if merged else THINK_SCHEMA
             max_tokens = self.gen.max_tokens + (self.gen.reflect_max_tokens if merged else 0)
-            completion = self.backend.chat(
-                self._messages(upto=turn),
-                schema=schema,
-                temperature=modulation.temperature,
-                top_p=modulation.top_p,
-                max_tokens=max_tokens,
-            )
+            messages = self._messages(upto=turn)
+            while True:
+                completion = self.backend.chat(
+                    messages,
+                    schema=schema,
+                    temperature=temperature,
+                    top_p=modulation.top_p,
+                    max_tokens=max_tokens,
+                )
+                # A banned call no grammar pattern could express (long or multi-line arguments) is
+                # rejected here instead and sampled again, hotter: the turn is not spent on a refusal.
+                if resampled >= RESAMPLE_BANNED or not _is_banned(parse_action(completion.text), banned):
+                    break
+                resampled += 1
+                temperature = min(1.2, max(0.7, temperature + 0.4))
+                log.info("task %s: think repeated a banned call; sampling again", self.task_id)
         action = parse_action(completion.text)
         reflect_tokens = 0
         if merged and earlier is None:
@@ -654,6 +671,8 @@ class Agent:
             "max_tokens": self.gen.max_tokens,
             "strategy": plan["strategy"],
         }
+        if resampled:
+            sampling["resampled"], sampling["temperature_used"] = resampled, temperature
         if restricted:
             sampling["allowed_tools"] = plan["tools"]
         if banned:

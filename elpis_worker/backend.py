@@ -196,6 +196,8 @@ class ScriptedBackend:
                 f"model.script {path} must be a JSON list of {{thought, tool, args}} objects"
             )
         self.script: list[dict[str, Any]] = script
+        self._skips: dict[str, int] = {}
+        self._last: tuple[str, int, int] | None = None
         self.model_path = str(path)
 
     def _action(
@@ -229,6 +231,13 @@ class ScriptedBackend:
         allowed = [alt["properties"]["tool"]["const"] for alt in (schema or {}).get("anyOf", [])]
         if allowed:
             done = sum(1 for m in messages if m["role"] == "assistant" and '"tool"' in m["content"])
+            # Sampling the same conversation again (the loop rejected a banned call) gives the next
+            # scripted item, as a real model's next sample would differ; later turns stay shifted.
+            task_key = messages[1]["content"] if len(messages) > 1 else ""
+            if self._last == (task_key, len(messages), done):
+                self._skips[task_key] = self._skips.get(task_key, 0) + 1
+            self._last = (task_key, len(messages), done)
+            done += self._skips.get(task_key, 0)
             action = self._action(done, allowed, (schema or {}).get("anyOf"))
             # "raw" replays text verbatim: a reply cut short by max_tokens, which no grammar prevents.
             # A one-call turn's schema leads with reflection fields: fill them as a reflect call would.

@@ -284,3 +284,24 @@ def test_repair_first_the_first_turn_may_only_change_files(api, db_url, scripted
         and "Tests after this change: pass" in first_result.tool_result
     )
     assert status == TaskStatus.succeeded
+
+
+def test_a_banned_call_no_pattern_can_express_is_sampled_again(api, db_url, scripted):
+    """A repeated multi-line write is refused by sampling again inside the same think (the scripted
+    backend moves to the next script item on each sample), so no turn is spent on the refusal."""
+    bad = {"thought": "try", "tool": "run", "args": {"command": 'echo "no"; exit 1'}}
+    script = scripted(
+        [
+            bad,
+            bad,  # the same failing command, quoted: no grammar pattern; the think samples again
+            {"thought": "other", "tool": "list_dir", "args": {"path": "calc"}},
+            {"thought": "done", "tool": "finish", "args": {"summary": "x"}},
+        ]
+    )
+    task_id = submit(api, instruction="Anything", test_command=None, budget={"max_steps": 3})
+    run_scripted(db_url, task_id, script, emotions={"modulation": False})
+    steps = steps_of(db_url, task_id)
+    calls = [s.tool_name for s in steps if s.kind == StepKind.tool_call]
+    assert calls[:2] == ["run", "list_dir"]
+    second = [s for s in steps if s.kind == StepKind.think][1]
+    assert second.sampling["resampled"] == 1 and second.sampling["temperature_used"] >= 0.7
