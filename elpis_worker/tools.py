@@ -416,6 +416,8 @@ class Toolbox:
                 return ToolResult(ok=True, output=f"no change: {path} already holds exactly this")
             note = _merge_note(replaced, added)
         data = content.encode("utf-8")
+        if target.is_file() and target.read_bytes() == data:
+            return ToolResult(ok=True, output=f"no change: {path} already holds exactly this")
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("wb") as f:
             f.write(data)
