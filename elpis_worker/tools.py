@@ -480,6 +480,14 @@ class Toolbox:
         if new_text == text:
             return ToolResult(ok=True, output=f"no change: {path} already holds exactly this")
         problem = _python_syntax_error(target, new_text)
+        merged = merge_definitions(text, replace) if problem and target.suffix == ".py" else None
+        if merged is not None and merged[0] != text:
+            # `search` named a function (e.g. just its name) and `replace` is that whole function: the
+            # literal replacement breaks the file, the definition merge is what was meant.
+            new_text, problem = merged[0], None
+            name = (merged[1] + merged[2])[0]
+            at = max(0, re.search(rf"(def|class) {name}\b", new_text).start())
+            note = f" (as a whole definition){_merge_note(merged[1], merged[2])}"
         if problem is not None:
             return ToolResult(
                 ok=False,

@@ -751,3 +751,16 @@ def test_tool_arguments_are_validated_by_their_model(workspace: Path) -> None:
     assert "read_file takes {path, start_line, end_line}" in wrong_type.output
     missing = tools.call("edit_file", {"path": "src/app.py", "search": "x"})
     assert missing.error_kind == "bad_args" and "missing replace" in missing.output
+
+
+def test_edit_file_naming_a_function_with_its_whole_new_definition_merges_it(workspace: Path) -> None:
+    (workspace / "c.py").write_text('"""Temps."""\n\n\ndef f_to_c(f):\n    return (f - 32) * 9 / 5\n')
+    tools = make_toolbox(workspace)
+    fixed = tools.call(
+        "edit_file",
+        {"path": "c.py", "search": "f_to_c", "replace": "def f_to_c(f):\n    return (f - 32) * 5 / 9"},
+    )
+    assert fixed.ok and "as a whole definition" in fixed.output
+    assert (
+        workspace / "c.py"
+    ).read_text() == '"""Temps."""\n\n\ndef f_to_c(f):\n    return (f - 32) * 5 / 9\n'
