@@ -36,6 +36,7 @@ format: install
 
 # Benchmarks (not tests): each prints its figures; docs/benchmarks.md and docs/memory.md hold the last run.
 bench: install
+	$(BIN)/python bench/bench_grammar.py
 	$(BIN)/python bench/bench_pipeline.py
 	$(BIN)/python bench/ablation.py
 	$(BIN)/python bench/bench_memory.py
