@@ -441,9 +441,7 @@ class Toolbox:
         text = target.read_bytes().decode("utf-8", "replace")
         note = ""
         if not search.strip():  # append after the last non-blank character
-            head = text.rstrip()
-            new_text = (head + "\n\n\n" if head else "") + replace.strip("\n") + "\n"
-            at, replace = len(head), ("\n\n\n" if head else "") + replace.strip("\n")
+            new_text, at, replace = _appended(text, replace)
         elif (count := text.count(search)) > 1:
             return ToolResult(
                 ok=False,
@@ -456,9 +454,7 @@ class Toolbox:
         elif replace.strip().startswith(search.strip()) and len(replace.strip()) > len(search.strip()):
             # "Replace the missing `def power(a, b)` with `def power(a, b): ...`": the model is adding
             # new code, so it goes at the end, and the answer says so.
-            head = text.rstrip()
-            new_text = (head + "\n\n\n" if head else "") + replace.strip("\n") + "\n"
-            at, replace = len(head), ("\n\n\n" if head else "") + replace.strip("\n")
+            new_text, at, replace = _appended(text, replace)
             note = " ('search' is not in the file but starts 'replace': appended at the end)"
         else:
             found = _match_ignoring_indent(text, search, replace)
@@ -828,6 +824,14 @@ def _match_ignoring_indent(text: str, search: str, replace: str) -> tuple[str, i
         new_lines.append(line + "\n")
     offset = sum(len(ln) for ln in lines[:start])
     return "".join(lines[:start] + new_lines + lines[start + len(wanted) :]), offset
+
+
+def _appended(text: str, addition: str) -> tuple[str, int, str]:
+    """`addition` after the last non-blank character of `text`, two blank lines between: the new text,
+    where the addition starts, and the addition as inserted (for the numbered view of the edit)."""
+    head = text.rstrip()
+    inserted = ("\n\n\n" if head else "") + addition.strip("\n")
+    return head + inserted + "\n", len(head), inserted
 
 
 def _occurrences(text: str, search: str, limit: int = 4) -> str:
