@@ -83,6 +83,7 @@ class ToolSettings(_Section):
     read_cap: int = Field(16000, ge=256)
     exclude_repeats: bool = True
     repair_first: bool = True
+    undo_regressions: bool = True
     sandbox: Literal["bwrap", "none"] = "bwrap"
     network: bool = False
     limits: SandboxLimitSettings = SandboxLimitSettings()

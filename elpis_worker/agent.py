@@ -31,7 +31,14 @@ from elpis_worker.observe import (
     trim_test_output,
 )
 from elpis_worker.store import Cancelled, LostClaim, TaskStore
-from elpis_worker.tools import TOOL_ARGS, TOOL_DESCRIPTIONS, TOOL_SCHEMAS, Toolbox, ToolResult
+from elpis_worker.tools import (
+    TOOL_ARGS,
+    TOOL_DESCRIPTIONS,
+    TOOL_SCHEMAS,
+    Toolbox,
+    ToolResult,
+    regression_between,
+)
 from elpis_worker.workspace import WorkspaceError, diff_stats, prepare_workspace, workspace_diff
 from models import Step, StepKind, Task, TaskStatus
 
@@ -516,7 +523,8 @@ class Agent:
                 tool_args=action.args,
             )
         result_step = turn.get(StepKind.tool_result) or self._execute(turn, action, plan)
-        if turn.get(StepKind.reflect) is None and not merged:
+        # In one-call mode the next turn's reply carries the reflection on this result.
+        if turn.get(StepKind.reflect) is None and not (merged or self.gen.one_call_per_turn):
             self._reflect(turn, modulation)
         if turn.get(StepKind.emotion) is None:
             self._update_emotion(turn, state, action, result_step)
@@ -632,7 +640,8 @@ class Agent:
     ) -> Step:
         restricted = plan["tools"] != list(TOOL_SCHEMAS)
         banned = plan.get("banned") or []
-        merged = self.gen.one_call_per_turn
+        # The first turn has no tool result to reflect on: its reply is the action alone.
+        merged = self.gen.one_call_per_turn and turn.number > 1
         earlier = turn.get(StepKind.reflect)
         temperature, resampled = modulation.temperature, 0
         if merged and earlier is not None and (earlier.detail or {}).get("completion") is not None:
@@ -746,9 +755,11 @@ class Agent:
             done.tests_run, done.tests_passed, done.failures = True, True, 0
             done.output = "finished; the task's tests pass"
             return done
+        checked = action.tool in EDIT_TOOLS and bool(self.task.test_command)
+        before = self._snapshot(action.args.get("path")) if checked else None
         result = self.toolbox.call(action.tool, action.args)
         changed = result.ok and not result.output.startswith("no change")
-        if changed and action.tool in EDIT_TOOLS and self.task.test_command:
+        if changed and checked:
             # The check after each edit: the model sees at once whether the change fixed the tests.
             check = self.toolbox.call("run_tests", {})
             verdict = "pass" if check.tests_passed else "fail"
@@ -758,7 +769,39 @@ class Agent:
                 result.output += "".join(f"\n{h}" for h in failure_hints(check.output, self.root))
             result.tests_run, result.tests_passed = True, check.tests_passed
             result.failures, result.exit_code = check.failures, check.exit_code
+            result.test_output = check.output
+            if not check.tests_passed and before is not None:
+                self._undo_regression(result, action.args["path"], before[0], check.output)
         return result
+
+    def _snapshot(self, path: object) -> tuple[bytes | None] | None:
+        """The file an edit is about to change, as it is now; None where it cannot be read (the tool
+        itself will refuse such a path)."""
+        if not self.settings.tools.undo_regressions or not isinstance(path, str):
+            return None
+        try:
+            return (self.toolbox.snapshot(path),)
+        except (WorkspaceError, OSError):
+            return None
+
+    def _undo_regression(self, result: ToolResult, path: str, before: bytes | None, output: str) -> None:
+        """An edit that broke tests which did not fail before is undone at once: the next attempt starts
+        again from the last good state instead of building on a wrong fix (Agentless's candidate
+        patches, one at a time). The call then counts as failed, so it is excluded from the next turn."""
+        previous = self.store.load_task(self.task_id).test_output or ""
+        why = regression_between(previous, output)
+        if why is None:
+            return
+        try:
+            self.toolbox.restore(path, before)
+        except (WorkspaceError, OSError) as exc:
+            log.warning("task %s: could not undo the edit of %s: %s", self.task_id, path, exc)
+            return
+        result.ok, result.error_kind, result.reverted, result.changed_files = False, "regression", True, True
+        result.output += (
+            f"\nThis change made things worse ({why}), so it was undone: {path} is back as it was. "
+            "Fix the original failure in a different way."
+        )
 
     def _execute(self, turn: TurnSteps, action: Action, plan: dict[str, Any]) -> Step:
         started = time.perf_counter()
@@ -777,6 +820,7 @@ class Agent:
             "diff_sha": diff_sha(current_diff),
             "finished": result.finished,
             "summary": result.summary,
+            "reverted": result.reverted,
         }
         step = self._record(
             turn,
@@ -789,8 +833,9 @@ class Agent:
             duration_ms=duration,
             detail=detail,
         )
-        if result.tests_run:
-            self.store.record_tests(self.task_id, result.tests_passed, result.exit_code, result.output)
+        if result.tests_run and not result.reverted:
+            output = result.test_output if result.test_output is not None else result.output
+            self.store.record_tests(self.task_id, result.tests_passed, result.exit_code, output)
         return step
 
     def _reflect(
@@ -833,7 +878,12 @@ class Agent:
             if t.number < turn.number and t.get(StepKind.tool_result)
         ]
         observed = [s.detail for s in self.observations if (s.detail or {}).get("tests_run")]
-        prev_tests = observed + [r.detail for r in previous_results if (r.detail or {}).get("tests_run")]
+        # An undone edit's test run no longer describes the workspace.
+        prev_tests = observed + [
+            r.detail
+            for r in previous_results
+            if (r.detail or {}).get("tests_run") and not (r.detail or {}).get("reverted")
+        ]
         recent = [
             self._action_key(t) for t in self.turns if turn.number - REPEAT_WINDOW <= t.number < turn.number
         ]
@@ -896,8 +946,8 @@ class Agent:
     ) -> dict[str, Any]:
         """Turn the strategy into what the next turn may do. Replanning takes a reflect step and shuts
         the failing tool out of the next think's grammar, so the agent cannot repeat it; wrapping up
-        narrows the tools to running the tests and finishing; confidence with passing tests and a
-        change made narrows them to finish."""
+        (unless the tests fail) narrows the tools to running the tests and finishing; confidence with
+        passing tests and a change made narrows them to finish."""
         plan = default_plan(modulation.strategy)
         plan["banned"] = self._banned_calls(turn) if self.settings.tools.exclude_repeats else []
         if modulation.strategy == "replan":
@@ -909,7 +959,9 @@ class Agent:
             if failing is not None:
                 plan["excluded"] = [failing]
                 plan["tools"] = [t for t in plan["tools"] if t != failing]
-        elif modulation.strategy == "wrap_up":
+        elif modulation.strategy == "wrap_up" and tests_passing is not False:
+            # With the tests failing, running them again or finishing cannot help: the last turns stay
+            # open for a fix (the prompt line says the budget is nearly spent).
             plan["tools"] = ["run_tests", "finish"] if self.task.test_command else ["finish"]
         elif modulation.strategy == "finish" and tests_passing and detail.get("diff_lines"):
             plan["tools"] = ["finish"]

@@ -43,6 +43,13 @@ STEADY_TEMPERATURE = 0.5
 EXPLORE_TEMPERATURE = 0.5
 STEADY_TOP_P = 0.2
 EXPLORE_TOP_P = 0.1
+# Distress that lasts means the steady approach is not working: from STUCK_TURNS consecutive turns of
+# distress on, sampling opens instead, STUCK_TEMPERATURE_STEP above the base per further turn up to
+# STUCK_TEMPERATURE_MAX, so a small model stops re-sampling the same wrong fix (seen in the eval: the
+# identical failing edit three turns running at temperature 0.17).
+STUCK_TURNS = 2
+STUCK_TEMPERATURE_STEP = 0.3
+STUCK_TEMPERATURE_MAX = 1.0
 
 # Budget fraction at which budget pressure starts, and tools whose job is to change the workspace.
 BUDGET_PRESSURE_START = 0.5
@@ -443,8 +450,9 @@ def appraise(obs: Observation) -> list[Appraisal]:
     fired: list[Appraisal] = []
     verdict = obs.tests_run and obs.tests_passed is not None
 
-    # A failing test run exits non-zero; that is a test result, not a broken tool.
-    if not (verdict and (obs.ok or obs.error_kind in (None, "nonzero_exit"))):
+    # A failing test run exits non-zero, and an undone edit ("regression") made the tests worse: both are
+    # test results, not a broken tool.
+    if not (verdict and (obs.ok or obs.error_kind in (None, "nonzero_exit", "regression"))):
         if obs.ok:
             fired.append(_fire("tool_ok"))
         elif obs.error_kind == "timeout":
@@ -588,7 +596,7 @@ STRATEGIES = ("continue", "replan", "finish", "wrap_up")
 STRATEGY_ADVICE: dict[str, str] = {
     "replan": "Progress has stalled: step back, re-read the last error and try a different approach.",
     "finish": "The tests pass: review the diff and call finish with a short summary.",
-    "wrap_up": "The budget is nearly spent: run the tests and summarise what is done and what is left.",
+    "wrap_up": "The budget is nearly spent: make the most promising fix now; finish once the tests pass.",
 }
 MOOD_ADVICE: dict[str, str] = {
     "neutral": "Carry on with the next concrete step.",
@@ -732,9 +740,10 @@ class EmotionEngine:
         `history` is oldest -> newest and should end with `state`; if it does not, `state` is appended.
         Sampling: distress (unpleasant + aroused, relative to baseline) lowers temperature and top_p to
         steady the agent; ease (pleasant + calm) raises them to let it explore; at the baseline both are
-        exactly the base values. Strategy, first match wins: finish (tests pass, dominance >=
-        finish_dominance, valence >= 0), wrap_up (anxious and budget_used >= wrap_up_budget), replan (a
-        spiral, or distress >= frustration_threshold), else continue.
+        exactly the base values. Distress that lasts STUCK_TURNS turns or more opens sampling instead
+        (the steady approach has failed: try something else). Strategy, first match wins: finish (tests
+        pass, dominance >= finish_dominance, valence >= 0), wrap_up (anxious and budget_used >=
+        wrap_up_budget), replan (a spiral, or distress >= frustration_threshold), else continue.
         """
         states = list(history)
         if not states or states[-1] != state:
@@ -761,6 +770,17 @@ class EmotionEngine:
             )
         else:
             reasons.append(f"sampling at base (temperature {temperature:.2f}, top_p {top_p:.2f})")
+        if traj.distress_turns >= STUCK_TURNS:
+            stuck = min(
+                STUCK_TEMPERATURE_MAX,
+                base_temperature + STUCK_TEMPERATURE_STEP * (traj.distress_turns - STUCK_TURNS + 1),
+            )
+            if stuck > temperature:
+                temperature, top_p = stuck, max(top_p, base_top_p)
+                reasons.append(
+                    f"stuck: distress for {traj.distress_turns} turns opens sampling to try something "
+                    f"else: temperature -> {temperature:.2f}, top_p -> {top_p:.2f}"
+                )
 
         budget = _finite(budget_used, 0.0, 1.0)
         if tests_passing is True and state.dominance >= self.finish_dominance and state.valence >= 0:

@@ -34,7 +34,8 @@ class ProtectedPathError(WorkspaceError):
 class ToolResult:
     """What one tool call did. `error_kind` is one of "escape", "not_found", "bad_args", "timeout",
     "nonzero_exit", "unknown_tool", "protected", "syntax_error", "tests_failing", "repeated",
-    "os_error" (the host refused, e.g. disk full), or None when ok."""
+    "os_error" (the host refused, e.g. disk full), "regression" (an edit that broke tests, undone), or None
+    when ok."""
 
     ok: bool
     output: str
@@ -46,6 +47,10 @@ class ToolResult:
     finished: bool = False
     summary: str | None = None
     changed_files: bool = False
+    # An edit that made the tests worse and was undone: the workspace is as it was before the call.
+    reverted: bool = False
+    # The whole output of a test run made as part of the call (the check after an edit), uncut.
+    test_output: str | None = None
 
 
 class ToolArgs(BaseModel):
@@ -219,6 +224,36 @@ def parse_test_failures(output: str) -> int | None:
     return None
 
 
+_PYTEST_FAILED_RE = re.compile(r"^(?:FAILED|ERROR) ([^\s(]\S*)")
+
+
+def failing_tests(output: str) -> set[str] | None:
+    """The ids pytest's short summary lists as failing or erroring (`tests/x.py::test_y`, or just the
+    file for a collection error); an empty set when the run passed; None when the output says neither
+    (another runner, or no summary)."""
+    ids = {m.group(1) for line in output.splitlines() if (m := _PYTEST_FAILED_RE.match(line.strip()))}
+    if ids:
+        return ids
+    return set() if parse_test_failures(output) == 0 else None
+
+
+def regression_between(before: str, after: str) -> str | None:
+    """Why the test run `after` an edit is worse than the run `before` it, or None when it is not: a test
+    that passed (or was not reached) before fails now, or, where the ids are unknown, more tests fail.
+    A test of a file that could not even be collected before counts as new, not as broken."""
+    old, new = failing_tests(before), failing_tests(after)
+    if old is not None and new is not None:
+        broken = sorted(t for t in new - old if t.split("::")[0] not in old)
+        if broken:
+            shown = ", ".join(broken[:3]) + (f" and {len(broken) - 3} more" if len(broken) > 3 else "")
+            return f"it broke {len(broken)} test(s) that did not fail before: {shown}"
+        return None
+    was, now = parse_test_failures(before), parse_test_failures(after)
+    if was is not None and now is not None and now > was:
+        return f"failing tests went from {was} to {now}"
+    return None
+
+
 def _command_env(root: Path, *, sandboxed: bool = True) -> dict[str, str]:
     """A minimal environment: the worker's secrets (database URL, tokens) stay out of the agent's
     commands, and the Elpis venv's python/pytest come first on PATH so test commands find them. In the
@@ -293,6 +328,20 @@ class Toolbox:
             "run_tests": self.run_tests,
             "finish": self.finish,
         }
+
+    def snapshot(self, path: str) -> bytes | None:
+        """The bytes of workspace file `path` now, None where there is none, so an edit can be undone.
+        Raises WorkspaceError for a path the tools would refuse anyway."""
+        target = resolve_inside(self.root, path)
+        return target.read_bytes() if target.is_file() else None
+
+    def restore(self, path: str, data: bytes | None) -> None:
+        """Put `path` back as `snapshot` saw it (removed where it did not exist)."""
+        target = resolve_inside(self.root, path)
+        if data is None:
+            target.unlink(missing_ok=True)
+        else:
+            target.write_bytes(data)
 
     def call(self, name: str, args: dict[str, Any]) -> ToolResult:
         """Run tool `name` with `args`; the agent's mistakes come back as ok=False, never as exceptions."""

@@ -14,6 +14,14 @@ from elpis_worker.store import TaskStore
 from models import StepKind, TaskStatus
 
 PHASES = ["reflect", "think", "tool_call", "tool_result", "emotion"]  # one generation per turn
+# The first turn has no result to reflect on: its one generation is the action alone.
+FIRST_TURN = PHASES[1:]
+
+
+def turn_kinds(turns: int) -> list[str]:
+    return FIRST_TURN + PHASES * (turns - 1) if turns else []
+
+
 OBSERVE = ["observe"] * 3  # repository map, the tests run once, the sources they name
 
 
@@ -50,7 +58,7 @@ def test_scripted_loop_fixes_the_failing_test(api, db_url):
     steps = steps_of(db_url, task_id)
     assert [s.seq for s in steps] == list(range(len(steps)))
     script = json.loads((SAMPLES / "fix_script.json").read_text())
-    assert [s.kind.value for s in steps] == OBSERVE + ["memory"] + PHASES * len(script)
+    assert [s.kind.value for s in steps] == OBSERVE + ["memory"] + turn_kinds(len(script))
     assert [s.tool_name for s in steps if s.kind == StepKind.tool_call] == [a["tool"] for a in script]
     results = [s for s in steps if s.kind == StepKind.tool_result]
     (first_tests,) = (r for r in results if r.tool_name == "run_tests")
@@ -77,7 +85,7 @@ def test_budget_exhaustion_fails_with_reason(api, db_url, scripted):
     assert status == TaskStatus.failed
     assert "budget exhausted: 2 steps" in task.failure_reason
     assert task.test_passed is False  # the final verification ran the task's tests
-    assert len(steps_of(db_url, task_id)) == len(OBSERVE) + 1 + 2 * len(PHASES)
+    assert len(steps_of(db_url, task_id)) == len(OBSERVE) + 1 + len(turn_kinds(2))
 
 
 def test_escape_attempt_is_refused_and_recorded(api, db_url, scripted):
@@ -305,3 +313,78 @@ def test_a_banned_call_no_pattern_can_express_is_sampled_again(api, db_url, scri
     assert calls[:2] == ["run", "list_dir"]
     second = [s for s in steps if s.kind == StepKind.think][1]
     assert second.sampling["resampled"] == 1 and second.sampling["temperature_used"] >= 0.7
+
+
+def test_an_edit_that_breaks_a_passing_test_is_undone_and_excluded(api, db_url, scripted):
+    """The calc sample fails test_subtract only. Rewriting `add` wrongly breaks test_add, which passed:
+    the edit is undone at once (file back, no diff), the result says so, and the same call is excluded
+    from the next turn; a right fix after it is kept and the task succeeds."""
+    breaking = {
+        "thought": "wrong function",
+        "tool": "write_file",
+        "args": {"path": "calc/ops.py", "content": "def add(a, b):\n    return a - b\n"},
+    }
+    fix = {
+        "thought": "the real bug",
+        "tool": "write_file",
+        "args": {"path": "calc/ops.py", "content": "def subtract(a, b):\n    return a - b\n"},
+    }
+    script = scripted(
+        [
+            breaking,
+            breaking,  # excluded (multi-line content: no grammar pattern), so the think samples again
+            fix,
+            {"thought": "done", "tool": "finish", "args": {"summary": "Fixed subtract"}},
+        ]
+    )
+    task_id = submit(api, instruction="Fix the failing test", budget={"max_steps": 4})
+    status = run_scripted(db_url, task_id, script)
+    steps = steps_of(db_url, task_id)
+    results = [s for s in steps if s.kind == StepKind.tool_result]
+    first = results[0]
+    assert first.detail["error_kind"] == "regression" and first.detail["reverted"] is True
+    assert "undone" in first.tool_result and "tests/test_ops.py::test_add" in first.tool_result
+    assert first.detail["diff_lines"] == 0  # the workspace is as it was
+    thinks = [s for s in steps if s.kind == StepKind.think]
+    assert thinks[1].sampling["banned_calls"][0]["args"]["content"] == breaking["args"]["content"]
+    assert thinks[1].sampling["resampled"] == 1
+    assert results[1].detail["ok"] and results[1].detail["tests_passed"]
+    assert status == TaskStatus.succeeded
+    task = task_row(db_url, task_id)
+    assert task.workspace_diff.count("+    return a - b") == 1  # subtract fixed, add untouched
+
+
+def test_an_edit_that_leaves_the_same_failure_is_kept(api, db_url, scripted):
+    """Only a regression is undone: a change after which the same test still fails stays, so a fix made
+    in two steps is not thrown away half-way."""
+    script = scripted(
+        [
+            {
+                "thought": "not yet right",
+                "tool": "write_file",
+                "args": {"path": "calc/ops.py", "content": "def subtract(a, b):\n    return a * b\n"},
+            },
+            {"thought": "stop", "tool": "finish", "args": {"summary": "x"}},
+        ]
+    )
+    task_id = submit(api, instruction="Fix it", budget={"max_steps": 1})
+    run_scripted(db_url, task_id, script)
+    result = next(s for s in steps_of(db_url, task_id) if s.kind == StepKind.tool_result)
+    assert result.detail["ok"] and not result.detail["reverted"] and result.detail["tests_passed"] is False
+    assert "+    return a * b" in (task_row(db_url, task_id).workspace_diff or "")
+
+
+def test_wrapping_up_with_failing_tests_leaves_the_tools_open(api, db_url, scripted):
+    """Near the end of the budget an anxious agent is told to wrap up; with the tests still failing,
+    narrowing it to run_tests/finish would only waste the last turns, so every tool stays allowed."""
+    look = {"thought": "look", "tool": "list_dir", "args": {"path": "calc"}}
+    missing = [
+        {"thought": "read", "tool": "read_file", "args": {"path": f"calc/none{i}.py"}} for i in range(5)
+    ]
+    script = scripted([look, *missing])
+    task_id = submit(api, instruction="Fix it", budget={"max_steps": 6})
+    run_scripted(db_url, task_id, script, tools={"repair_first": False})
+    emotions = [s.emotion for s in steps_of(db_url, task_id) if s.kind == StepKind.emotion]
+    wrapping = [e for e in emotions if e["modulation"]["strategy"] == "wrap_up"]
+    assert wrapping, [e["modulation"]["strategy"] for e in emotions]
+    assert all("write_file" in e["plan"]["tools"] for e in wrapping)

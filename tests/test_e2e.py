@@ -12,6 +12,12 @@ from conftest import AUTH, SAMPLES, steps_of, wait_finished
 from models import StepKind, TaskStatus
 
 PHASES = ["reflect", "think", "tool_call", "tool_result", "emotion"]  # one generation per turn
+# The first turn has no result to reflect on: its one generation is the action alone.
+FIRST_TURN = PHASES[1:]
+
+
+def turn_kinds(turns: int) -> list[str]:
+    return FIRST_TURN + PHASES * (turns - 1) if turns else []
 
 
 def run_batch(start_api, start_worker, db_url: str, n_tasks: int, **env: str) -> list[int]:
@@ -42,7 +48,7 @@ def run_batch(start_api, start_worker, db_url: str, n_tasks: int, **env: str) ->
         kinds = [s.kind.value for s in steps]
         turns = kinds.count("emotion")
         assert 1 <= turns <= 2
-        assert kinds == ["observe"] * 3 + ["memory"] + PHASES * turns, kinds
+        assert kinds == ["observe"] * 3 + ["memory"] + turn_kinds(turns), kinds
         assert [s.seq for s in steps] == list(range(len(steps)))
         thinks = [s for s in steps if s.kind == StepKind.think]
         # The real model generated these: tokens were counted and the output was schema-constrained.

@@ -12,6 +12,9 @@ from hypothesis import strategies as st
 from elpis_worker.emotion import (
     APPRAISAL_RULES,
     MOODS,
+    STUCK_TEMPERATURE_MAX,
+    STUCK_TEMPERATURE_STEP,
+    STUCK_TURNS,
     AffectState,
     EmotionEngine,
     Modulation,
@@ -380,6 +383,24 @@ def test_temperature_frustrated_below_base_below_calm_positive() -> None:
     assert hot.temperature < rest.temperature < cool.temperature
     assert rest.temperature == pytest.approx(0.7) and rest.top_p == pytest.approx(0.9)
     assert hot.top_p < 0.9 < cool.top_p
+
+
+def test_distress_that_lasts_opens_sampling_step_by_step_to_a_cap() -> None:
+    """One bad turn steadies sampling; from STUCK_TURNS turns of distress on the steady approach has
+    failed, so temperature rises STUCK_TEMPERATURE_STEP per further turn up to STUCK_TEMPERATURE_MAX."""
+    engine = EmotionEngine(BASE, 0.15)
+    distressed = AffectState(-0.5, 0.6, 0.0)
+    temps = [engine.modulate(distressed, [distressed] * n, 0.2, 0.9).temperature for n in range(1, 6)]
+    assert temps[0] < 0.2
+    assert temps[1:] == pytest.approx(
+        [min(STUCK_TEMPERATURE_MAX, 0.2 + STUCK_TEMPERATURE_STEP * k) for k in range(1, 5)]
+    )
+    assert temps[-1] == STUCK_TEMPERATURE_MAX
+    stuck = engine.modulate(distressed, [distressed] * STUCK_TURNS, 0.2, 0.9)
+    assert stuck.top_p >= 0.9 and any(r.startswith("stuck:") for r in stuck.reasons)
+    # A recovered state is not stuck, and a base above the cap is left to the usual rule.
+    assert engine.modulate(BASE, [distressed, distressed, BASE], 0.2, 0.9).temperature == pytest.approx(0.2)
+    assert engine.modulate(distressed, [distressed] * 4, 1.2, 0.9).temperature < 1.2
 
 
 def test_sampling_is_clamped() -> None:

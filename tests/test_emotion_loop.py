@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from conftest import SAMPLES, steps_of, wait_finished
 
+from elpis_worker.emotion import STUCK_TEMPERATURE_MAX
 from models import StepKind
 
 STUBBORN = [
@@ -66,9 +67,11 @@ def test_failing_tests_build_frustration_then_a_strategy_switch(api, start_worke
     assert calls[:4] == ["run_tests", "run_tests", "run_tests", "read_file"]  # a different tool call
     think4 = next(s for s in steps if s.kind == StepKind.think and s.turn == 4)
     assert "run_tests" not in think4.sampling["allowed_tools"]
-    # Sampling followed the state: the distressed agent samples cooler than it started.
+    # Sampling followed the state: the first setback steadies it (cooler than it started); distress
+    # that lasts opens it (stuck: the same approach keeps failing), up to the cap.
     temps = [s.sampling["temperature"] for s in steps if s.kind == StepKind.think]
-    assert temps[0] == 0.7 and temps[3] < temps[2] < temps[1] < temps[0]
+    assert temps[0] == 0.7 and temps[1] < temps[0] < temps[2]
+    assert temps[2] == temps[3] == STUCK_TEMPERATURE_MAX
 
     trajectory = api.get(f"/v1/tasks/{task_id}/emotions").json()["items"]
     assert [round(i["valence"], 4) for i in trajectory] == [round(v, 4) for v in valence]

@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from elpis_worker.tools import TOOL_DESCRIPTIONS, TOOL_SCHEMAS, Toolbox, ToolResult, parse_test_failures
+from elpis_worker.tools import (
+    TOOL_DESCRIPTIONS,
+    TOOL_SCHEMAS,
+    Toolbox,
+    ToolResult,
+    failing_tests,
+    parse_test_failures,
+    regression_between,
+)
 from elpis_worker.workspace import (
     WorkspaceError,
     WorkspaceEscapeError,
@@ -764,3 +772,62 @@ def test_edit_file_naming_a_function_with_its_whole_new_definition_merges_it(wor
     assert (
         workspace / "c.py"
     ).read_text() == '"""Temps."""\n\n\ndef f_to_c(f):\n    return (f - 32) * 5 / 9\n'
+
+
+PYTEST_ONE_FAILS = "FAILED tests/test_a.py::test_x - assert 1 == 2\n1 failed, 2 passed in 0.01s\n"
+PYTEST_TWO_FAIL = (
+    "FAILED tests/test_a.py::test_x - assert 1 == 2\nFAILED tests/test_a.py::test_y - NameError\n"
+    "2 failed, 1 passed in 0.01s\n"
+)
+PYTEST_COLLECTION = (
+    "ERROR tests/test_b.py\n!!! Interrupted: 1 error during collection !!!\n1 error in 0.05s\n"
+)
+PYTEST_B_FAILS = "FAILED tests/test_b.py::test_z - assert 0\n1 failed in 0.01s\n"
+
+
+@pytest.mark.parametrize(
+    ("output", "ids"),
+    [
+        (PYTEST_TWO_FAIL, {"tests/test_a.py::test_x", "tests/test_a.py::test_y"}),
+        (PYTEST_COLLECTION, {"tests/test_b.py"}),
+        ("3 passed in 0.01s\n", set()),
+        ("Ran 3 tests in 0.001s\n\nOK\n", set()),
+        ("make: *** [test] Error 2\n", None),
+    ],
+)
+def test_failing_tests_reads_pytest_short_summary(output: str, ids: set[str] | None) -> None:
+    assert failing_tests(output) == ids
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "broken"),
+    [
+        (PYTEST_ONE_FAILS, PYTEST_TWO_FAIL, "tests/test_a.py::test_y"),  # a passing test now fails
+        (PYTEST_ONE_FAILS, PYTEST_COLLECTION, "tests/test_b.py"),  # the edit broke an import
+        (PYTEST_TWO_FAIL, PYTEST_ONE_FAILS, None),  # better
+        (PYTEST_ONE_FAILS, PYTEST_ONE_FAILS, None),  # the same failure: kept
+        (PYTEST_COLLECTION, PYTEST_B_FAILS, None),  # now collected, a test of that file fails: progress
+        ("FAILED (failures=1)\n", "FAILED (failures=2, errors=1)\n", "from 1 to 3"),  # unittest counts
+        ("FAILED (failures=2)\n", "FAILED (failures=1)\n", None),
+        ("", PYTEST_TWO_FAIL, None),  # nothing to compare with
+    ],
+)
+def test_regression_between_flags_only_tests_made_worse(before: str, after: str, broken: str | None) -> None:
+    why = regression_between(before, after)
+    if broken is None:
+        assert why is None
+    else:
+        assert why is not None and broken in why
+
+
+def test_snapshot_and_restore_put_a_file_back_or_remove_a_new_one(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("x = 1\n")
+    box = make_toolbox(tmp_path)
+    saved, missing = box.snapshot("a.py"), box.snapshot("new.py")
+    box.call("write_file", {"path": "a.py", "content": "x = 2\n"})
+    box.call("write_file", {"path": "new.py", "content": "y = 1\n"})
+    box.restore("a.py", saved)
+    box.restore("new.py", missing)
+    assert (tmp_path / "a.py").read_text() == "x = 1\n" and not (tmp_path / "new.py").exists()
+    with pytest.raises(WorkspaceError):
+        box.snapshot("../outside.py")
