@@ -8,7 +8,9 @@ before its first step, instead of being left for it to discover with a budget of
 from __future__ import annotations
 
 import ast
+import importlib
 import re
+import sys
 from pathlib import Path
 
 __all__ = [
@@ -210,6 +212,33 @@ def render_source(root: Path, relative: str, lines_of_interest: list[int] | None
 
 _NAME_ERROR = re.compile(r"NameError: name '(\w+)' is not defined")
 _IMPORT_NAME = re.compile(r"ImportError: cannot import name '(\w+)' from '([\w.]+)'")
+_MISSING_FIXTURE = re.compile(r"fixture '(\w+)' not found")
+# Standard-library modules whose names a small model most often uses without importing them.
+_STDLIB_HOMES = (
+    "datetime",
+    "math",
+    "collections",
+    "pathlib",
+    "itertools",
+    "functools",
+    "dataclasses",
+    "decimal",
+    "fractions",
+    "statistics",
+    "string",
+    "typing",
+)
+
+
+def _stdlib_import(name: str) -> str | None:
+    """The import that brings standard-library `name` into scope (`import json`, `from math import pi`),
+    or None when it is not a standard module nor a name of one of _STDLIB_HOMES."""
+    if name.startswith("_"):
+        return None
+    if name in sys.stdlib_module_names:
+        return f"import {name}"
+    home = next((m for m in _STDLIB_HOMES if hasattr(importlib.import_module(m), name)), None)
+    return f"from {home} import {name}" if home else None
 
 
 def _defined_in(root: Path, name: str, tests: bool = False) -> list[str]:
@@ -236,7 +265,8 @@ def _defined_in(root: Path, name: str, tests: bool = False) -> list[str]:
 
 def failure_hints(output: str, root: Path) -> list[str]:
     """What a linter would say about the commonest failures of a small model's change: a name used but
-    never imported, a name imported from a module that does not define it."""
+    never imported (from the repository or the standard library), a name imported from a module that
+    does not define it, a test function given parameters pytest cannot fill."""
     hints: list[str] = []
     for name in dict.fromkeys(_NAME_ERROR.findall(output)):
         where = _defined_in(root, name)
@@ -246,6 +276,17 @@ def failure_hints(output: str, root: Path) -> list[str]:
                 f"hint: {name} is defined in {where[0]} but not imported where it is used: "
                 f"add `from {module} import {name}` to that file."
             )
+        elif statement := _stdlib_import(name):
+            hints.append(
+                f"hint: {name} comes from Python's standard library but is not imported where it is "
+                f"used: add `{statement}` at the top of that file."
+            )
+    for name in dict.fromkeys(_MISSING_FIXTURE.findall(output)):
+        hints.append(
+            f"hint: pytest passes a test function's parameters as fixtures, and there is no fixture "
+            f"'{name}': write the test with no parameters (`def test_something():`) and build the "
+            "values inside it."
+        )
     for name, module in dict.fromkeys(_IMPORT_NAME.findall(output)):
         target = module.replace(".", "/") + ".py"
         where = [w for w in _defined_in(root, name, tests=True) if w != target]

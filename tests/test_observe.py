@@ -1,0 +1,60 @@
+"""The observation helpers' pure parts: the hints after a failing test run, and the source shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from elpis_worker.observe import failure_hints, render_source, trim_test_output
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "prices.py").write_text("PRICES = {'pear': 2}\n")
+    (tmp_path / "shop" / "order.py").write_text("def total(fruit):\n    return PRICES[fruit]\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("output", "hint"),
+    [
+        (
+            "E   NameError: name 'PRICES' is not defined",
+            "PRICES is defined in shop/prices.py but not imported where it is used: "
+            "add `from shop.prices import PRICES`",
+        ),
+        ("E   NameError: name 'timedelta' is not defined", "add `from datetime import timedelta`"),
+        ("E   NameError: name 'json' is not defined", "add `import json`"),
+        ("E   NameError: name 'pi' is not defined", "add `from math import pi`"),
+        (
+            "E   ImportError: cannot import name 'DEFAULTS' from 'shop.order' (/w/shop/order.py)",
+            "shop/order.py does not define DEFAULTS: define DEFAULTS in shop/order.py.",
+        ),
+        ("E       fixture 'text' not found", "there is no fixture 'text': write the test with no parameters"),
+    ],
+)
+def test_failure_hints_say_what_a_linter_would(repo: Path, output: str, hint: str) -> None:
+    hints = failure_hints(output, repo)
+    assert len(hints) == 1 and hint in hints[0], hints
+
+
+def test_no_hint_for_an_unknown_name_or_a_plain_assertion(repo: Path) -> None:
+    assert failure_hints("E   NameError: name 'frobnicate_widgets' is not defined", repo) == []
+    assert failure_hints("E   assert 3 == 4", repo) == []
+
+
+def test_render_source_numbers_lines_and_windows_a_long_file(tmp_path: Path) -> None:
+    (tmp_path / "long.py").write_text("".join(f"x{n} = {n}\n" for n in range(1, 301)))
+    shown = render_source(tmp_path, "long.py", [200])
+    assert shown.startswith("--- long.py (lines 160-279 of 300)")
+    assert " 200| x200 = 200" in shown and "x1 = 1\n" not in shown
+
+
+def test_trim_test_output_keeps_the_traceback_and_summary() -> None:
+    noise = "\n".join(f"PASSED tests/test_a.py::test_{n}" for n in range(200))
+    output = f"{noise}\n____ test_x ____\n>   assert f() == 2\nE   assert 1 == 2\nFAILED tests/t.py::test_x\n"
+    trimmed = trim_test_output(output, max_lines=20)
+    assert "E   assert 1 == 2" in trimmed and "FAILED tests/t.py::test_x" in trimmed
+    assert len(trimmed.splitlines()) <= 21
