@@ -524,7 +524,7 @@ class Agent:
             )
         result_step = turn.get(StepKind.tool_result) or self._execute(turn, action, plan)
         # In one-call mode the next turn's reply carries the reflection on this result.
-        if turn.get(StepKind.reflect) is None and not (merged or self.gen.one_call_per_turn):
+        if turn.get(StepKind.reflect) is None and not merged:
             self._reflect(turn, modulation)
         if turn.get(StepKind.emotion) is None:
             self._update_emotion(turn, state, action, result_step)
@@ -640,19 +640,20 @@ class Agent:
     ) -> Step:
         restricted = plan["tools"] != list(TOOL_SCHEMAS)
         banned = plan.get("banned") or []
+        merged = self.gen.one_call_per_turn
         # The first turn has no tool result to reflect on: its reply is the action alone.
-        merged = self.gen.one_call_per_turn and turn.number > 1
+        reflecting = merged and turn.number > 1
         earlier = turn.get(StepKind.reflect)
         temperature, resampled = modulation.temperature, 0
-        if merged and earlier is not None and (earlier.detail or {}).get("completion") is not None:
+        if reflecting and earlier is not None and (earlier.detail or {}).get("completion") is not None:
             # Resumed between the two writes of one generation: the think step comes from the same reply.
             completion = Completion(earlier.detail["completion"], 0, 0, 0.0)
         else:
             if restricted or banned:
-                schema = think_schema(plan["tools"], banned, reflect=merged)
+                schema = think_schema(plan["tools"], banned, reflect=reflecting)
             else:
-                schema = THINK_REFLECT_SCHEMA if merged else THINK_SCHEMA
-            max_tokens = self.gen.max_tokens + (self.gen.reflect_max_tokens if merged else 0)
+                schema = THINK_REFLECT_SCHEMA if reflecting else THINK_SCHEMA
+            max_tokens = self.gen.max_tokens + (self.gen.reflect_max_tokens if reflecting else 0)
             messages = self._messages(upto=turn)
             while True:
                 completion = self.backend.chat(
@@ -671,7 +672,7 @@ class Agent:
                 log.info("task %s: think repeated a banned call; sampling again", self.task_id)
         action = parse_action(completion.text)
         reflect_tokens = 0
-        if merged and earlier is None:
+        if reflecting and earlier is None:
             reflect_tokens = self._record_reflection(turn, completion, modulation)
         reflect_share = reflect_tokens / completion.completion_tokens if completion.completion_tokens else 0.0
         sampling = {

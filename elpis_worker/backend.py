@@ -196,6 +196,8 @@ class ScriptedBackend:
                 f"model.script {path} must be a JSON list of {{thought, tool, args}} objects"
             )
         self.script: list[dict[str, Any]] = script
+        # Every conversation it was sent, in order, for tests of what the loop shows the model.
+        self.prompts: list[list[dict[str, str]]] = []
         self._skips: dict[str, int] = {}
         self._last: tuple[str, int, int] | None = None
         self.model_path = str(path)
@@ -228,6 +230,7 @@ class ScriptedBackend:
         max_tokens: int,
     ) -> Completion:
         started = time.perf_counter()
+        self.prompts.append([dict(m) for m in messages])
         allowed = [alt["properties"]["tool"]["const"] for alt in (schema or {}).get("anyOf", [])]
         if allowed:
             done = sum(1 for m in messages if m["role"] == "assistant" and '"tool"' in m["content"])

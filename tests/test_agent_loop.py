@@ -388,3 +388,33 @@ def test_wrapping_up_with_failing_tests_leaves_the_tools_open(api, db_url, scrip
     wrapping = [e for e in emotions if e["modulation"]["strategy"] == "wrap_up"]
     assert wrapping, [e["modulation"]["strategy"] for e in emotions]
     assert all("write_file" in e["plan"]["tools"] for e in wrapping)
+
+
+def test_each_earlier_turn_is_one_reply_and_one_result_message(api, db_url, scripted):
+    """One generation per turn: the prompt shows every earlier turn as the model's reply and one user
+    message (the tool result, then the affect line), the first turn included, which has no reflection.
+    The prefix of the conversation stays the same from one turn to the next (llama.cpp's KV cache)."""
+    script = scripted(
+        [
+            {"thought": "look", "tool": "list_dir", "args": {"path": "calc"}},
+            {"thought": "read", "tool": "read_file", "args": {"path": "calc/ops.py"}},
+            {"thought": "stop", "tool": "finish", "args": {"summary": "x"}},
+        ]
+    )
+    task_id = submit(api, instruction="Fix it", budget={"max_steps": 3})
+    settings = load_settings(tools={"repair_first": False})
+    backend = ScriptedBackend(
+        settings.model.model_copy(update={"backend": "scripted", "script": str(script)})
+    )
+    store = TaskStore(db_url)
+    assert store.claim(task_id, stale_after=60) is not None
+    run_agent(store, backend, settings, task_id)
+    second, third = backend.prompts[1], backend.prompts[2]
+    assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
+    assert [m["role"] for m in third] == ["system", "user", "assistant", "user", "assistant", "user"]
+    first_reply = json.loads(second[2]["content"])
+    assert set(first_reply) == {"thought", "tool", "args"}  # turn 1: the action alone
+    assert set(json.loads(third[4]["content"])) > {"progress", "thought", "tool"}  # then a reflection
+    assert "Affect:" in second[3]["content"]
+    # Stable prefix: the third prompt begins with the second one's system, task and first reply.
+    assert third[:3] == second[:3]
