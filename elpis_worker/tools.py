@@ -444,6 +444,11 @@ class Toolbox:
         if target.exists() and not target.is_file():
             return ToolResult(ok=False, output=f"'{path}' is not a regular file", error_kind="bad_args")
         problem = _python_syntax_error(target, content)
+        if problem is not None and textwrap.dedent(content) != content:
+            # A method copied out of its class keeps the class's indentation: read it as written there.
+            dedented = textwrap.dedent(content)
+            if _python_syntax_error(target, dedented) is None:
+                content, problem = dedented, None
         if problem is not None:
             return ToolResult(
                 ok=False, output=f"not written: {problem}; the file is unchanged", error_kind="syntax_error"

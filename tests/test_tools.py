@@ -761,6 +761,28 @@ def test_tool_arguments_are_validated_by_their_model(workspace: Path) -> None:
     assert missing.error_kind == "bad_args" and "missing replace" in missing.output
 
 
+def test_write_file_of_a_method_copied_with_its_class_indentation_replaces_it(workspace: Path) -> None:
+    """Seen in the eval: Qwen 1.5B wrote the fixed `total` method exactly as it sits in its class, four
+    spaces in; that was refused as an unexpected indent. It is the method, read as written there."""
+    (workspace / "cart.py").write_text(
+        "class Cart:\n    def __init__(self):\n        self.lines = []\n\n"
+        "    def total(self):\n        return sum(p for _n, p, _q in self.lines)\n"
+    )
+    tools = make_toolbox(workspace)
+    fixed = "    def total(self):\n        return sum(p * q for _n, p, q in self.lines)"
+    result = tools.call("write_file", {"path": "cart.py", "content": fixed})
+    assert result.ok and "replaced total" in result.output
+    assert (workspace / "cart.py").read_text() == (
+        "class Cart:\n    def __init__(self):\n        self.lines = []\n\n"
+        "    def total(self):\n        return sum(p * q for _n, p, q in self.lines)\n"
+    )
+    # Indentation that is wrong even when read as a block is still refused, the file untouched.
+    broken = tools.call(
+        "write_file", {"path": "cart.py", "content": "    def total(self):\n  return 1\n    x"}
+    )
+    assert not broken.ok and broken.error_kind == "syntax_error"
+
+
 def test_edit_file_naming_a_function_with_its_whole_new_definition_merges_it(workspace: Path) -> None:
     (workspace / "c.py").write_text('"""Temps."""\n\n\ndef f_to_c(f):\n    return (f - 32) * 9 / 5\n')
     tools = make_toolbox(workspace)
