@@ -69,7 +69,8 @@ def _system_prompt() -> str:
         "Never change the tests unless the task asks for it. Do not repeat a call that failed: "
         "try something different.\n"
         f"Tools:\n{tools}\n"
-        'Answer every turn with one JSON object {"thought": "...", "tool": "<tool>", "args": {...}}.'
+        'Answer every turn with one JSON object {"thought": "...", "tool": "<tool>", "args": {...}}; '
+        "the thought is one or two short sentences: the cause and the change that fixes it."
     )
 
 
@@ -115,10 +116,15 @@ def not_one_of(values: list[str]) -> str:
     return f"^({rest(trie)})$"
 
 
+# The longest thought the grammar allows. A cap the model runs into cuts its sentence off and forces the
+# string closed, and what follows is garbled (seen with Qwen 1.5B at 240: a mangled edit_file search on
+# every turn); the prompt asks for one or two sentences, well inside it.
+THOUGHT_CHARS = 480
+
 # The reflection that leads a one-call turn: an assessment of the last result, before the next action.
 REFLECTION_PROPERTIES: dict[str, Any] = {
     "progress": {"type": "boolean"},
-    "assessment": {"type": "string", "maxLength": 160},
+    "assessment": {"type": "string", "maxLength": THOUGHT_CHARS // 2},
 }
 
 
@@ -162,7 +168,7 @@ def think_schema(
             schema["required"] = [key, *[r for r in schema["required"] if r != key]]
         properties = {
             **(REFLECTION_PROPERTIES if reflect else {}),
-            "thought": {"type": "string", "maxLength": 240},
+            "thought": {"type": "string", "maxLength": THOUGHT_CHARS},
             "tool": {"const": name},
             "args": schema,
         }

@@ -735,11 +735,13 @@ def _definitions(source: str) -> list[str]:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return []
-    return [
-        node.name
-        for node in tree.body
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
-    ]
+    names = []
+    for node in tree.body:
+        if isinstance(node, _DEFINITIONS):
+            names.append(node.name)
+        if isinstance(node, ast.ClassDef):
+            names.extend(f"{node.name}.{item.name}" for item in node.body if isinstance(item, _FUNCTIONS))
+    return names
 
 
 def _definition_spans(tree: ast.Module) -> dict[str, list[tuple[int, int, int]]]:
@@ -782,8 +784,15 @@ def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]
     spans = _definition_spans(old_tree)
     snippet_lines = snippet.splitlines(keepends=True)
     changes: list[tuple[int, int, str]] = []
-    replaced, added = [], []
+    replaced, added, new_methods = [], [], []
+    merged: set[str] = set()
     for node in definitions:
+        partial = _partial_class(node, old_tree)
+        if partial is not None:
+            # A class written with only some of its methods: those methods are merged into it.
+            changes.extend(_merge_methods(partial, node, snippet_lines, replaced, new_methods))
+            merged.add(node.name)
+            continue
         source = "".join(snippet_lines[_first_line(node) - 1 : node.end_lineno])
         found = spans.get(node.name, [])
         candidates = [span for span in found if span[2] == 0] or found
@@ -814,8 +823,55 @@ def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]
         block = "\n".join(new_imports) + "\n"
         after_docstring = bool(head) and isinstance(head[0], ast.Expr)
         result = "".join(out[:at]) + ("\n" if after_docstring else "") + block + "".join(out[at:])
-    names = [n.name for n in definitions if n.name not in replaced]
-    return result, replaced, names
+    names = [n.name for n in definitions if n.name not in replaced and n.name not in merged]
+    return result, replaced, [*names, *new_methods]
+
+
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _partial_class(node: ast.AST, old_tree: ast.Module) -> ast.ClassDef | None:
+    """The file's class that snippet class `node` rewrites with only some of its methods (and nothing
+    but methods, a docstring aside); None when `node` is a whole class to replace or add."""
+    if not isinstance(node, ast.ClassDef):
+        return None
+    body = node.body[1:] if node.body and isinstance(node.body[0], ast.Expr) else node.body
+    if not body or not all(isinstance(item, _FUNCTIONS) for item in body):
+        return None
+    olds = [n for n in old_tree.body if isinstance(n, ast.ClassDef) and n.name == node.name]
+    if len(olds) != 1:
+        return None
+    kept = {item.name for item in body}  # type: ignore[attr-defined]
+    missing = [i for i in olds[0].body if isinstance(i, _FUNCTIONS) and i.name not in kept]
+    return olds[0] if missing else None
+
+
+def _merge_methods(
+    old_class: ast.ClassDef,
+    node: ast.ClassDef,
+    snippet_lines: list[str],
+    replaced: list[str],
+    added: list[str],
+) -> list[tuple[int, int, str]]:
+    """Line changes that put `node`'s methods into `old_class`: each replaces the method of the same
+    name, a new one goes at the end of the class. Names are noted as Class.method."""
+    indent = " " * (old_class.body[0].col_offset if old_class.body else 4)
+    end = old_class.end_lineno or old_class.lineno
+    changes: list[tuple[int, int, str]] = []
+    for item in node.body:
+        if not isinstance(item, _FUNCTIONS):
+            continue
+        source = textwrap.dedent("".join(snippet_lines[_first_line(item) - 1 : item.end_lineno]))
+        name = f"{old_class.name}.{item.name}"
+        same = [i for i in old_class.body if isinstance(i, _FUNCTIONS) and i.name == item.name]
+        if same:
+            first, last = _first_line(same[0]), same[0].end_lineno or same[0].lineno
+            changes.append((first, last, textwrap.indent(source, " " * same[0].col_offset)))
+            replaced.append(name)
+        else:
+            changes.append((end + 1, end, "\n" + textwrap.indent(source, indent)))
+            added.append(name)
+    return changes
 
 
 def _merge_note(replaced: list[str], added: list[str]) -> str:
@@ -828,12 +884,15 @@ def _merge_note(replaced: list[str], added: list[str]) -> str:
 
 
 def _lost_definitions(target: Path, content: str) -> list[str]:
-    """Top-level functions and classes an existing .py file has and `content` would drop: a small model
-    asked to add one function often rewrites the file with only that function."""
+    """Top-level functions, classes and methods (as Class.method) an existing .py file has and `content`
+    would drop: a small model asked to fix one function often rewrites the file (or the class) with
+    only that function."""
     if target.suffix != ".py" or not target.is_file():
         return []
     kept = set(_definitions(content))
-    return [name for name in _definitions(target.read_text("utf-8", "replace")) if name not in kept]
+    lost = [name for name in _definitions(target.read_text("utf-8", "replace")) if name not in kept]
+    # A lost class says it all: its methods are not listed again.
+    return [name for name in lost if name.split(".")[0] == name or name.split(".")[0] not in lost]
 
 
 def _python_syntax_error(target: Path, content: str) -> str | None:

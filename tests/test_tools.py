@@ -783,6 +783,42 @@ def test_write_file_of_a_method_copied_with_its_class_indentation_replaces_it(wo
     assert not broken.ok and broken.error_kind == "syntax_error"
 
 
+def test_write_file_of_a_class_with_only_some_methods_merges_them_into_it(workspace: Path) -> None:
+    """Seen in the eval: the model rewrote `class Store` with only `__init__`, which deleted every other
+    method. A class given with some of its methods changes those (a new one is added to the class)."""
+    original = (
+        '"""Stock."""\n\n\nclass Store:\n    """A shop."""\n\n'
+        "    def __init__(self):\n        self.stock = {}\n\n"
+        "    def restock(self, item, n):\n        self.stock[item] = n\n\n"
+        "    def available(self, item):\n        return self.stock.get(item, 0)\n\n\n"
+        "def helper():\n    return 1\n"
+    )
+    (workspace / "store.py").write_text(original)
+    tools = make_toolbox(workspace)
+    snippet = (
+        "class Store:\n    def restock(self, item, n):\n"
+        "        self.stock[item] = self.stock.get(item, 0) + n\n\n"
+        "    def clear(self):\n        self.stock = {}\n"
+    )
+    result = tools.call("write_file", {"path": "store.py", "content": snippet})
+    assert result.ok and "replaced Store.restock; added Store.clear" in result.output
+    text = (workspace / "store.py").read_text()
+    assert text == original.replace(
+        "self.stock[item] = n\n", "self.stock[item] = self.stock.get(item, 0) + n\n"
+    ).replace(
+        "return self.stock.get(item, 0)\n",
+        "return self.stock.get(item, 0)\n\n    def clear(self):\n        self.stock = {}\n",
+    )
+    # A class with every method (or with other statements) is still the whole class.
+    whole = "class Store:\n    LIMIT = 3\n\n    def __init__(self):\n        self.stock = {}\n"
+    replaced = tools.call("write_file", {"path": "store.py", "content": whole})
+    assert (
+        replaced.ok
+        and "replaced Store" in replaced.output
+        and "def restock" not in (workspace / "store.py").read_text()
+    )
+
+
 def test_edit_file_naming_a_function_with_its_whole_new_definition_merges_it(workspace: Path) -> None:
     (workspace / "c.py").write_text('"""Temps."""\n\n\ndef f_to_c(f):\n    return (f - 32) * 9 / 5\n')
     tools = make_toolbox(workspace)
