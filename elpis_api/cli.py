@@ -185,6 +185,7 @@ def eval_(
     from elpis_api.evaluate import (
         batch_for,
         compare_table,
+        isolated_env,
         model_env,
         outcome_of,
         outcomes_table,
@@ -192,6 +193,8 @@ def eval_(
     )
     from elpis_api.stack import StackError
     from elpis_api.supervisor import Supervisor, install_signal_handlers
+    from elpis_api.tokens import configured_api_token
+    from elpis_worker.backend import ModelLoadError
 
     if compare:
         try:
@@ -217,17 +220,34 @@ def eval_(
     model_name = model or settings.model.path or settings.model.name
     install_signal_handlers()
     outcomes = []
+    homes: list[str] = []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    given = {key: os.environ.get(key) for key in ("ELPIS_HOME", "ELPIS_MODEL__PATH")}
     for seed in range(seeds):
+        for key, value in given.items():  # the previous seed's fresh home is not this one's base
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         os.environ.update(model_env(model, modulation == "on", seed))
         try:
+            base = load_settings()
+            _ensure_model(base)
+            os.environ.update(isolated_env(base, stamp, seed))
             run_settings = load_settings()
         except ConfigError as exc:
             _fail(f"config: {exc}")
+        except (StackError, ModelLoadError) as exc:
+            _fail(str(exc))
+        homes.append(str(run_settings.home_dir))
         sup = Supervisor(run_settings)
         ids: list[int] = []
         try:
             _start_stack(sup, run_settings)
-            client = ElpisClient()
+            client = ElpisClient(
+                url=f"http://{run_settings.api_host}:{run_settings.api_port}",
+                token=configured_api_token(run_settings),
+            )
             created = client.submit(batch_for(suite, tasks, max_steps=max_steps))
             ids = [t["id"] for t in created["tasks"]]
             console.print(
@@ -255,6 +275,7 @@ def eval_(
         "seeds": list(range(seeds)),
         "worker_processes": settings.worker.concurrency,
         "max_steps": max_steps,
+        "homes": homes,
     }
     safe = "".join(c if c.isalnum() or c in ".-" else "_" for c in Path(str(model_name)).name)
     target = (

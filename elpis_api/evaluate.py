@@ -19,7 +19,9 @@ from typing import Any
 
 from rich.table import Table
 
+from configs.settings import Settings
 from elpis_api.eval_suite import EvalSuite, EvalTask, judge
+from elpis_worker.backend import resolve_model_path
 
 __all__ = [
     "RunConfig",
@@ -75,6 +77,19 @@ def model_env(model: str | None, modulation: bool, seed: int) -> dict[str, str]:
         else:
             env["ELPIS_MODEL__NAME"] = model
             env["ELPIS_MODEL__PATH"] = ""
+    return env
+
+
+def isolated_env(settings: Settings, stamp: str, seed: int) -> dict[str, str]:
+    """Environment overrides that give one seed of a run a fresh home (its own embedded Postgres and
+    valkey, so no long-term memory an earlier run formed is recalled: runs are independent and can be
+    compared), with the model file of the main home. Empty with a configured database, which the run
+    then shares."""
+    if settings.database_url:
+        return {}
+    env = {"ELPIS_HOME": str(settings.home_dir / "eval-runs" / f"{stamp}-seed{seed}")}
+    if settings.model.backend == "llama":
+        env["ELPIS_MODEL__PATH"] = str(resolve_model_path(settings.model, settings))
     return env
 
 
@@ -201,6 +216,8 @@ def write_run(path: Path, config: dict[str, Any], outcomes: list[TaskOutcome]) -
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
         "worker_processes": config.get("worker_processes"),
         "max_steps": config.get("max_steps"),
+        # Where each seed ran (a fresh home each with the embedded stack): its database keeps the steps.
+        "homes": config.get("homes", []),
         "summary": summarize(outcomes),
         "tasks": [asdict(o) for o in outcomes],
     }

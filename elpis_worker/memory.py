@@ -412,20 +412,6 @@ def _sequence(labels: list[str]) -> str:
     return " -> ".join(collapsed)
 
 
-def _reflection(step: Step | None) -> str | None:
-    if step is None:
-        return None
-    try:
-        data = json.loads(step.content)
-    except (json.JSONDecodeError, TypeError):
-        return step.content[:160] or None
-    if isinstance(data, dict):
-        parts = [str(data.get(k, "")).strip() for k in ("assessment", "next")]
-        joined = " ".join(p for p in parts if p)
-        return joined[:200] or None
-    return None
-
-
 def form_memories(task: Task, steps: Sequence[Step]) -> list[Draft]:
     """What a finished task teaches, extracted from its steps (deterministic: no model call)."""
     by_turn: dict[int, dict[StepKind, Step]] = {}
@@ -444,7 +430,6 @@ def form_memories(task: Task, steps: Sequence[Step]) -> list[Draft]:
     felt = salience(valence, arousal)
     outcome = {TaskStatus.succeeded: "success", TaskStatus.failed: "failure"}.get(task.status)
     files = files_in_diff(task.workspace_diff)
-    reflections = [t[StepKind.reflect] for _, t in sorted(by_turn.items()) if StepKind.reflect in t]
     instruction = " ".join(task.instruction.split())[:300]
 
     verdict = {"success": "Succeeded", "failure": "Failed"}.get(outcome or "", "Cancelled")
@@ -459,12 +444,10 @@ def form_memories(task: Task, steps: Sequence[Step]) -> list[Draft]:
         )
     if task.summary:
         parts.append(f"Summary: {' '.join(task.summary.split())[:200]}")
-    if outcome != "success":
-        if task.failure_reason:
-            parts.append(f"Why: {task.failure_reason[:160]}.")
-        last = _reflection(reflections[-1] if reflections else None)
-        if last:
-            parts.append(f"Last reflection: {last}")
+    if outcome != "success" and task.failure_reason:
+        # Not the failed run's last reflection: that is the belief that did not lead to a fix, and a small
+        # model shown it copies it word for word (seen in the eval with Qwen 1.5B).
+        parts.append(f"Why: {task.failure_reason[:160]}.")
     mood = emotion.get("mood")
     if emotion:
         parts.append(f"Felt {mood or 'neutral'} at the end (valence {valence:+.2f}, arousal {arousal:+.2f}).")

@@ -52,6 +52,9 @@ def test_eval_judges_by_the_suites_check_not_the_agents_status(tmp_path: Path) -
     assert run["summary"]["solved"] == 1 and run["summary"]["agent_said_succeeded"] == 2
     assert run["modulation"] is False and run["summary"]["by_kind"] == {"one_line_bug": "1/2"}
     assert "solved 1/2 (50 %)" in proc.stdout and "adder-lenient" in proc.stdout
+    # The run had a home of its own (fresh database: no memory of earlier runs is recalled).
+    [home] = run["homes"]
+    assert Path(home).parent == tmp_path / "home" / "eval-runs" and (Path(home) / "logs").is_dir()
 
     compared = subprocess.run(
         [ELPIS, "eval", "--compare", str(out), "--compare", str(out)],
