@@ -276,9 +276,21 @@ def default_plan(strategy: str = "continue") -> dict[str, Any]:
     return {"strategy": strategy, "replan": False, "tools": list(TOOL_SCHEMAS), "excluded": [], "banned": []}
 
 
+def _call_key(tool: str, args: dict[str, Any]) -> tuple[str, str]:
+    """What makes two calls the same attempt: the tool and its arguments with every run of whitespace
+    as one space (seen in the eval: the same failing search sent again with one more trailing space
+    each turn, slipping past an exact comparison)."""
+    squeezed = {k: " ".join(v.split()) if isinstance(v, str) else v for k, v in args.items()}
+    return tool, json.dumps(squeezed, sort_keys=True)
+
+
+def _banned_call(tool: str, args: dict[str, Any], banned: list[dict[str, Any]]) -> dict[str, Any] | None:
+    key = _call_key(tool, normalized_args(tool, args))
+    return next((call for call in banned if _call_key(call["tool"], call["args"]) == key), None)
+
+
 def _is_banned(action: Action, banned: list[dict[str, Any]]) -> bool:
-    args = normalized_args(action.tool, action.args)
-    return any((call["tool"], call["args"]) == (action.tool, args) for call in banned)
+    return _banned_call(action.tool, action.args, banned) is not None
 
 
 def diff_sha(diff: str) -> str:
@@ -736,15 +748,14 @@ class Agent:
                 output=f"your reply was not a valid tool call: {action.error}",
                 error_kind="bad_args",
             )
-        args = normalized_args(action.tool, action.args)
-        for call in plan.get("banned") or []:
-            if (call["tool"], call["args"]) == (action.tool, args):
-                return ToolResult(
-                    ok=False,
-                    output=f"refused: the same {action.tool} call was made in turn {call.get('turn')} and "
-                    "failed or changed nothing, and nothing has changed since. Do something different.",
-                    error_kind="repeated",
-                )
+        call = _banned_call(action.tool, action.args, plan.get("banned") or [])
+        if call is not None:
+            return ToolResult(
+                ok=False,
+                output=f"refused: the same {action.tool} call was made in turn {call.get('turn')} and "
+                "failed or changed nothing, and nothing has changed since. Do something different.",
+                error_kind="repeated",
+            )
         if action.tool == "finish" and self.task.test_command:
             # The model's word is not enough: finishing is accepted only when the task's tests pass.
             check = self.toolbox.call("run_tests", {})
@@ -991,7 +1002,7 @@ class Agent:
             if upto.number - t.number >= REPEAT_WINDOW or call.tool_name not in TOOL_SCHEMAS:
                 continue
             args = normalized_args(call.tool_name, call.tool_args or {})
-            same = [b for b in banned if (b["tool"], b["args"]) == (call.tool_name, args)]
+            same = [b for b in banned if _call_key(b["tool"], b["args"]) == _call_key(call.tool_name, args)]
             if same:
                 same[0]["repeats"] = same[0].get("repeats", 1) + 1
             else:

@@ -418,3 +418,20 @@ def test_each_earlier_turn_is_one_reply_and_one_result_message(api, db_url, scri
     assert "Affect:" in second[3]["content"]
     # Stable prefix: the third prompt begins with the second one's system, task and first reply.
     assert third[:3] == second[:3]
+
+
+def test_a_repeat_differing_only_in_whitespace_is_the_same_call(api, db_url, scripted):
+    """Seen in the eval: the same failing edit_file search sent again with one more trailing space each
+    turn. Whitespace runs do not make a call different: the padded repeat is refused and sampled again."""
+    miss = {
+        "thought": "x",
+        "tool": "edit_file",
+        "args": {"path": "calc/ops.py", "search": "nope(", "replace": "y"},
+    }
+    padded = {**miss, "args": {**miss["args"], "search": "nope(  "}}
+    script = scripted([miss, padded, {"thought": "look", "tool": "list_dir", "args": {"path": "calc"}}])
+    task_id = submit(api, instruction="Anything", test_command=None, budget={"max_steps": 2})
+    run_scripted(db_url, task_id, script, emotions={"modulation": False})
+    steps = steps_of(db_url, task_id)
+    assert [s.tool_name for s in steps if s.kind == StepKind.tool_call] == ["edit_file", "list_dir"]
+    assert [s for s in steps if s.kind == StepKind.think][1].sampling["resampled"] == 1
