@@ -1,13 +1,16 @@
 """POST /webhooks/{github,gitlab,gitea}: a verified Git event becomes a queued task.
 
 Order of checks: size (413, before the body is read whole), a configured secret (403), the signature or
-token (401), JSON (400), the event's fields (422). Only then is anything written: the delivery record
+token over the raw bytes against every configured secret (401; nothing is parsed before), JSON (400),
+that the secret it was signed with is the repository's (403 if none, else 401), the event's fields
+(422). Only then is anything written: the delivery record
 and its task in one transaction; the task id is enqueued after the commit, and the answer is 202 with
 `{"delivery", "tasks"}` (200 for GitHub's ping). Reading endpoints show a delivery and a task's source.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from collections.abc import Mapping
@@ -75,6 +78,8 @@ def _payload(body: bytes, content_type: str) -> Any:
         return json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HTTPException(400, f"payload is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise HTTPException(400, "payload is nested too deeply") from None
 
 
 def _receive(provider: Provider, request: Request, body: bytes, settings: WebhookSettings) -> JSONResponse:
@@ -88,13 +93,20 @@ def _receive(provider: Provider, request: Request, body: bytes, settings: Webhoo
             f"{adapter.display} webhooks are refused: no secret is configured "
             f"(set {_SECRET_ENV[provider]} or webhooks.{provider.value}.secret)",
         )
-    # Parsed once; before the signature checks out only the repository name is read from it, to pick
-    # that repository's own secret, and a parse error is reported only to a verified sender.
-    try:
-        payload, parse_error = _payload(body, content_type), None
-    except HTTPException as exc:
-        payload, parse_error = None, exc
-    repository = adapter.repository(payload) if isinstance(payload, Mapping) else None
+    # The signature over the raw bytes first, against every configured secret (constant-time each):
+    # nothing of an unverified body is parsed, not even to pick a repository's secret.
+    signed_with, problem = None, None
+    for candidate in rules.candidate_secrets():
+        problem = adapter.verify(headers, body, candidate)
+        if problem is None:
+            signed_with = candidate
+            break
+    if signed_with is None:
+        raise HTTPException(401, problem or "missing signature")
+    payload = _payload(body, content_type)
+    if not isinstance(payload, Mapping):
+        raise HTTPException(400, f"payload must be a JSON object, not {type(payload).__name__}")
+    repository = adapter.repository(payload)
     secret = rules.secret_for(repository)
     if not secret:
         raise HTTPException(
@@ -102,14 +114,10 @@ def _receive(provider: Provider, request: Request, body: bytes, settings: Webhoo
             f"{adapter.display} webhooks for {repository or 'this repository'} are refused: no secret is "
             f"configured for it (set webhooks.{provider.value}.secret or its webhooks.repositories secret)",
         )
-    problem = adapter.verify(headers, body, secret)
-    if problem:
-        raise HTTPException(401, problem)
-
-    if parse_error is not None:
-        raise parse_error
-    if not isinstance(payload, Mapping):
-        raise HTTPException(400, f"payload must be a JSON object, not {type(payload).__name__}")
+    if not hmac.compare_digest(signed_with.encode(), secret.encode()):
+        # Signed, but with a secret that is not this repository's (another repository's own secret, or
+        # the provider's where the repository has its own).
+        raise HTTPException(401, f"the signature does not match the secret configured for {repository}")
     event = adapter.event(headers)
     if not event:
         raise HTTPException(400, f"missing {adapter.event_header} header: which event is this?")

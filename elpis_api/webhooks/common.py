@@ -90,6 +90,20 @@ class Rules:
             return repo.secret.get_secret_value()
         return self.provider_settings.secret.get_secret_value()
 
+    def candidate_secrets(self) -> list[str]:
+        """Every secret a delivery to this provider may be signed with: the provider's and each
+        repository's own (keyed for this provider or for any), without duplicates. The signature is
+        checked against these before the body is parsed; which repository may use which secret is
+        checked after (see `secret_for`)."""
+        prefixes = tuple(f"{p.value}:" for p in Provider if p != self.provider)
+        secrets = [self.provider_settings.secret.get_secret_value()]
+        secrets += [
+            rules.secret.get_secret_value()
+            for key, rules in self.settings.repositories.items()
+            if not key.lower().startswith(prefixes)
+        ]
+        return list(dict.fromkeys(s for s in secrets if s))
+
     def any_secret(self) -> bool:
         if self.provider_settings.secret.get_secret_value():
             return True

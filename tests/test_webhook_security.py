@@ -1,0 +1,81 @@
+"""Webhooks trust only what is signed: the signature over the raw bytes is checked before anything of
+the body is parsed, a repository's own secret cannot be replaced by another's, and hostile bodies
+(deeply nested, huge, not JSON) get a 4xx, never a 5xx, and create nothing."""
+
+# ruff: noqa: F811 - pytest injects the imported fixtures by parameter name
+from __future__ import annotations
+
+import json
+
+import pytest
+
+# The webhook tests' helpers and fixtures (`configure`, `enqueued`), shared rather than copied.
+from test_webhooks import configure, deliver, enqueued, load, unique_repo  # noqa: F401
+
+PROVIDERS = [
+    ("github", "issues_labeled"),
+    ("gitlab", "issue_hook_labeled"),
+    ("gitea", "issues_label_updated"),
+]
+
+
+@pytest.mark.parametrize(("provider", "name"), PROVIDERS)
+def test_an_unsigned_body_is_not_parsed_even_when_it_is_not_json(api, configure, enqueued, provider, name):
+    """Verify first: a forged body that is not even JSON is a 401 (not a 400 that would show it was
+    parsed), and so is a deeply nested one that would cost the parser."""
+    broken = deliver(api, provider, name, None, body=b'{"action": ', secret="forged")
+    assert broken.status_code == 401, broken.text
+    nested = b"[" * 100_000 + b"]" * 100_000
+    deep = deliver(api, provider, name, None, body=nested, secret="forged")
+    assert deep.status_code == 401, deep.text
+    assert enqueued == []
+
+
+@pytest.mark.parametrize(("provider", "name"), PROVIDERS)
+def test_a_signed_deeply_nested_body_is_400_not_500(api, configure, enqueued, provider, name):
+    nested = b'{"a": ' * 50_000 + b"1" + b"}" * 50_000
+    response = deliver(api, provider, name, None, body=nested)
+    assert response.status_code == 400 and "nested too deeply" in response.json()["detail"]
+    assert enqueued == []
+
+
+def test_one_repositorys_secret_does_not_sign_for_another(api, configure, enqueued):
+    """acme/a has its own secret: a delivery for acme/b signed with it is refused (the secret is no
+    longer picked by the unverified repository name), and the provider's secret cannot sign for acme/a."""
+    a, b = unique_repo(), unique_repo()
+    configure(repositories={f"github:acme/{a}": {"secret": "secret-of-a"}})
+    for_b = deliver(
+        api, "github", "issues_labeled", load("github", "issues_labeled", b), secret="secret-of-a"
+    )
+    assert for_b.status_code == 401 and f"acme/{b}" in for_b.json()["detail"]
+    for_a = deliver(api, "github", "issues_labeled", load("github", "issues_labeled", a))
+    assert for_a.status_code == 401
+    own = deliver(api, "github", "issues_labeled", load("github", "issues_labeled", a), secret="secret-of-a")
+    assert own.status_code == 202 and len(own.json()["tasks"]) == 1
+    assert len(enqueued) == 1
+
+
+def test_a_repository_secret_of_another_provider_signs_nothing_here(api, configure, enqueued):
+    repo = unique_repo()
+    configure(repositories={f"gitlab:acme/{repo}": {"secret": "gitlab-only"}})
+    data = load("github", "issues_labeled", repo)
+    assert deliver(api, "github", "issues_labeled", data, secret="gitlab-only").status_code == 401
+    assert enqueued == []
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"", "application/json"),
+        (b"\xff\xfe\x00garbage", "application/json"),
+        (b"payload=%7B%22a%22", "application/x-www-form-urlencoded"),
+        (json.dumps({"action": "labeled"}).encode(), "text/plain"),
+        (b"null", "application/json"),
+    ],
+)
+def test_hostile_signed_bodies_are_4xx_and_create_nothing(api, configure, enqueued, body, content_type):
+    response = deliver(
+        api, "github", "issues_labeled", None, body=body, headers={"Content-Type": content_type}
+    )
+    assert 400 <= response.status_code < 500, response.text
+    assert enqueued == []
