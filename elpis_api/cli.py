@@ -234,7 +234,9 @@ def eval_(
             base = load_settings()
             _ensure_model(base)
             os.environ.update(isolated_env(base, stamp, seed))
-            run_settings = load_settings()
+            # The embedded stack reads the process-wide settings: they must see this seed's home.
+            get_settings.cache_clear()
+            run_settings = get_settings()
         except ConfigError as exc:
             _fail(f"config: {exc}")
         except (StackError, ModelLoadError) as exc:

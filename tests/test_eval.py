@@ -55,6 +55,7 @@ def test_eval_judges_by_the_suites_check_not_the_agents_status(tmp_path: Path) -
     # The run had a home of its own (fresh database: no memory of earlier runs is recalled).
     [home] = run["homes"]
     assert Path(home).parent == tmp_path / "home" / "eval-runs" and (Path(home) / "logs").is_dir()
+    assert (Path(home) / "postgres").is_dir() and not (tmp_path / "home" / "postgres").exists()
 
     compared = subprocess.run(
         [ELPIS, "eval", "--compare", str(out), "--compare", str(out)],
