@@ -39,10 +39,12 @@ def _url_password(url: str) -> str:
 
 
 def settings_secrets(settings: Settings) -> list[str]:
-    """Every secret value the settings hold: tokens, webhook secrets, passwords in the server URLs."""
+    """Every secret value the settings hold: tokens, webhook secrets, the model server's key, passwords
+    in the server URLs."""
     values = [
         settings.api_token.get_secret_value(),
         settings.flower_basic_auth.get_secret_value().partition(":")[2],
+        settings.model.api_key.get_secret_value(),
         _url_password(settings.database_url),
         _url_password(settings.broker_url),
     ]

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
@@ -39,7 +47,7 @@ class _Section(BaseModel):
 
 
 class ModelSettings(_Section):
-    backend: Literal["llama", "scripted"] = "llama"
+    backend: Literal["llama", "scripted", "openai"] = "llama"
     # A catalogue model (`elpis models`) or hf:REPO/FILE; model.path, when set, wins.
     name: str = Field("qwen2.5-coder-1.5b", min_length=1)
     path: str = ""
@@ -51,6 +59,22 @@ class ModelSettings(_Section):
     warmup: bool = True
     seed: int = 0
     lazy_grammar: bool = True
+    # backend "openai": an OpenAI-compatible server (llama-server, vLLM, Ollama, llama_cpp.server).
+    base_url: str = ""
+    api_key: SecretStr = SecretStr("")
+    server_model: str = ""
+    schema_format: Literal["json_schema", "json_object"] = "json_schema"
+    request_timeout: float = Field(300, gt=0)
+    request_retries: int = Field(3, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _server_named(self) -> ModelSettings:
+        if self.backend == "openai" and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(
+                "model.base_url must be the server's http(s) URL (e.g. http://gpu-host:8080/v1) when "
+                "model.backend is openai"
+            )
+        return self
 
 
 class GenerationSettings(_Section):

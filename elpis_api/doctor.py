@@ -15,7 +15,7 @@ from pathlib import Path
 
 from configs import ConfigError, Settings, load_settings
 from configs.redact import redact, settings_secrets
-from configs.settings import config_path
+from configs.settings import ModelSettings, config_path
 
 GGUF_MAGIC = b"GGUF"
 TIMEOUT = 3.0
@@ -47,6 +47,29 @@ def check_config() -> tuple[Check, Settings | None]:
     return Check("config", True, f"{config_path()} and the ELPIS_* environment are valid"), settings
 
 
+def _check_model_server(cfg: ModelSettings) -> Check:
+    """The openai backend's server answers its model list (with the configured key)."""
+    import httpx
+
+    key = cfg.api_key.get_secret_value()
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    url = f"{cfg.base_url.rstrip('/')}/models"
+    try:
+        response = httpx.get(url, headers=headers, timeout=5)
+    except httpx.HTTPError as exc:
+        return Check(
+            "model", False, f"model server {url} unreachable ({exc})", "start it, or fix model.base_url"
+        )
+    if response.status_code != 200:
+        fix = (
+            "set model.api_key / ELPIS_MODEL__API_KEY"
+            if response.status_code in (401, 403)
+            else "check the server"
+        )
+        return Check("model", False, f"model server {url} answered {response.status_code}", fix)
+    return Check("model", True, f"model server {cfg.base_url} answers (model {cfg.server_model or cfg.name})")
+
+
 def check_model(settings: Settings) -> Check:
     """The file is there and is a GGUF; the model itself is not loaded (that takes the worker's time)."""
     from elpis_worker.backend import ModelLoadError, resolve_model_path
@@ -68,6 +91,8 @@ def check_model(settings: Settings) -> Check:
                 "model", False, f"model.script {path} is not a JSON list", "see samples/fix_script.json"
             )
         return Check("model", True, f"scripted backend, {len(script)} scripted actions in {path}")
+    if cfg.backend == "openai":
+        return _check_model_server(cfg)
     try:
         path = resolve_model_path(cfg, settings)
     except ModelLoadError as exc:

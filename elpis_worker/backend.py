@@ -1,7 +1,8 @@
 """The resident model behind a small interface: chat (optionally schema-constrained) and token count.
 
-`LlamaBackend` (llama.cpp through llama-cpp-python) is the default everywhere. `ScriptedBackend` replays a
-JSON script of tool calls: a deterministic test double for the loop's logic, never the default.
+`LlamaBackend` (llama.cpp through llama-cpp-python) is the default everywhere. `OpenAIBackend` talks to a
+model server (a GPU host) instead of keeping a model resident. `ScriptedBackend` replays a JSON script of
+tool calls: a deterministic test double for the loop's logic, never the default.
 """
 
 from __future__ import annotations
@@ -296,7 +297,110 @@ def _fill(schema: dict[str, Any] | None, progress: bool) -> dict[str, Any]:
     return out
 
 
+class ModelServerError(RuntimeError):
+    """The model server did not answer, or answered with an error, after the configured retries."""
+
+
+class OpenAIBackend:
+    """A model served by another process, often on a GPU host (llama-server, vLLM, Ollama, llama-cpp-
+    python's server), over the OpenAI chat-completions API: the worker keeps no model resident. The tool-
+    call grammar goes as the request's JSON schema (`model.schema_format`: OpenAI's `json_schema`, or
+    `json_object` with a `schema` as llama-cpp-python's server takes it), so replies parse as with the
+    resident model. Transport errors, 5xx and 429 are retried with backoff; tokens are counted as
+    characters / 3 (an over-estimate for code, which is what prompt windowing needs), since the API has
+    no tokenizer endpoint."""
+
+    name = "openai"
+    RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+    def __init__(self, cfg: ModelSettings) -> None:
+        import httpx
+
+        self.base_url = cfg.base_url.rstrip("/")
+        self.model = cfg.server_model or cfg.name
+        self.model_path = f"{self.base_url} ({self.model})"
+        self.schema_format = cfg.schema_format
+        self.retries = cfg.request_retries
+        self.seed = cfg.seed
+        key = cfg.api_key.get_secret_value()
+        self.http = httpx.Client(
+            base_url=self.base_url,
+            timeout=cfg.request_timeout,
+            headers={"Authorization": f"Bearer {key}"} if key else {},
+        )
+
+    def _response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
+        if self.schema_format == "json_object":
+            return {"type": "json_object", "schema": schema}
+        return {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": True}}
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        import httpx
+
+        problem = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(min(30.0, 2.0 ** (attempt - 1)))
+            try:
+                response = self.http.post("/chat/completions", json=body)
+            except httpx.HTTPError as exc:
+                problem = f"cannot reach {self.base_url}: {exc}"
+                continue
+            if response.status_code in self.RETRY_STATUS:
+                problem = f"{self.base_url} answered {response.status_code}: {response.text[:200]}"
+                continue
+            if response.status_code >= 400:
+                raise ModelServerError(
+                    f"{self.base_url} answered {response.status_code}: {response.text[:300]}"
+                )
+            try:
+                return response.json()
+            except ValueError:
+                raise ModelServerError(f"{self.base_url} answered with something that is not JSON") from None
+        raise ModelServerError(f"{problem} (after {self.retries + 1} tries)")
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        schema: dict[str, Any] | None,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+    ) -> Completion:
+        started = time.perf_counter()
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_tokens": max_tokens,
+            "seed": self.seed,
+        }
+        if schema is not None:
+            body["response_format"] = self._response_format(schema)
+        result = self._post(body)
+        try:
+            text = result["choices"][0]["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise ModelServerError(
+                f"{self.base_url} answered without a message: {str(result)[:300]}"
+            ) from None
+        usage = result.get("usage") or {}
+        return Completion(
+            text=text,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            duration_s=time.perf_counter() - started,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return -(-len(text) // 3)
+
+
 def load_backend(cfg: ModelSettings) -> ModelBackend:
     if cfg.backend == "scripted":
         return ScriptedBackend(cfg)
+    if cfg.backend == "openai":
+        return OpenAIBackend(cfg)
     return LlamaBackend(cfg)
