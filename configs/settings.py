@@ -203,6 +203,7 @@ class WebhookSettings(_Section):
     commenters: list[str] = []
     test_command: str = ""
     api_timeout: float = Field(10, gt=0)
+    allow_forks: bool = False
     github: GithubWebhookSettings = GithubWebhookSettings()
     gitlab: GitlabWebhookSettings = GitlabWebhookSettings()
     gitea: WebhookProviderSettings = WebhookProviderSettings()

@@ -10,7 +10,8 @@ import json
 import pytest
 
 # The webhook tests' helpers and fixtures (`configure`, `enqueued`), shared rather than copied.
-from test_webhooks import configure, deliver, enqueued, load, unique_repo  # noqa: F401
+from conftest import task_row
+from test_webhooks import configure, deliver, enqueued, load, source_row, unique_repo  # noqa: F401
 
 PROVIDERS = [
     ("github", "issues_labeled"),
@@ -79,3 +80,51 @@ def test_hostile_signed_bodies_are_4xx_and_create_nothing(api, configure, enqueu
     )
     assert 400 <= response.status_code < 500, response.text
     assert enqueued == []
+
+
+PULL_REQUESTS = [
+    ("github", "pull_request_opened"),
+    ("gitea", "pull_request_opened"),
+    ("gitlab", "merge_request_hook_open"),
+]
+
+
+def as_fork(provider: str, data: dict) -> str:
+    """Make the fixture's pull request come from mallory's fork; returns the fork's clone URL."""
+    url = f"https://{provider}.example.com/mallory/calc.git"
+    if provider == "gitlab":
+        attrs = data["object_attributes"]
+        attrs["source_project_id"] = attrs["target_project_id"] + 1000
+        attrs["source"] = {**attrs["source"], "path_with_namespace": "mallory/calc", "git_http_url": url}
+    else:
+        data["pull_request"]["head"]["repo"] = {
+            **data["pull_request"]["head"]["repo"],
+            "full_name": "mallory/calc",
+            "clone_url": url,
+        }
+    return url
+
+
+@pytest.mark.parametrize(("provider", "name"), PULL_REQUESTS)
+def test_a_labelled_pull_request_from_a_fork_is_not_run(api, db_url, configure, enqueued, provider, name):
+    """A fork's code never runs automatically: the delivery is recorded as ignored, with why."""
+    data = load(provider, name, unique_repo())
+    as_fork(provider, data)
+    response = deliver(api, provider, name, data)
+    assert response.status_code == 202 and response.json()["tasks"] == [] and enqueued == []
+    assert response.json()["outcome"] == "ignored" and "mallory/calc" in response.json()["detail"]
+    assert "webhooks.allow_forks" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(("provider", "name"), PULL_REQUESTS)
+def test_an_allowed_fork_is_cloned_from_and_published_to_the_fork(
+    api, db_url, configure, enqueued, provider, name
+):
+    """With webhooks.allow_forks the fork's pull request runs, and its result goes back to the fork:
+    a fork's commits are never pushed into the upstream repository."""
+    configure(ELPIS_WEBHOOKS__ALLOW_FORKS="true")
+    data = load(provider, name, unique_repo())
+    fork_url = as_fork(provider, data)
+    [task_id] = deliver(api, provider, name, data).json()["tasks"]
+    assert task_row(db_url, task_id).repo == fork_url
+    assert source_row(db_url, task_id).push_url == fork_url

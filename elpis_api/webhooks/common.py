@@ -232,6 +232,21 @@ def issue_instruction(title: str, body: str | None) -> str:
     return clip(f"{title.strip()}\n\n{(body or '').strip()}".strip())
 
 
+def fork_of(head: str | None, repository: str) -> str | None:
+    """The fork a pull request comes from (its head repository's full name), None when the head is in
+    `repository` itself. A head repository the payload does not name (a deleted fork) counts as a fork."""
+    if head is None:
+        return "an unknown (deleted?) fork"
+    return head if head.lower() != repository.lower() else None
+
+
+def fork_refused(number: int, fork: str) -> str:
+    return (
+        f"pull request {number} comes from {fork}: a fork's code is not run automatically "
+        "(set webhooks.allow_forks to run it; results then go to the fork, never upstream)"
+    )
+
+
 def pull_request_instruction(number: int, title: str, body: str | None, test_command: str | None) -> str:
     tests = f" (`{test_command}`)" if test_command else ""
     text = f"Make the tests{tests} of pull request #{number} pass: {title.strip()}"

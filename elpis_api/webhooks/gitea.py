@@ -18,6 +18,8 @@ from elpis_api.webhooks.common import (
     Rules,
     TaskPlan,
     dig,
+    fork_of,
+    fork_refused,
     hmac_sha256_hex,
     issue_instruction,
     label_names,
@@ -155,13 +157,17 @@ class Gitea(ProviderAdapter):
             return ignore(f"the pull request has no '{label}' label")
         number = need_int(payload, "pull_request.number")
         sha = need_str(payload, "pull_request.head.sha")
+        fork = fork_of(opt_str(payload, "pull_request.head.repo.full_name"), repository)
+        if fork and not rules.settings.allow_forks:
+            return ignore(fork_refused(number, fork))
         head_repo = opt_str(payload, "pull_request.head.repo.clone_url")
         plan = TaskPlan(
             trigger=Trigger.pull_request,
             repository=repository,
             clone_url=head_repo or clone_url,
             ref=need_str(payload, "pull_request.head.ref"),
-            push_url=clone_url,
+            # An allowed fork's result goes back to the fork, never into this repository.
+            push_url=head_repo if fork and head_repo else clone_url,
             instruction=pull_request_instruction(
                 number,
                 need_str(payload, "pull_request.title"),
@@ -173,7 +179,7 @@ class Gitea(ProviderAdapter):
             head_sha=sha,
             dedup_key=f"gitea:{repository}:pr:{number}:{sha}",
             fields={
-                "push_url": "repository.clone_url",
+                "push_url": "pull_request.head.repo.clone_url" if fork else "repository.clone_url",
                 "repo": "pull_request.head.repo.clone_url" if head_repo else "repository.clone_url",
                 "ref": "pull_request.head.ref",
             },

@@ -16,6 +16,8 @@ from elpis_api.webhooks.common import (
     Rules,
     TaskPlan,
     dig,
+    fork_of,
+    fork_refused,
     hmac_sha256_hex,
     issue_instruction,
     label_names,
@@ -162,6 +164,9 @@ class GitHub(ProviderAdapter):
             return ignore(f"the pull request has no '{rules.trigger_label}' label")
         number = need_int(payload, "pull_request.number")
         sha = need_str(payload, "pull_request.head.sha")
+        fork = fork_of(opt_str(payload, "pull_request.head.repo.full_name"), repository)
+        if fork and not rules.settings.allow_forks:
+            return ignore(fork_refused(number, fork))
         instruction = pull_request_instruction(
             number,
             need_str(payload, "pull_request.title"),
@@ -188,20 +193,24 @@ class GitHub(ProviderAdapter):
         dedup_key: str,
     ) -> TaskPlan:
         head_repo = opt_str(payload, "pull_request.head.repo.clone_url")
+        fork = head_repo is not None and fork_of(
+            opt_str(payload, "pull_request.head.repo.full_name"), repository
+        )
         return TaskPlan(
             trigger=trigger,
             repository=repository,
-            # A fork's pull request is cloned from the fork; the result still goes to this repository.
+            # A fork's pull request (only where forks are allowed) is cloned from the fork, and its result
+            # goes back to the fork: a fork's commits are never pushed into this repository.
             clone_url=head_repo or clone_url,
             ref=need_str(payload, "pull_request.head.ref"),
-            push_url=clone_url,
+            push_url=head_repo if fork and head_repo else clone_url,
             instruction=instruction,
             number=need_int(payload, "pull_request.number"),
             is_pull_request=True,
             head_sha=opt_str(payload, "pull_request.head.sha"),
             dedup_key=dedup_key,
             fields={
-                "push_url": "repository.clone_url",
+                "push_url": "pull_request.head.repo.clone_url" if fork else "repository.clone_url",
                 "repo": "pull_request.head.repo.clone_url" if head_repo else "repository.clone_url",
                 "ref": "pull_request.head.ref",
             },

@@ -18,6 +18,8 @@ from elpis_api.webhooks.common import (
     Rules,
     TaskPlan,
     dig,
+    fork_of,
+    fork_refused,
     issue_instruction,
     label_names,
     need_int,
@@ -178,6 +180,9 @@ class GitLab(ProviderAdapter):
             return ignore(f"an update with neither new commits nor the '{label}' label added")
         number = need_int(payload, "object_attributes.iid")
         sha = need_str(payload, "object_attributes.last_commit.id")
+        fork = _merge_request_fork(payload, "object_attributes", repository)
+        if fork and not rules.settings.allow_forks:
+            return ignore(fork_refused(number, fork))
         instruction = pull_request_instruction(
             number,
             need_str(payload, "object_attributes.title"),
@@ -208,13 +213,15 @@ class GitLab(ProviderAdapter):
         dedup_key: str,
     ) -> TaskPlan:
         source_url = opt_str(payload, f"{where}.source.git_http_url")
+        fork = source_url is not None and _merge_request_fork(payload, where, repository)
         return TaskPlan(
             trigger=trigger,
             repository=repository,
-            # A merge request from a fork is cloned from the fork; the result goes to this project.
+            # A merge request from a fork (only where forks are allowed) is cloned from the fork, and its
+            # result goes back to the fork: never into this project.
             clone_url=source_url or clone_url,
             ref=need_str(payload, f"{where}.source_branch"),
-            push_url=clone_url,
+            push_url=source_url if fork and source_url else clone_url,
             instruction=instruction,
             number=need_int(payload, f"{where}.iid"),
             is_pull_request=True,
@@ -222,8 +229,16 @@ class GitLab(ProviderAdapter):
             head_sha=opt_str(payload, f"{where}.last_commit.id"),
             dedup_key=dedup_key,
             fields={
-                "push_url": "project.git_http_url",
+                "push_url": f"{where}.source.git_http_url" if fork else "project.git_http_url",
                 "repo": f"{where}.source.git_http_url" if source_url else "project.git_http_url",
                 "ref": f"{where}.source_branch",
             },
         )
+
+
+def _merge_request_fork(payload: Mapping[str, Any], where: str, repository: str) -> str | None:
+    """The fork a merge request comes from: its source project differs from its target."""
+    source, target = dig(payload, f"{where}.source_project_id"), dig(payload, f"{where}.target_project_id")
+    if source is None or source == target:
+        return None
+    return opt_str(payload, f"{where}.source.path_with_namespace") or fork_of(None, repository)
