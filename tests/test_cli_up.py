@@ -69,6 +69,10 @@ def test_up_works_a_batch_serves_and_stops_everything(tmp_path: Path):
         ELPIS_MODEL__SCRIPT=str(SAMPLES / "fix_script.json"),
         ELPIS_WORKER__CONCURRENCY="1",
         COLUMNS="120",
+        # Secrets this run is given: none may appear in any log or output (checked at the end).
+        ELPIS_GITHUB_WEBHOOK_SECRET="whsec-4f1d2c",
+        ELPIS_WEBHOOKS__GITHUB__PUSH_TOKEN="ghp-push-77aa01",
+        ELPIS_MODEL__API_KEY="sk-model-5e6f",
     )
     sample = yaml.safe_load((SAMPLES / "batch.yaml").read_text())
     batch = tmp_path / "batch.yaml"
@@ -93,7 +97,8 @@ def test_up_works_a_batch_serves_and_stops_everything(tmp_path: Path):
 
     status = elpis(env, "status", "1")
     assert status.returncode == 0, status.stderr
-    assert "observe 3, memory 1, reflect 4, think 4, tool_call 4, tool_result 4, emotion 4" in status.stdout
+    # One generation per turn; the first turn has nothing to reflect on.
+    assert "observe 3, memory 1, reflect 3, think 4, tool_call 4, tool_result 4, emotion 4" in status.stdout
     assert "trajectory" in status.stdout and "valence" in status.stdout
     steps = elpis(env, "steps", "1")
     assert steps.returncode == 0 and "edit_file" in steps.stdout
@@ -108,6 +113,12 @@ def test_up_works_a_batch_serves_and_stops_everything(tmp_path: Path):
 
     assert up.stop() == 0
     assert "stopped" in up.output
+    flower_password = (home / "flower_auth").read_text().strip().partition(":")[2]
+    secrets = [token, flower_password, "whsec-4f1d2c", "ghp-push-77aa01", "sk-model-5e6f"]
+    logs = sorted(p for p in (home / "logs").rglob("*") if p.is_file())
+    assert logs, "the run wrote no logs"
+    for text in [up.output, status.stdout, steps.stdout] + [p.read_text("utf-8", "replace") for p in logs]:
+        assert not [secret for secret in secrets if secret in text]
     assert not (home / "postgres" / "postmaster.pid").exists()  # the embedded database was stopped
     assert elpis(env, "status").returncode == 1  # nothing serves any more
 
