@@ -716,7 +716,13 @@ class Agent:
             duration_ms=completion.duration_s * 1000 * (1 - reflect_share),
             sampling=sampling,
             emotion=state.as_dict(),
-            detail={"thought": action.thought, "parse_error": action.error, "merged": merged},
+            detail={
+                "thought": action.thought,
+                "parse_error": action.error,
+                "merged": merged,
+                # Prompt tokens llama.cpp evaluated for this call; the rest came from its KV cache.
+                "evaluated_prompt_tokens": completion.evaluated_prompt_tokens,
+            },
         )
 
     def _record_reflection(self, turn: TurnSteps, completion: Completion, modulation: Modulation) -> int:

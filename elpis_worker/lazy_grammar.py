@@ -309,18 +309,54 @@ class LazyGrammarSampler:
         return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
 
 
-def _evaluate_prompt(llm: Llama, tokens: list[int]) -> int:
-    """Evaluate `tokens` after the longest prefix the model already holds, as `Llama.generate` does;
-    returns how many tokens were evaluated. At least the last one is, so its logits are fresh."""
+def _common_prefix(held: np.ndarray, tokens: list[int]) -> int:
+    limit = min(len(held), len(tokens))
+    if not limit:
+        return 0
+    mismatch = np.flatnonzero(held[:limit] != np.asarray(tokens[:limit], dtype=held.dtype))
+    return int(mismatch[0]) if mismatch.size else limit
+
+
+def _splice_held(llm: Llama, held: np.ndarray, tokens: list[int], common: int) -> tuple[list[int], int]:
+    """`tokens` with the span after `common` that spells the same bytes as the tokens the model holds
+    there replaced by those held tokens, and the new length of the shared prefix.
+
+    The model's last reply comes back in the next prompt as text, and tokenizing that text rarely gives
+    the tokens it was sampled as (a grammar splits `{"` and the like where BPE would merge them), so the
+    cache would be lost from the reply's first token on. Text-identical, the sampled tokens are as valid
+    a spelling of the prompt, and they are in the KV cache already."""
+    i, j = common, common
+    held_bytes = new_bytes = b""
+    best = (common, common)
+    while i < len(held) and j < len(tokens):
+        if len(held_bytes) <= len(new_bytes):
+            held_bytes += llm.detokenize([int(held[i])], special=True)
+            i += 1
+        else:
+            new_bytes += llm.detokenize([tokens[j]], special=True)
+            j += 1
+        shorter = min(len(held_bytes), len(new_bytes))
+        if held_bytes[:shorter] != new_bytes[:shorter]:
+            break
+        if held_bytes == new_bytes:
+            best = (i, j)
+    i, j = best
+    if i == common:
+        return tokens, common
+    spliced = [*tokens[:common], *(int(t) for t in held[common:i]), *tokens[j:]]
+    return spliced, _common_prefix(held, spliced)
+
+
+def _evaluate_prompt(llm: Llama, tokens: list[int]) -> tuple[list[int], int]:
+    """Evaluate `tokens` after the longest prefix the model already holds, as `Llama.generate` does
+    (spliced with the held spelling of the same text, see `_splice_held`); returns the prompt as
+    evaluated and how many of its tokens were. At least the last one is, so its logits are fresh."""
     import llama_cpp
 
     held = llm.input_ids[: llm.n_tokens]
-    limit = min(len(held), len(tokens))
-    if limit:
-        mismatch = np.flatnonzero(held[:limit] != np.asarray(tokens[:limit], dtype=held.dtype))
-        common = int(mismatch[0]) if mismatch.size else limit
-    else:
-        common = 0
+    common = _common_prefix(held, tokens)
+    if common < min(len(held), len(tokens)):
+        tokens, common = _splice_held(llm, held, tokens, common)
     reuse = min(common, len(tokens) - 1)
     if reuse > 0:
         memory = llama_cpp.llama_get_memory(llm.ctx)
@@ -330,7 +366,7 @@ def _evaluate_prompt(llm: Llama, tokens: list[int]) -> int:
         llm.reset()
     llm.n_tokens = reuse
     llm.eval(tokens[reuse:])
-    return len(tokens) - reuse
+    return tokens, len(tokens) - reuse
 
 
 def _closed(text: bytes) -> bool:
@@ -354,10 +390,10 @@ def generate(
     n_ctx = llm.n_ctx()
     if len(prompt) >= n_ctx:
         raise ValueError(f"Requested tokens ({len(prompt)}) exceed context window of {n_ctx}")
+    stops = [s.encode("utf-8") for s in request.stop if s]
+    prompt, evaluated = _evaluate_prompt(llm, prompt)
     budget = max_tokens if max_tokens and max_tokens > 0 else n_ctx
     budget = min(budget, n_ctx - len(prompt))
-    stops = [s.encode("utf-8") for s in request.stop if s]
-    evaluated = _evaluate_prompt(llm, prompt)
     completion: list[int] = []
     text = b""
     finish: Literal["stop", "length"] = "length"
