@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -19,6 +19,11 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+# Ids are positive BIGINTs; a larger number is a 422 like any other bad parameter, not a database error
+# (found by tests/test_api_fuzz.py: GET /v1/batches/9223372036854775808 was a 500).
+MAX_ID = 2**63 - 1
+DbId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def task_or_404(session: Session, task_id: int) -> Task:

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from configs import get_settings
-from elpis_api.deps import ReadScope, SessionDep, SubmitScope
+from elpis_api.deps import DbId, ReadScope, SessionDep, SubmitScope
 from elpis_api.schemas import BatchIn, BatchOut, TaskBrief, TaskIn, TaskOut
 from models import Batch, Task, TaskStatus
 
@@ -77,7 +77,7 @@ def create_batch(body: BatchIn, session: SessionDep, request: Request, token: Su
 
 
 @router.get("/{batch_id}", response_model=BatchOut)
-def get_batch(batch_id: int, session: SessionDep, token: ReadScope) -> BatchOut:
+def get_batch(batch_id: DbId, session: SessionDep, token: ReadScope) -> BatchOut:
     batch = session.get(Batch, batch_id)
     if batch is None:
         raise HTTPException(404, f"batch {batch_id} not found")

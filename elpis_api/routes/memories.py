@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
-from elpis_api.deps import AdminScope, ReadScope, SessionDep
+from elpis_api.deps import AdminScope, DbId, ReadScope, SessionDep
 from elpis_worker.embedding import EmbeddingLoadError, EmbeddingMismatchError
 from models.memory import Memory, MemoryKind
 
@@ -124,12 +124,12 @@ def list_memories(
 
 
 @router.get("/{memory_id}", response_model=MemoryOut)
-def get_memory(memory_id: int, session: SessionDep, token: ReadScope) -> MemoryOut:
+def get_memory(memory_id: DbId, session: SessionDep, token: ReadScope) -> MemoryOut:
     return _out(_memory_or_404(session, memory_id))
 
 
 @router.delete("/{memory_id}", status_code=204)
-def delete_memory(memory_id: int, session: SessionDep, token: AdminScope) -> Response:
+def delete_memory(memory_id: DbId, session: SessionDep, token: AdminScope) -> Response:
     with session.begin():
         session.delete(_memory_or_404(session, memory_id))
     return Response(status_code=204)

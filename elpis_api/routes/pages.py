@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
@@ -25,7 +25,16 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from elpis_api.deps import TOKEN_COOKIE, LoginRequired, PageLogin, PageScope, SessionDep, authenticate
+from elpis_api.deps import (
+    MAX_ID,
+    TOKEN_COOKIE,
+    DbId,
+    LoginRequired,
+    PageLogin,
+    PageScope,
+    SessionDep,
+    authenticate,
+)
 from models import Batch, Step, StepKind, Task, sessionmaker_for
 
 HERE = Path(__file__).resolve().parents[1]
@@ -221,7 +230,7 @@ def _index_context(session: Session) -> dict[str, Any]:
 
 
 @router.get("/tasks/{task_id}", response_class=HTMLResponse)
-def task_page(task_id: int, request: Request, session: SessionDep, token: PageScope) -> HTMLResponse:
+def task_page(task_id: DbId, request: Request, session: SessionDep, token: PageScope) -> HTMLResponse:
     task = session.get(Task, task_id)
     if task is None:
         raise HTTPException(404, f"task {task_id} not found (the index at / lists recent tasks)")
@@ -243,7 +252,7 @@ def task_page(task_id: int, request: Request, session: SessionDep, token: PageSc
 
 
 @router.get("/batches/{batch_id}", response_class=HTMLResponse)
-def batch_page(batch_id: int, request: Request, session: SessionDep, token: PageScope) -> HTMLResponse:
+def batch_page(batch_id: DbId, request: Request, session: SessionDep, token: PageScope) -> HTMLResponse:
     batch = session.get(Batch, batch_id)
     if batch is None:
         raise HTTPException(404, f"batch {batch_id} not found (the index at / lists recent batches)")
@@ -302,11 +311,11 @@ def _task_exists(database_url: str, task_id: int) -> bool:
 
 @router.get("/tasks/{task_id}/events")
 async def task_events(
-    task_id: int,
+    task_id: DbId,
     request: Request,
     token: PageScope,
-    after: int = Query(-1, ge=-1, description="send the steps with seq greater than this"),
-    last_event_id: int | None = Header(None),
+    after: int = Query(-1, ge=-1, le=MAX_ID, description="send the steps with seq greater than this"),
+    last_event_id: Annotated[int | None, Header(ge=-1, le=MAX_ID)] = None,
 ) -> StreamingResponse:
     """Server-sent events: `step` (each new step, rendered), `task` (header and outcome, when they
     change) and `end` once the task is finished and every step was sent."""
@@ -358,7 +367,7 @@ def _snapshots(request: Request, render: Callable[[], tuple[dict[str, Any], bool
 
 
 @router.get("/batches/{batch_id}/events")
-def batch_events(batch_id: int, request: Request, token: PageScope) -> StreamingResponse:
+def batch_events(batch_id: DbId, request: Request, token: PageScope) -> StreamingResponse:
     url = request.app.state.database_url
 
     def render() -> tuple[dict[str, Any], bool]:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import func, select
 
-from elpis_api.deps import ReadScope, SessionDep, SubmitScope, task_or_404
+from elpis_api.deps import MAX_ID, DbId, ReadScope, SessionDep, SubmitScope, task_or_404
 from elpis_api.schemas import Page, StepOut, TaskDetail, TaskOut
 from models import Step, StepKind, Task, TaskStatus
 
@@ -19,7 +19,7 @@ def list_tasks(
     session: SessionDep,
     token: ReadScope,
     status: TaskStatus | None = None,
-    batch_id: int | None = Query(None, ge=1),
+    batch_id: int | None = Query(None, ge=1, le=MAX_ID),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0),
 ) -> Page:
@@ -34,7 +34,7 @@ def list_tasks(
 
 
 @router.get("/{task_id}", response_model=TaskDetail)
-def get_task(task_id: int, session: SessionDep, token: ReadScope) -> TaskDetail:
+def get_task(task_id: DbId, session: SessionDep, token: ReadScope) -> TaskDetail:
     task = task_or_404(session, task_id)
     counts = dict(
         session.execute(
@@ -48,10 +48,10 @@ def get_task(task_id: int, session: SessionDep, token: ReadScope) -> TaskDetail:
 
 @router.get("/{task_id}/steps", response_model=Page)
 def list_steps(
-    task_id: int,
+    task_id: DbId,
     session: SessionDep,
     token: ReadScope,
-    after: int = Query(-1, ge=-1, description="return steps with seq greater than this"),
+    after: int = Query(-1, ge=-1, le=MAX_ID, description="return steps with seq greater than this"),
     limit: int = Query(100, ge=1, le=1000),
 ) -> Page:
     task_or_404(session, task_id)
@@ -65,7 +65,7 @@ def list_steps(
 
 
 @router.get("/{task_id}/emotions", response_model=Page)
-def list_emotions(task_id: int, session: SessionDep, token: ReadScope) -> Page:
+def list_emotions(task_id: DbId, session: SessionDep, token: ReadScope) -> Page:
     """The affect trajectory: one item per emotion step (the state after the turn, how it moves,
     and what it changed for the next turn)."""
     task_or_404(session, task_id)
@@ -101,7 +101,7 @@ def list_emotions(task_id: int, session: SessionDep, token: ReadScope) -> Page:
 
 
 @router.post("/{task_id}/cancel", response_model=TaskOut, status_code=202)
-def cancel_task(task_id: int, session: SessionDep, token: SubmitScope) -> TaskOut:
+def cancel_task(task_id: DbId, session: SessionDep, token: SubmitScope) -> TaskOut:
     """A queued task is cancelled at once; a running one stops before its next step."""
     with session.begin():
         task = session.execute(select(Task).where(Task.id == task_id).with_for_update()).scalar_one_or_none()

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from configs import get_settings
 from configs.settings import WebhookSettings
-from elpis_api.deps import ReadScope, SessionDep, task_or_404
+from elpis_api.deps import DbId, ReadScope, SessionDep, task_or_404
 from elpis_api.routes.batches import enqueue_tasks
 from elpis_api.webhooks import ADAPTERS, PayloadError, Rules
 from elpis_api.webhooks.intake import IntakeResult, payload_sha256, record_delivery, validate_plan
@@ -227,7 +227,7 @@ def get_delivery(
 
 
 @router.get("/v1/tasks/{task_id}/source")
-def get_task_source(task_id: int, session: SessionDep, token: ReadScope) -> dict[str, Any]:
+def get_task_source(task_id: DbId, session: SessionDep, token: ReadScope) -> dict[str, Any]:
     """Where a webhook task came from and what it gave back (branch, commit, comment)."""
     task_or_404(session, task_id)
     source = session.get(TaskSource, task_id)
