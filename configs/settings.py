@@ -157,6 +157,15 @@ class WorkerSettings(_Section):
     heartbeat_interval: float = Field(5, gt=0)
     stale_after: float = Field(60, gt=0)
     visibility_timeout: int = Field(3600, ge=1)
+    # The reconciler (beat): how often it runs, and how long a queued task waits before it is sent again.
+    reconcile_interval: float = Field(30, gt=0)
+    queued_grace: float = Field(300, gt=0)
+    # Seconds past a task's wall budget before Celery's soft time limit stops its run.
+    time_limit_margin: float = Field(300, ge=0)
+    # Publishing a webhook task's result: retries after the first try, first wait and longest wait.
+    publish_max_retries: int = Field(8, ge=0, le=100)
+    publish_backoff: float = Field(5, gt=0)
+    publish_backoff_max: float = Field(600, gt=0)
 
 
 class WebhookProviderSettings(_Section):

@@ -61,13 +61,11 @@ def create_app(database_url: str | None = None) -> FastAPI:
         pages.end_streams_on_shutdown()
         app.state.database_url = database_url or resolve_database_url()
         if not hasattr(app.state, "enqueue"):
-            from configs import get_settings
             from elpis_worker.celery_app import app as celery
-
-            queue = get_settings().worker.queue
+            from elpis_worker.tasks import enqueue_run_task
 
             def enqueue(task_id: int) -> None:
-                celery.send_task("elpis.run_task", args=[task_id], queue=queue)
+                enqueue_run_task(task_id, app.state.database_url)
 
             def ping_broker() -> None:
                 with celery.connection_for_write() as conn:

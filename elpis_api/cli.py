@@ -347,7 +347,8 @@ def worker(
 
 @app.command()
 def beat(loglevel: Annotated[str, typer.Option("-l", "--loglevel")] = "INFO") -> None:
-    """Run Celery beat: memory consolidation and recovery of tasks whose worker died."""
+    """Run Celery beat: memory consolidation, and the reconciler that sends again whatever a fault left
+    behind (tasks never enqueued or whose worker died, unpublished results)."""
     s = _settings()
     (s.home_dir / "run").mkdir(parents=True, exist_ok=True)
     _celery(["beat", "-l", loglevel, "-s", str(s.home_dir / "run" / "celerybeat-schedule")])

@@ -110,6 +110,14 @@ WEBHOOK_DELIVERIES = Counter(
     "Webhook deliveries received, by provider and outcome.",
     ["provider", "outcome"],
 )
+# The reconciler (elpis_worker/reconcile.py): one increment per task it acted on.
+RECONCILER_ACTIONS = Counter(
+    "elpis_reconciler_actions",
+    "Tasks the reconciler acted on: requeue_queued, resume_stale, publish, fail_overdue.",
+    ["action"],
+)
+# Tries of elpis.publish_result, by how they ended (published, failed, retrying, busy...).
+PUBLISH_TRIES = Counter("elpis_publish_tries", "Tries at publishing a webhook task's result.", ["outcome"])
 # For the memory feature: one increment per memory written (episodic, consolidated...).
 MEMORIES_WRITTEN = Counter("elpis_memories_written", "Memories written, by kind.", ["kind"])
 MEMORIES_RECALLED = Counter("elpis_memories_recalled", "Long-term memories recalled into a prompt.")

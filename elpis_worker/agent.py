@@ -379,8 +379,7 @@ class Agent:
         try:
             prepare_workspace(task.repo, task.ref, root, diff=task.workspace_diff)
         except WorkspaceError as exc:
-            self.store.finish(task.id, TaskStatus.failed, reason=f"workspace: {exc}")
-            return TaskStatus.failed
+            return self.store.finish(task.id, TaskStatus.failed, reason=f"workspace: {exc}")
         self.root = root
         self.toolbox = Toolbox(
             root,
@@ -1163,8 +1162,8 @@ class Agent:
             if passed:
                 status, reason = TaskStatus.succeeded, None
                 summary = summary or f"tests pass ({exhausted}, the agent did not call finish)"
-        self.store.finish(self.task_id, status, reason=reason, summary=summary, workspace_diff=diff)
-        return status
+        # What was stored: a cancel that arrived during the final test run wins over the outcome.
+        return self.store.finish(self.task_id, status, reason=reason, summary=summary, workspace_diff=diff)
 
 
 def run_agent(store: TaskStore, backend: ModelBackend, settings: Settings, task_id: int) -> TaskStatus | None:

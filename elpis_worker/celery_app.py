@@ -26,7 +26,8 @@ def create_app() -> Celery:
         task_default_queue=queue,
         task_routes={
             "elpis.run_task": {"queue": queue},
-            "elpis.recover_tasks": {"queue": MAINTENANCE_QUEUE},
+            "elpis.publish_result": {"queue": queue},
+            "elpis.reconcile": {"queue": MAINTENANCE_QUEUE},
             "elpis.consolidate_memories": {"queue": MAINTENANCE_QUEUE},
         },
         task_serializer="json",
@@ -40,9 +41,11 @@ def create_app() -> Celery:
         broker_transport_options={"visibility_timeout": settings.worker.visibility_timeout},
         worker_hijack_root_logger=False,
         beat_schedule={
-            "recover-tasks": {
-                "task": "elpis.recover_tasks",
-                "schedule": max(settings.worker.stale_after / 2, 5.0),
+            # Whatever a fault left behind is sent again (elpis_worker/reconcile.py).
+            "reconcile": {
+                "task": "elpis.reconcile",
+                "schedule": settings.worker.reconcile_interval,
+                "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.worker.reconcile_interval},
             },
             # Short-term memories of finished tasks become long-term ones (elpis_worker/memory.py).
             "consolidate-memories": {
@@ -60,7 +63,8 @@ def _readable_args(
     sender: str | None = None, headers: dict | None = None, body: object = None, **_: object
 ) -> None:
     """Flower (and `celery events`) show a task's argsrepr: say what the bare id is."""
-    if sender == "elpis.run_task" and headers is not None and isinstance(body, tuple | list) and body[0]:
+    by_id = sender in ("elpis.run_task", "elpis.publish_result")
+    if by_id and headers is not None and isinstance(body, tuple | list) and body[0]:
         headers["argsrepr"] = f"task_id={body[0][0]}"
 
 

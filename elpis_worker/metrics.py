@@ -64,3 +64,21 @@ def observe_finish(status: TaskStatus, started_at: datetime | None) -> None:
             m.TASK_SECONDS.labels(label).observe((datetime.now(UTC) - started_at).total_seconds())
     except Exception:  # noqa: BLE001 - metrics are best effort, the outcome is already stored
         log.warning("could not count task metrics", exc_info=True)
+
+
+def observe_reconcile(action: str) -> None:
+    try:
+        from elpis_api import metrics as m
+
+        m.RECONCILER_ACTIONS.labels(action).inc()
+    except Exception:  # noqa: BLE001 - metrics are best effort, the action is already taken
+        log.warning("could not count a reconciler action", exc_info=True)
+
+
+def observe_publish(outcome: str) -> None:
+    try:
+        from elpis_api import metrics as m
+
+        m.PUBLISH_TRIES.labels(outcome).inc()
+    except Exception:  # noqa: BLE001 - metrics are best effort, the try is already recorded
+        log.warning("could not count a publishing try", exc_info=True)

@@ -2,26 +2,30 @@
 comment on the issue or pull request it came from.
 
 `prepare_source` runs before the loop (a comment on a GitHub/Gitea pull request learns its head branch
-from the provider's API); `publish_result` runs after it. Both do nothing for a task without a
-`task_source` row (a REST task). Push credentials and API tokens come from the config only, and a push
-credential is only sent to the configured `push_hosts`.
+from the provider's API); `publish_result` is one try of the Celery task `elpis.publish_result`, which
+runs after the task's outcome is stored and is retried on transient failures. Both do nothing for a task
+without a `task_source` row (a REST task). Push credentials and API tokens come from the config only,
+and a push credential is only sent to the configured `push_hosts`.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
+import email.utils
 import logging
+import re
 import subprocess
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
 from pydantic import ValidationError
-from sqlalchemy import update
+from sqlalchemy import Integer, cast, func, select, update
 
 from configs.settings import Settings, WebhookProviderSettings
 from elpis_worker.store import LostClaim, TaskStore
@@ -33,17 +37,46 @@ from elpis_worker.workspace import (
     private_git_dir,
     run_git,
 )
-from models import Task, TaskStatus, session_scope
+from models import Task, TaskStatus, get_engine, session_scope
 from models.webhooks import CommentStatus, Provider, ResultStatus, TaskSource
 
 log = logging.getLogger(__name__)
 
 GIT_TIMEOUT_S = 120.0
 BRANCH_PREFIX = "elpis/task-"
+# The advisory-lock space of publishing ("ELPB"): one lock per task id, held by the try in progress.
+PUBLISH_LOCK = 0x454C5042
+# What git says when the network or the server failed rather than the request: worth another try.
+_TRANSIENT_GIT = re.compile(
+    r"timed out|could not resolve host|temporary failure in name resolution|failed to connect"
+    r"|connection (?:refused|reset|timed out)|the remote end hung up|early eof|unexpected disconnect"
+    r"|rpc failed|returned error: (?:429|5\d\d)",
+    re.IGNORECASE,
+)
 
 
 class PublishError(Exception):
     """A result could not be committed, pushed or reported; the message says why."""
+
+
+class TransientPublishError(PublishError):
+    """A failure worth another try (the network, a 5xx or 429 from the provider, a push that timed
+    out); `retry_after` holds the seconds the provider asked to wait (Retry-After), if it said."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    """What one try of `publish_result` did, and when a transient failure is to be tried again
+    (`retry_in` seconds; None: nothing is left to try). `state`: published, failed (publishing ended
+    with a recorded failure), retrying, busy (another try holds the task), already_published,
+    not_finished, no_source (a REST task)."""
+
+    state: str
+    retry_in: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +90,9 @@ class _Source:
     push_url: str
     resolve_head: bool
     published: bool
+    # The push part's recorded outcome (result_status, result_branch, result_commit, result_error):
+    # empty until it is known, so a later try knows whether to push.
+    result: dict[str, Any] = field(default_factory=dict)
 
 
 def result_branch(task_id: int) -> str:
@@ -78,6 +114,31 @@ def _load_source(database_url: str, task_id: int) -> _Source | None:
             row.push_url,
             row.resolve_head,
             row.published_at is not None,
+            {
+                "result_status": row.result_status,
+                "result_branch": row.result_branch,
+                "result_commit": row.result_commit,
+                "result_error": row.result_error,
+            }
+            if row.result_status is not None
+            else {},
+        )
+
+
+def unpublished(database_url: str, task_id: int) -> bool:
+    """True for a finished webhook task whose result is still to publish."""
+    with session_scope(database_url) as s:
+        return bool(
+            s.scalar(
+                select(func.count())
+                .select_from(TaskSource)
+                .join(Task, Task.id == TaskSource.task_id)
+                .where(
+                    TaskSource.task_id == task_id,
+                    TaskSource.published_at.is_(None),
+                    Task.status.in_([status for status in TaskStatus if status.finished]),
+                )
+            )
         )
 
 
@@ -101,7 +162,7 @@ def prepare_source(store: TaskStore, settings: Settings, task_id: int) -> TaskSt
     if source is None or not source.resolve_head:
         return None
     try:
-        clone_url, ref, sha = _pull_request_head(settings, source)
+        clone_url, ref, sha, fork = _pull_request_head(settings, source)
     except PublishError as exc:
         reason = f"could not find the head branch of pull request #{source.number}: {exc}"
         log.warning("task %s: %s", task_id, reason)
@@ -117,16 +178,28 @@ def prepare_source(store: TaskStore, settings: Settings, task_id: int) -> TaskSt
             .values(repo=clone_url, ref=ref)
         ).rowcount
         if claimed:
+            # A pull request from a fork (run because a trusted commenter asked) is published back to the
+            # fork: a fork's commits are never pushed into the upstream repository.
+            published_to = {"push_url": clone_url} if fork else {}
             s.execute(
                 update(TaskSource)
                 .where(TaskSource.task_id == task_id)
-                .values(resolve_head=False, head_sha=sha)
+                .values(resolve_head=False, head_sha=sha, **published_to)
             )
-    log.info("task %s: pull request #%s is %s at %s", task_id, source.number, ref, clone_url)
+    log.info(
+        "task %s: pull request #%s is %s at %s%s",
+        task_id,
+        source.number,
+        ref,
+        _redact(clone_url),
+        f" (the fork {fork}; the result goes there)" if fork else "",
+    )
     return None
 
 
-def _pull_request_head(settings: Settings, source: _Source) -> tuple[str, str, str | None]:
+def _pull_request_head(settings: Settings, source: _Source) -> tuple[str, str, str | None, str | None]:
+    """The pull request's head: clone URL, branch, commit, and the fork's full name when the head is in
+    another repository than the pull request's own (else None)."""
     from elpis_api.schemas import TaskIn
 
     ps = _provider_settings(settings, source.provider)
@@ -146,57 +219,171 @@ def _pull_request_head(settings: Settings, source: _Source) -> tuple[str, str, s
     except ValidationError as exc:
         raise PublishError(f"GET {url}: bad head: {exc.errors()[0]['msg']}") from None
     sha = head.get("sha") if isinstance(head.get("sha"), str) else None
-    return checked.repo, checked.ref or head["ref"], sha
+    name = repo.get("full_name")
+    if isinstance(name, str):
+        fork = name if name.lower() != source.repository.lower() else None
+    else:  # no name given: the head is the pull request's own repository only if it is cloned from there
+        fork = None if checked.repo == source.push_url else "a fork"
+    return checked.repo, checked.ref or head["ref"], sha, fork
 
 
 # --- after the loop ---------------------------------------------------------------------------------
 
 
-def publish_result(database_url: str, settings: Settings, task_id: int) -> None:
-    """Push the finished task's change and comment back. Never raises: a failure is recorded on the
-    task's source row (result_error / comment_error), and the task's own outcome stands."""
-    try:
-        _publish(database_url, settings, task_id)
-    except Exception as exc:  # noqa: BLE001 - recorded, never lost, never fatal to the worker
-        log.exception("task %s: publishing the result failed", task_id)
-        # The log line above already says it if even this write fails.
-        with contextlib.suppress(Exception):
-            _record(database_url, task_id, result_error=f"publishing failed: {exc}")
+def publish_result(database_url: str, settings: Settings, task_id: int) -> PublishOutcome:
+    """One try at publishing a finished webhook task's result: push its change, then comment.
+
+    Idempotent: each part's outcome is recorded on the task's source row as soon as it is known (the
+    push before the comment), so a later try does only what is left: never a second push or comment,
+    and nothing at all once the row has `published_at`. A transient failure is recorded and answered
+    with `retry_in`; a permanent one, or the last of `worker.publish_max_retries` retries, ends
+    publishing with the reason recorded. The task's own outcome never changes. Two tries never run at
+    once: the second finds the first's lock and does nothing."""
+    with _publishing_lock(database_url, task_id) as ours:
+        if not ours:
+            return PublishOutcome("busy")
+        source = _load_source(database_url, task_id)
+        if source is None:
+            return PublishOutcome("no_source")
+        if source.published:
+            return PublishOutcome("already_published")
+        with session_scope(database_url) as s:
+            task = s.get_one(Task, task_id)
+            s.expunge(task)
+        if not task.status.finished:
+            return PublishOutcome("not_finished")
+        attempt = _start_attempt(database_url, task_id)
+        try:
+            return _publish(database_url, settings, task, source, attempt)
+        except Exception as exc:  # noqa: BLE001 - tried again like a transient failure, within the same bound
+            log.exception("task %s: publishing try %s failed", task_id, attempt)
+            if attempt > settings.worker.publish_max_retries:
+                _record(
+                    database_url,
+                    task_id,
+                    published_at=datetime.now(UTC),
+                    publish_retry_at=None,
+                    publish_error=_gave_up(attempt, exc),
+                )
+                return PublishOutcome("failed")
+            return _retry_later(database_url, settings, task_id, attempt, exc)
 
 
-def _publish(database_url: str, settings: Settings, task_id: int) -> None:
-    source = _load_source(database_url, task_id)
-    if source is None or source.published:
-        return
+@contextmanager
+def _publishing_lock(database_url: str, task_id: int) -> Iterator[bool]:
+    """Whether this process may publish the task now: a transaction-scoped advisory lock on a connection
+    of its own, held while it pushes and comments, so a retry and a redelivery (or the reconciler's
+    message) never publish at once. Released when the try ends, or when a dead worker's connection
+    drops. Other sessions still write the task's rows meanwhile: an advisory lock blocks no row."""
+    with get_engine(database_url).connect() as conn, conn.begin():
+        key = cast(task_id % 2**31, Integer)
+        yield bool(conn.scalar(select(func.pg_try_advisory_xact_lock(cast(PUBLISH_LOCK, Integer), key))))
+
+
+def _start_attempt(database_url: str, task_id: int) -> int:
     with session_scope(database_url) as s:
-        task = s.get_one(Task, task_id)
-        s.expunge(task)
-    if not task.status.finished:
-        return
-    values: dict[str, Any] = {"result_summary": task.summary, "result_test_passed": task.test_passed}
+        return s.execute(
+            update(TaskSource)
+            .where(TaskSource.task_id == task_id)
+            .values(publish_attempts=TaskSource.publish_attempts + 1)
+            .returning(TaskSource.publish_attempts)
+        ).scalar_one()
+
+
+def _publish(
+    database_url: str, settings: Settings, task: Task, source: _Source, attempt: int
+) -> PublishOutcome:
+    last_try = attempt > settings.worker.publish_max_retries
+    result = dict(source.result)
+    if not result:
+        try:
+            result = _push_result(settings, task, source)
+        except TransientPublishError as exc:
+            if not last_try:
+                return _retry_later(database_url, settings, task.id, attempt, exc)
+            result = {"result_status": ResultStatus.push_failed, "result_error": _gave_up(attempt, exc)}
+        # Recorded before the comment: a try after this one only comments.
+        _record(
+            database_url,
+            task.id,
+            **result,
+            result_summary=task.summary,
+            result_test_passed=task.test_passed,
+        )
+    try:
+        comment = _post_comment(settings, source, comment_text(task, result))
+    except TransientPublishError as exc:
+        if not last_try:
+            return _retry_later(database_url, settings, task.id, attempt, exc)
+        log.warning("task %s: %s", task.id, exc)
+        comment = {"comment_status": CommentStatus.failed, "comment_error": _gave_up(attempt, exc)}
+    if result["result_status"] == ResultStatus.push_failed:
+        error = result.get("result_error")
+    elif comment["comment_status"] == CommentStatus.failed:
+        error = comment.get("comment_error")
+    else:
+        error = None
+    _record(
+        database_url,
+        task.id,
+        **comment,
+        published_at=datetime.now(UTC),
+        publish_retry_at=None,
+        publish_error=error,
+    )
+    return PublishOutcome("published" if error is None else "failed")
+
+
+def _push_result(settings: Settings, task: Task, source: _Source) -> dict[str, Any]:
+    """Commit and push the task's change; what to record of it. Raises TransientPublishError when the
+    push may work on another try; any other failure is a `push_failed` result."""
     diff = task.workspace_diff or ""
     if task.status == TaskStatus.cancelled:
-        values["result_status"] = ResultStatus.skipped
-    elif not diff.strip():
-        values["result_status"] = ResultStatus.no_change
-    else:
-        branch = result_branch(task_id)
-        values["result_branch"] = branch
-        try:
-            root = _workspace(settings, task)
-            sha = commit_diff(root, diff, _commit_message(task, source))
-            values["result_commit"] = sha
-            push_branch(root, sha, branch, source.push_url, _push_env(settings, source))
-            values["result_status"] = ResultStatus.pushed
-            log.info("task %s: pushed %s (%s) to %s", task_id, branch, sha[:12], _redact(source.push_url))
-        except (PublishError, WorkspaceError) as exc:
-            values["result_status"] = ResultStatus.push_failed
-            values["result_error"] = str(exc)
-            log.warning("task %s: %s", task_id, exc)
-    _record(database_url, task_id, **values)
+        return {"result_status": ResultStatus.skipped}
+    if not diff.strip():
+        return {"result_status": ResultStatus.no_change}
+    branch = result_branch(task.id)
+    values: dict[str, Any] = {"result_branch": branch}
+    try:
+        root = _workspace(settings, task)
+        # Dated when the task finished: every try (on any host) makes the same commit, so a push that
+        # did land before its worker died is not a new one when made again.
+        sha = commit_diff(root, diff, _commit_message(task, source), date=task.finished_at)
+        values["result_commit"] = sha
+        push_branch(root, sha, branch, source.push_url, _push_env(settings, source))
+    except (PublishError, WorkspaceError) as exc:
+        if isinstance(exc, TransientPublishError) or _TRANSIENT_GIT.search(str(exc)):
+            raise TransientPublishError(str(exc)) from exc
+        log.warning("task %s: %s", task.id, exc)
+        return values | {"result_status": ResultStatus.push_failed, "result_error": str(exc)}
+    log.info("task %s: pushed %s (%s) to %s", task.id, branch, sha[:12], _redact(source.push_url))
+    return values | {"result_status": ResultStatus.pushed}
 
-    comment = _post_comment(settings, source, comment_text(task, values))
-    _record(database_url, task_id, **comment, published_at=datetime.now(UTC))
+
+def _retry_later(
+    database_url: str, settings: Settings, task_id: int, attempt: int, exc: Exception
+) -> PublishOutcome:
+    """Record a transient failure and when the next try is due: exponential backoff from
+    worker.publish_backoff, at least what the provider's Retry-After asked, at most
+    worker.publish_backoff_max."""
+    worker = settings.worker
+    delay = worker.publish_backoff * 2 ** min(attempt - 1, 30)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    delay = min(delay, worker.publish_backoff_max)
+    log.warning("task %s: publishing try %s failed, next try in %.1f s: %s", task_id, attempt, delay, exc)
+    _record(
+        database_url,
+        task_id,
+        publish_error=f"try {attempt}: {exc}",
+        publish_retry_at=datetime.now(UTC) + timedelta(seconds=delay),
+    )
+    return PublishOutcome("retrying", retry_in=delay)
+
+
+def _gave_up(attempt: int, exc: Exception) -> str:
+    return f"gave up after {attempt} tries: {exc}"
 
 
 # --- git --------------------------------------------------------------------------------------------
@@ -222,7 +409,7 @@ def _git(
             timeout=GIT_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired as exc:
-        raise PublishError(f"{what}: git timed out after {GIT_TIMEOUT_S:g} s") from exc
+        raise TransientPublishError(f"{what}: git timed out after {GIT_TIMEOUT_S:g} s") from exc
     if proc.returncode != 0:
         lines = [ln.strip() for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
         raise PublishError(f"{what}: {lines[-1] if lines else f'git exited with {proc.returncode}'}")
@@ -242,9 +429,10 @@ def _workspace(settings: Settings, task: Task) -> Path:
     return prepare_workspace(task.repo, task.ref, root)
 
 
-def commit_diff(root: Path, diff: str, message: str) -> str:
+def commit_diff(root: Path, diff: str, message: str, *, date: datetime | None = None) -> str:
     """Commit `diff` (the task's recorded workspace_diff) on top of the start commit and return the sha.
-    A private index is used, so whatever the agent left in the work tree or index does not leak in."""
+    A private index is used, so whatever the agent left in the work tree or index does not leak in.
+    With `date`, the same diff and message always make the same commit."""
     base = _git(["rev-parse", "--verify", f"{BASE_REF}^{{commit}}"], root, what="no start commit")
     index = private_git_dir(root) / "elpis-result-index"
     env = {
@@ -254,6 +442,9 @@ def commit_diff(root: Path, diff: str, message: str) -> str:
         "GIT_COMMITTER_NAME": "Elpis",
         "GIT_COMMITTER_EMAIL": "elpis@localhost",
     }
+    if date is not None:
+        stamp = f"@{int(date.timestamp())} +0000"
+        env |= {"GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp}
     try:
         _git(["read-tree", base], root, env=env, what="could not read the start commit")
         _git(
@@ -375,6 +566,8 @@ def _post_comment(settings: Settings, source: _Source, text: str) -> dict[str, A
         url = f"{api}/repos/{repo}/issues/{source.number}/comments"
     try:
         data = _api_call(settings, source.provider, "POST", url, {"body": text})
+    except TransientPublishError:
+        raise
     except PublishError as exc:
         log.warning("task %s: %s", source.task_id, exc)
         return {"comment_status": CommentStatus.failed, "comment_error": str(exc)}
@@ -401,11 +594,39 @@ def _api_call(
         response = httpx.request(
             method, url, headers=headers, json=body, timeout=settings.webhooks.api_timeout
         )
+    except httpx.UnsupportedProtocol as exc:
+        raise PublishError(f"{method} {url} failed: {exc}") from exc
+    except httpx.TransportError as exc:
+        raise TransientPublishError(f"{method} {url} failed: {exc}") from exc
     except httpx.HTTPError as exc:
         raise PublishError(f"{method} {url} failed: {exc}") from exc
-    if response.status_code >= 400:
-        raise PublishError(f"{method} {url} answered {response.status_code}: {response.text[:200]}")
+    status = response.status_code
+    if status >= 400:
+        message = f"{method} {url} answered {status}: {response.text[:200]}"
+        retry_after = _retry_after(response)
+        # 403 with Retry-After: GitHub's secondary rate limit.
+        if status == 429 or status >= 500 or (status == 403 and retry_after is not None):
+            raise TransientPublishError(message, retry_after=retry_after)
+        raise PublishError(message)
     try:
         return response.json()
     except ValueError:
         return None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds (it may be a number of seconds or an HTTP date), None when absent."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -14,6 +14,7 @@ from sqlalchemy import and_, func, or_, select, update
 
 from elpis_worker.metrics import observe_finish, observe_step
 from models import Step, StepKind, Task, TaskStatus, WorkerProcess, session_scope
+from models.webhooks import TaskSource
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +183,15 @@ class TaskStore:
         reason: str | None = None,
         summary: str | None = None,
         workspace_diff: str | None = None,
-    ) -> None:
+    ) -> TaskStatus:
+        """Store the outcome and return the status stored. A cancel requested before this (during the
+        final test run, say) wins over the outcome: the task is stored as cancelled, so its result is
+        not published."""
         with session_scope(self.url) as s:
             task = self._locked_task(s, task_id, allow_cancelled=True)
+            if task.cancel_requested and status != TaskStatus.cancelled:
+                log.info("task %s was cancelled before it could be stored as %s", task_id, status.value)
+                status, reason = TaskStatus.cancelled, "cancelled by request"
             task.status = status
             task.failure_reason = reason
             task.summary = summary
@@ -194,6 +201,7 @@ class TaskStore:
             task.heartbeat_at = datetime.now(UTC)
             started_at = task.started_at
         observe_finish(status, started_at)
+        return status
 
     # --- worker processes ---------------------------------------------------------------------
     def record_model_load(
@@ -222,10 +230,17 @@ class TaskStore:
                 .values(tasks_run=WorkerProcess.tasks_run + 1)
             )
 
-    # --- recovery -----------------------------------------------------------------------------
+    # --- recovery (the reconciler, elpis_worker/reconcile.py) -----------------------------------
+    def wall_budget(self, task_id: int, default: float) -> float:
+        """The task's wall-clock budget in seconds (its own, merged over the config's when it was made)."""
+        with session_scope(self.url) as s:
+            budget = s.scalar(select(Task.budget).where(Task.id == task_id))
+        return float((budget or {}).get("max_seconds") or default)
+
     def orphaned_task_ids(self, stale_after: float) -> list[int]:
-        """Running tasks whose holder stopped heart-beating (its host died, say): candidates to enqueue
-        again. A second delivery is harmless: the claim lets only one worker run a task."""
+        """Running tasks whose holder stopped heart-beating (its host died, say), not sent again within
+        `stale_after`: candidates to enqueue again. A second delivery is harmless: the claim lets only
+        one worker run a task."""
         stale_before = datetime.now(UTC) - timedelta(seconds=stale_after)
         with session_scope(self.url) as s:
             return list(
@@ -234,7 +249,89 @@ class TaskStore:
                     .where(
                         Task.status == TaskStatus.running,
                         Task.heartbeat_at < stale_before,
+                        or_(Task.requeued_at.is_(None), Task.requeued_at < stale_before),
                     )
                     .order_by(Task.id)
                 )
             )
+
+    def waiting_task_ids(self, grace: float) -> list[int]:
+        """Queued tasks made (or last sent again) more than `grace` seconds ago: their message may never
+        have reached the broker (it was down, or the process died between commit and send)."""
+        before = datetime.now(UTC) - timedelta(seconds=grace)
+        with session_scope(self.url) as s:
+            return list(
+                s.scalars(
+                    select(Task.id)
+                    .where(
+                        Task.status == TaskStatus.queued,
+                        Task.cancel_requested.is_(False),
+                        func.coalesce(Task.requeued_at, Task.created_at) < before,
+                    )
+                    .order_by(Task.id)
+                )
+            )
+
+    def unpublished_task_ids(self, grace: float) -> list[int]:
+        """Finished webhook tasks whose result is not published, finished more than `grace` seconds ago
+        and with no try of publishing due (a retry waiting out its backoff is left alone)."""
+        before = datetime.now(UTC) - timedelta(seconds=grace)
+        with session_scope(self.url) as s:
+            return list(
+                s.scalars(
+                    select(Task.id)
+                    .join(TaskSource, TaskSource.task_id == Task.id)
+                    .where(
+                        Task.status.in_([status for status in TaskStatus if status.finished]),
+                        Task.finished_at < before,
+                        TaskSource.published_at.is_(None),
+                        or_(TaskSource.publish_retry_at.is_(None), TaskSource.publish_retry_at < before),
+                    )
+                    .order_by(Task.id)
+                )
+            )
+
+    def mark_requeued(self, task_id: int) -> None:
+        with session_scope(self.url) as s:
+            s.execute(update(Task).where(Task.id == task_id).values(requeued_at=func.now()))
+
+    def mark_publish_due(self, task_id: int) -> None:
+        """A try of publishing was just sent: the next sweep leaves the task alone for a grace period."""
+        with session_scope(self.url) as s:
+            s.execute(
+                update(TaskSource).where(TaskSource.task_id == task_id).values(publish_retry_at=func.now())
+            )
+
+    def overdue_tasks(self, margin: float, default_budget: float) -> list[tuple[int, float]]:
+        """Running tasks started more than their wall budget plus `margin` seconds ago, with that
+        budget: their run outlived every limit (a hung holder, or a task resumed again and again)."""
+        now = datetime.now(UTC)
+        with session_scope(self.url) as s:
+            rows = s.execute(
+                select(Task.id, Task.started_at, Task.budget)
+                .where(Task.status == TaskStatus.running, Task.started_at.is_not(None))
+                .order_by(Task.id)
+            ).all()
+        overdue = []
+        for task_id, started_at, budget in rows:
+            seconds = float((budget or {}).get("max_seconds") or default_budget)
+            if now - started_at > timedelta(seconds=seconds + margin):
+                overdue.append((task_id, seconds))
+        return overdue
+
+    def fail_running(self, task_id: int, reason: str) -> TaskStatus | None:
+        """Finish a running task that no claim of ours holds (the reconciler's stop): failed with
+        `reason`, or cancelled when a cancel was requested. Its holder, if alive, loses its claim at its
+        next write. None when the task is no longer running."""
+        with session_scope(self.url) as s:
+            task = s.execute(select(Task).where(Task.id == task_id).with_for_update()).scalar_one_or_none()
+            if task is None or task.status != TaskStatus.running:
+                return None
+            if task.cancel_requested:
+                task.status, task.failure_reason = TaskStatus.cancelled, "cancelled by request"
+            else:
+                task.status, task.failure_reason = TaskStatus.failed, reason
+            task.finished_at = datetime.now(UTC)
+            status, started_at = task.status, task.started_at
+        observe_finish(status, started_at)
+        return status

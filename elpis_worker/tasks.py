@@ -1,7 +1,11 @@
 """Celery tasks and the per-process resident model.
 
 The model is loaded once per worker process at `worker_process_init` (prefork children) and reused by
-every task the process runs; `get_backend()` loads it lazily for pools without that signal (solo)."""
+every task the process runs; `get_backend()` loads it lazily for pools without that signal (solo).
+
+Every run of `elpis.run_task` carries Celery time limits derived from the task's wall budget
+(`enqueue_run_task`): the loop checks its budget only between turns, so a hung generation or tool would
+otherwise hold a worker process for ever."""
 
 from __future__ import annotations
 
@@ -10,13 +14,17 @@ import threading
 import time
 
 from celery import signals
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
 
 from configs import get_settings
+from configs.settings import Settings
 from elpis_api.stack import resolve_database_url
 from elpis_worker.backend import ModelBackend, load_backend
 from elpis_worker.celery_app import app
-from elpis_worker.store import TaskStore
+from elpis_worker.metrics import observe_publish
+from elpis_worker.store import LostClaim, TaskStore
+from models import TaskStatus
 
 log = get_task_logger(__name__)
 
@@ -91,16 +99,62 @@ def _load_model_in_child(**_: object) -> None:
     get_backend()
 
 
+# Seconds between Celery's soft time limit on a run and its hard limit (the process is killed).
+HARD_LIMIT_AFTER_SOFT_S = 30.0
+
+
+def run_time_limits(max_seconds: float, settings: Settings) -> dict[str, float]:
+    """Celery's limits for one run of a task whose wall budget is `max_seconds`: the soft limit comes
+    `worker.time_limit_margin` seconds after the budget (room for the turn in progress and the final
+    test run) and makes the run fail the task with the reason; the hard limit kills a process that did
+    not stop (its message comes back, and the next run finds the budget spent)."""
+    soft = max_seconds + settings.worker.time_limit_margin
+    return {"soft_time_limit": soft, "time_limit": soft + HARD_LIMIT_AFTER_SOFT_S}
+
+
+def enqueue_run_task(task_id: int, database_url: str | None = None) -> None:
+    """Send `elpis.run_task` for a task, with the time limits of its own wall budget (read from its row).
+    Raises when the broker refuses the message; the task stays queued for the reconciler."""
+    settings = get_settings()
+    store = TaskStore(database_url or resolve_database_url())
+    limits = run_time_limits(store.wall_budget(task_id, settings.budget.max_seconds), settings)
+    run_task.apply_async(args=[task_id], queue=settings.worker.queue, **limits)
+
+
+def enqueue_publish(task_id: int) -> None:
+    """Send `elpis.publish_result` for a finished webhook task. On the agent queue: the workers there
+    hold the forge credentials and, usually, the task's workspace."""
+    publish_result.apply_async(args=[task_id], queue=get_settings().worker.queue)
+
+
+def _publish_later(task_id: int) -> None:
+    try:
+        enqueue_publish(task_id)
+    except Exception as exc:  # noqa: BLE001 - the outcome is stored; the reconciler enqueues it later
+        log.warning("task %s: could not enqueue publishing (%s); the reconciler will", task_id, exc)
+
+
 @app.task(name="elpis.run_task", bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_task(self, task_id: int) -> str | None:
-    """Claim the task row, then run (or resume) the agent loop on it. A delivery is not a claim."""
+    """Claim the task row, then run (or resume) the agent loop on it. A delivery is not a claim.
+
+    A webhook task's result is published by its own task, `elpis.publish_result`, enqueued once the
+    outcome is stored, and again whenever a delivery finds the task finished but its result not
+    published (the worker died in between, or the broker refused the message)."""
+    from elpis_worker import results
     from elpis_worker.agent import run_agent
 
     settings = get_settings()
     store = TaskStore(resolve_database_url())
     claim = store.claim(task_id, stale_after=settings.worker.stale_after)
     if claim is None:
-        log.info("task %s is not claimable (finished, cancelled or held by a live worker); dropped", task_id)
+        if results.unpublished(store.url, task_id):
+            log.info("task %s is finished but its result is not published; publishing it", task_id)
+            _publish_later(task_id)
+        else:
+            log.info(
+                "task %s is not claimable (finished, cancelled or held by a live worker); dropped", task_id
+            )
         return None
     log.info(
         "task %s claimed by %s (attempt %s%s)",
@@ -112,27 +166,64 @@ def run_task(self, task_id: int) -> str | None:
     backend = get_backend()
     if _worker_process_id is not None:
         store.count_task_run(_worker_process_id)
-    from elpis_worker import results
-
-    # Webhook tasks (those with a task_source row): a PR comment learns its head branch first, and the
-    # outcome goes back to the repository after; both are no-ops for REST tasks.
-    status = results.prepare_source(store, settings, task_id) or run_agent(store, backend, settings, task_id)
-    if status is not None:
-        results.publish_result(store.url, settings, task_id)
+    try:
+        # A PR comment learns its head branch first (a no-op for REST tasks).
+        status = results.prepare_source(store, settings, task_id) or run_agent(
+            store, backend, settings, task_id
+        )
+    except SoftTimeLimitExceeded:
+        status = _stop_at_time_limit(store, task_id, self.request.timelimit)
+    if status is not None and results.unpublished(store.url, task_id):
+        _publish_later(task_id)
     return status.value if status is not None else None
 
 
-@app.task(name="elpis.recover_tasks")
-def recover_tasks() -> list[int]:
-    """Beat: enqueue again the running tasks whose worker stopped heart-beating (a dead host)."""
-    settings = get_settings()
-    store = TaskStore(resolve_database_url())
-    ids = store.orphaned_task_ids(settings.worker.stale_after)
-    for task_id in ids:
-        run_task.apply_async(args=[task_id], queue=settings.worker.queue)
-    if ids:
-        log.info("re-enqueued orphaned tasks %s", ids)
-    return ids
+def _stop_at_time_limit(store: TaskStore, task_id: int, timelimit: tuple | None) -> TaskStatus | None:
+    """Celery's soft time limit fired: the run outlived its wall budget by worker.time_limit_margin (a
+    hung generation or tool). The task is failed with that reason rather than left running; its steps
+    and last diff stay. None when another worker holds it by now."""
+    soft = timelimit[1] if timelimit else None
+    limit = f" of {soft:g} s (the wall budget plus worker.time_limit_margin)" if soft else ""
+    reason = f"stopped by the worker's time limit{limit}: a generation or tool did not return"
+    log.warning("task %s: %s", task_id, reason)
+    try:
+        return store.finish(task_id, TaskStatus.failed, reason=reason)
+    except LostClaim:
+        return None
+
+
+@app.task(
+    name="elpis.publish_result", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None
+)
+def publish_result(self, task_id: int) -> str:
+    """Push a finished webhook task's change and comment back (elpis_worker/results.py), one try per
+    run; a transient failure is tried again after a backoff. Idempotent, so a redelivery, a retry and
+    the reconciler's message are harmless. Retries are bounded by the tries recorded on the task's
+    source row (worker.publish_max_retries), not by Celery's count, which a new message starts again."""
+    from elpis_worker import results
+
+    outcome = results.publish_result(resolve_database_url(), get_settings(), task_id)
+    log.info("task %s: publishing try: %s", task_id, outcome.state)
+    observe_publish(outcome.state)
+    if outcome.retry_in is not None:
+        raise self.retry(countdown=outcome.retry_in)
+    return outcome.state
+
+
+@app.task(name="elpis.reconcile")
+def reconcile() -> dict[str, list[int]]:
+    """Beat, every worker.reconcile_interval: send again what a fault left behind (see
+    elpis_worker/reconcile.py)."""
+    from elpis_worker.reconcile import reconcile as sweep
+
+    database_url = resolve_database_url()
+    report = sweep(
+        database_url,
+        get_settings(),
+        enqueue_run=lambda task_id: enqueue_run_task(task_id, database_url),
+        enqueue_publish=enqueue_publish,
+    )
+    return report.as_dict()
 
 
 @app.task(name="elpis.consolidate_memories")

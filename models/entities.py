@@ -81,6 +81,9 @@ class Task(Base):
     worker_id: Mapped[str | None] = mapped_column(String(255))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When the reconciler last sent the task to the broker again (queued or stale): it waits a grace
+    # period after that before sending it once more, so a long queue is not flooded with copies.
+    requeued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     # Outcome. workspace_diff is refreshed after every tool that may change files, so a task
     # resumed on another host rebuilds its workspace as a fresh clone plus this diff.

@@ -118,5 +118,12 @@ class TaskSource(Base):
     )
     comment_url: Mapped[str | None] = mapped_column(Text)
     comment_error: Mapped[str | None] = mapped_column(Text)
+    # When publishing ended: the result is what result_status and comment_status say (a failure
+    # included). NULL while it is still to do; the reconciler enqueues elpis.publish_result for those.
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Tries of elpis.publish_result so far; the last try's error (a transient one, retried at
+    # publish_retry_at, or the one publishing gave up on).
+    publish_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    publish_error: Mapped[str | None] = mapped_column(Text)
+    publish_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -4,27 +4,30 @@ to a local HTTP server standing in for the provider's REST API."""
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import hmac
 import json
 import shutil
 import subprocess
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import SAMPLES, free_port, steps_of, task_row, wait_finished, wait_for
 from sqlalchemy import func, select
 
 from configs import get_settings
 from configs.settings import load_settings
-from elpis_worker import results
-from elpis_worker.agent import run_agent
+from elpis_worker import results, tasks
 from elpis_worker.backend import ScriptedBackend
 from elpis_worker.store import TaskStore
 from models import Batch, Task, TaskStatus, session_scope
@@ -170,20 +173,25 @@ def make_origin(tmp_path: Path) -> tuple[Path, str, str]:
 
 
 class FakeProviderAPI:
-    """A real HTTP server playing a provider's REST API: records every request, answers pull-request
-    lookups from `pulls` and comment posts with 201."""
+    """A real HTTP server playing a provider's REST API: records every request (with the time it came
+    and the status answered), answers pull-request lookups from `pulls` and comment posts with 201, or
+    with the next of `comment_answers` (status, headers) while there are any."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.pulls: dict[str, dict[str, Any]] = {}
+        self.comment_answers: list[tuple[int, dict[str, str]]] = []
         api = self
 
         class Handler(BaseHTTPRequestHandler):
-            def _answer(self, status: int, data: Any) -> None:
+            def _answer(self, entry: dict[str, Any], status: int, data: Any, **headers: str) -> None:
+                entry["status"] = status
                 body = json.dumps(data).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -195,23 +203,29 @@ class FakeProviderAPI:
                     "path": self.path,
                     "headers": {k.lower(): v for k, v in self.headers.items()},
                     "json": json.loads(raw) if raw else None,
+                    "at": time.monotonic(),
                 }
                 api.requests.append(entry)
                 return entry
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                self._record()
+                entry = self._record()
                 if self.path in api.pulls:
-                    self._answer(200, api.pulls[self.path])
+                    self._answer(entry, 200, api.pulls[self.path])
                 else:
-                    self._answer(404, {"message": "Not Found"})
+                    self._answer(entry, 404, {"message": "Not Found"})
 
             def do_POST(self) -> None:  # noqa: N802
                 entry = self._record()
-                if entry["path"].endswith(("/comments", "/notes")):
-                    self._answer(201, {"id": 1, "html_url": f"{api.url}{entry['path']}#1", "body": "x"})
+                if not entry["path"].endswith(("/comments", "/notes")):
+                    self._answer(entry, 404, {"message": "Not Found"})
+                elif api.comment_answers:
+                    status, headers = api.comment_answers.pop(0)
+                    self._answer(entry, status, {"message": "scripted failure"}, **headers)
                 else:
-                    self._answer(404, {"message": "Not Found"})
+                    self._answer(
+                        entry, 201, {"id": 1, "html_url": f"{api.url}{entry['path']}#1", "body": "x"}
+                    )
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -666,34 +680,45 @@ def test_push_to_a_ruled_branch_makes_its_instruction(api, db_url, configure, en
     assert "deleted" in deliver(api, provider, name, data).json()["detail"]
 
 
-def test_enqueue_failure_is_503_and_marks_the_task(api, db_url, configure):
+def test_a_delivery_the_broker_refuses_stays_queued_for_the_reconciler(api, db_url, configure):
     def broken(task_id: int) -> None:
         raise ConnectionError("broker down")
 
     api.app.state.enqueue = broken
     repo = unique_repo()
     response = deliver(api, "github", "issues_labeled", load("github", "issues_labeled", repo))
-    assert response.status_code == 503 and "could not be enqueued" in response.json()["detail"]
-    [record] = deliveries_of(db_url, repo)
-    with session_scope(db_url) as s:
-        task = s.scalar(select(Task).where(Task.batch_id == record.batch_id))
-        assert task.status == TaskStatus.failed and "could not enqueue" in task.failure_reason
+    assert response.status_code == 202, response.text
+    [task_id] = response.json()["tasks"]
+    assert task_row(db_url, task_id).status == TaskStatus.queued  # tests/test_reconcile.py sends it later
 
 
 # --- results --------------------------------------------------------------------------------------------
 
 
-def run_in_process(db_url: str, task_id: int, script: Path) -> TaskStatus | None:
-    """What elpis.run_task does, in this process: claim, prepare the source, run the loop, publish."""
-    settings = get_settings()
-    backend = ScriptedBackend(
-        settings.model.model_copy(update={"backend": "scripted", "script": str(script)})
-    )
-    store = TaskStore(db_url)
-    assert store.claim(task_id, stale_after=60) is not None
-    status = results.prepare_source(store, settings, task_id) or run_agent(store, backend, settings, task_id)
-    results.publish_result(db_url, settings, task_id)
-    return status
+@pytest.fixture
+def run_in_process(monkeypatch) -> Callable[[int, Path], TaskStatus | None]:
+    """The production elpis.run_task in this process, the scripted model standing in for the resident
+    one; then the elpis.publish_result it enqueued, run as a worker runs it (its retries included)."""
+
+    def run(task_id: int, script: Path) -> TaskStatus | None:
+        settings = get_settings()
+        backend = ScriptedBackend(
+            settings.model.model_copy(update={"backend": "scripted", "script": str(script)})
+        )
+        monkeypatch.setattr(tasks, "_backend", backend)
+        sent: list[int] = []
+        monkeypatch.setattr(tasks, "enqueue_publish", sent.append)
+        status = tasks.run_task.apply(args=[task_id], throw=True).get()
+        assert sent == [task_id]  # publishing is enqueued once the outcome is stored
+        publish(task_id)
+        return TaskStatus(status) if status else None
+
+    return run
+
+
+def publish(task_id: int) -> str:
+    """elpis.publish_result as a worker runs it; run eagerly, its retries follow at once."""
+    return tasks.publish_result.apply(args=[task_id]).get()
 
 
 def test_webhook_task_on_a_bare_repository_pushes_its_branch(
@@ -756,9 +781,12 @@ def test_webhook_task_on_a_bare_repository_pushes_its_branch(
     assert source.comment_status == CommentStatus.posted and source.comment_url.startswith(provider_api.url)
     shown = api.get(f"/v1/tasks/{task_id}/source").json()["result"]
     assert shown["branch"] == branch and shown["commit"] == pushed and shown["status"] == "pushed"
+    assert shown["publish_attempts"] == 1 and shown["publish_error"] is None
 
 
-def test_gitlab_issue_task_pushes_and_posts_a_note(api, db_url, configure, tmp_path, provider_api, enqueued):
+def test_gitlab_issue_task_pushes_and_posts_a_note(
+    api, db_url, configure, tmp_path, provider_api, enqueued, run_in_process
+):
     bare, main_sha, _ = make_origin(tmp_path)
     repo = unique_repo()
     configure(
@@ -771,7 +799,7 @@ def test_gitlab_issue_task_pushes_and_posts_a_note(api, db_url, configure, tmp_p
         "tasks"
     ]
 
-    assert run_in_process(db_url, task_id, FIX_SCRIPT) == TaskStatus.succeeded
+    assert run_in_process(task_id, FIX_SCRIPT) == TaskStatus.succeeded
     source = source_row(db_url, task_id)
     assert source.result_status == ResultStatus.pushed
     branch = f"elpis/task-{task_id}"
@@ -782,8 +810,16 @@ def test_gitlab_issue_task_pushes_and_posts_a_note(api, db_url, configure, tmp_p
     assert note["headers"]["private-token"] == "gl-api-token" and "authorization" not in note["headers"]
     assert f"`{branch}`" in note["json"]["body"]
 
+    # Publishing again (a redelivery, the reconciler) pushes and comments nothing more.
+    pushed = git("rev-parse", f"refs/heads/{branch}", cwd=bare)
+    assert publish(task_id) == "already_published"
+    assert len(provider_api.posted()) == 1 and git("rev-parse", f"refs/heads/{branch}", cwd=bare) == pushed
+    assert source_row(db_url, task_id).publish_attempts == 1
 
-def test_unreachable_clone_url_fails_cleanly_with_a_reason(api, db_url, configure, provider_api, enqueued):
+
+def test_unreachable_clone_url_fails_cleanly_with_a_reason(
+    api, db_url, configure, provider_api, enqueued, run_in_process
+):
     repo = unique_repo()
     dead = f"http://127.0.0.1:{free_port()}/gone/calc.git"  # nothing listens there
     configure(
@@ -793,7 +829,7 @@ def test_unreachable_clone_url_fails_cleanly_with_a_reason(api, db_url, configur
     name = "issues_label_updated"
     [task_id] = deliver(api, "gitea", name, load("gitea", name, repo, clone_url=dead)).json()["tasks"]
 
-    assert run_in_process(db_url, task_id, FIX_SCRIPT) == TaskStatus.failed
+    assert run_in_process(task_id, FIX_SCRIPT) == TaskStatus.failed
     task = task_row(db_url, task_id)
     assert task.status == TaskStatus.failed and task.finished_at is not None
     assert task.failure_reason.startswith(f"workspace: could not clone {dead}")
@@ -809,19 +845,195 @@ def test_unreachable_clone_url_fails_cleanly_with_a_reason(api, db_url, configur
 
 
 def test_missing_pull_request_head_fails_the_task_with_a_reason(
-    api, db_url, configure, provider_api, enqueued
+    api, db_url, configure, provider_api, enqueued, run_in_process
 ):
     repo = unique_repo()
     configure(ELPIS_WEBHOOKS__GITHUB__API_URL=provider_api.url)  # no token: no comment back
     name = "issue_comment_pull_request"
     [task_id] = deliver(api, "github", name, load("github", name, repo)).json()["tasks"]
-    assert run_in_process(db_url, task_id, FIX_SCRIPT) == TaskStatus.failed
+    assert run_in_process(task_id, FIX_SCRIPT) == TaskStatus.failed
     task = task_row(db_url, task_id)
     assert task.failure_reason.startswith("could not find the head branch of pull request #7")
     assert "answered 404" in task.failure_reason
     source = source_row(db_url, task_id)
     assert source.comment_status == CommentStatus.skipped and "api_token" in source.comment_error
     assert provider_api.posted() == []
+
+
+# --- publishing: its own task, retried, idempotent ------------------------------------------------------
+
+
+def finished_github_task(api, db_url: str, configure, provider_api: FakeProviderAPI, **env: str) -> int:
+    """A GitHub issue's task that finished without a change (as if its worker died before publishing),
+    with comments going to `provider_api`."""
+    configure(
+        ELPIS_WEBHOOKS__GITHUB__API_URL=provider_api.url,
+        ELPIS_WEBHOOKS__GITHUB__API_TOKEN="gh-api-token",
+        **env,
+    )
+    [task_id] = deliver(
+        api, "github", "issues_labeled", load("github", "issues_labeled", unique_repo())
+    ).json()["tasks"]
+    with session_scope(db_url) as s:
+        task = s.get(Task, task_id)
+        task.status, task.summary, task.finished_at = TaskStatus.succeeded, "nothing to change", func.now()
+    return task_id
+
+
+def test_publishing_is_retried_with_backoff_and_honours_retry_after(
+    api, db_url, configure, enqueued, start_worker, provider_api
+):
+    """A real worker: a redelivered run_task finds the task finished but unpublished and enqueues
+    elpis.publish_result; the forge answers 502, then 429 with Retry-After: 1, then 201."""
+    task_id = finished_github_task(api, db_url, configure, provider_api)
+    provider_api.comment_answers = [(502, {}), (429, {"Retry-After": "1"})]
+    worker = start_worker(
+        ELPIS_MODEL__BACKEND="scripted",
+        ELPIS_MODEL__SCRIPT=str(FIX_SCRIPT),
+        ELPIS_WORKER__PUBLISH_BACKOFF="0.05",
+        ELPIS_WORKER__PUBLISH_BACKOFF_MAX="5",
+    )
+    worker.send(task_id)
+    source = wait_for(
+        lambda: (s := source_row(db_url, task_id)).published_at and s, timeout=60, what="the result"
+    )
+
+    posts = provider_api.posted()
+    assert [p["status"] for p in posts] == [502, 429, 201], worker.log_text()[-3000:]
+    assert posts[2]["at"] - posts[1]["at"] >= 1.0  # Retry-After, though the backoff was 0.1 s
+    assert source.comment_status == CommentStatus.posted and source.result_status == ResultStatus.no_change
+    assert source.publish_attempts == 3 and source.publish_error is None
+    assert f"task {task_id} is finished but its result is not published" in worker.log_text()
+    shown = api.get(f"/v1/tasks/{task_id}/source").json()["result"]
+    assert shown["publish_attempts"] == 3 and shown["comment"] == "posted"
+
+
+def test_a_permanent_forge_error_is_recorded_and_not_retried(api, db_url, configure, enqueued, provider_api):
+    task_id = finished_github_task(api, db_url, configure, provider_api, ELPIS_WORKER__PUBLISH_BACKOFF="0.01")
+    provider_api.comment_answers = [(403, {})]
+    assert publish(task_id) == "failed"
+    source = source_row(db_url, task_id)
+    assert [p["status"] for p in provider_api.posted()] == [403]
+    assert source.comment_status == CommentStatus.failed and "answered 403" in source.comment_error
+    assert source.publish_attempts == 1 and source.published_at is not None
+    assert "answered 403" in source.publish_error
+    assert publish(task_id) == "already_published" and len(provider_api.posted()) == 1
+
+
+def test_publishing_gives_up_after_the_configured_retries(api, db_url, configure, enqueued, provider_api):
+    task_id = finished_github_task(
+        api, db_url, configure, provider_api, ELPIS_WORKER__PUBLISH_MAX_RETRIES="2"
+    )
+    provider_api.comment_answers = [(502, {})] * 5
+    assert publish(task_id) == "failed"
+    source = source_row(db_url, task_id)
+    assert [p["status"] for p in provider_api.posted()] == [502, 502, 502]
+    assert source.comment_status == CommentStatus.failed and source.published_at is not None
+    assert (
+        source.comment_error.startswith("gave up after 3 tries: POST ")
+        and "answered 502" in source.comment_error
+    )
+    assert source.publish_attempts == 3 and source.publish_error == source.comment_error
+
+
+def test_a_pushed_result_whose_comment_failed_is_only_commented_again(
+    api, db_url, configure, tmp_path, provider_api, enqueued, run_in_process, monkeypatch
+):
+    """The push is recorded before the comment: the retry after a 502 comments and does not push."""
+    bare, main_sha, _ = make_origin(tmp_path)
+    repo = unique_repo()
+    configure(
+        repositories={f"acme/{repo}": {"test_command": "python -m pytest -q"}},
+        ELPIS_WEBHOOKS__GITLAB__API_URL=f"{provider_api.url}/api/v4",
+        ELPIS_WEBHOOKS__GITLAB__API_TOKEN="gl-api-token",
+    )
+    pushes: list[str] = []
+
+    def counted_push(root, sha, branch, push_url, env):
+        pushes.append(sha)
+        return push_branch(root, sha, branch, push_url, env)
+
+    push_branch = results.push_branch
+    monkeypatch.setattr(results, "push_branch", counted_push)
+    provider_api.comment_answers = [(502, {})]
+    name = "issue_hook_labeled"
+    [task_id] = deliver(api, "gitlab", name, load("gitlab", name, repo, clone_url=bare.as_uri())).json()[
+        "tasks"
+    ]
+
+    assert run_in_process(task_id, FIX_SCRIPT) == TaskStatus.succeeded
+    source = source_row(db_url, task_id)
+    assert [p["status"] for p in provider_api.posted()] == [502, 201]
+    assert len(pushes) == 1 and source.publish_attempts == 2
+    assert source.result_status == ResultStatus.pushed and source.comment_status == CommentStatus.posted
+    assert git("rev-parse", f"refs/heads/elpis/task-{task_id}", cwd=bare) == pushes[0] == source.result_commit
+
+
+def test_a_push_that_cannot_reach_the_server_is_retried_then_recorded(
+    api, db_url, configure, tmp_path, provider_api, enqueued, run_in_process
+):
+    bare, _, _ = make_origin(tmp_path)
+    repo = unique_repo()
+    configure(
+        ELPIS_WEBHOOKS__GITLAB__API_URL=f"{provider_api.url}/api/v4",
+        ELPIS_WEBHOOKS__GITLAB__API_TOKEN="gl-api-token",
+        ELPIS_WORKER__PUBLISH_MAX_RETRIES="1",
+    )
+    name = "issue_hook_labeled"
+    [task_id] = deliver(api, "gitlab", name, load("gitlab", name, repo, clone_url=bare.as_uri())).json()[
+        "tasks"
+    ]
+    dead = f"https://127.0.0.1:{free_port()}/acme/calc.git"  # nothing listens there
+    with session_scope(db_url) as s:
+        s.get(TaskSource, task_id).push_url = dead
+
+    assert run_in_process(task_id, FIX_SCRIPT) == TaskStatus.succeeded
+    source = source_row(db_url, task_id)
+    assert source.result_status == ResultStatus.push_failed and source.publish_attempts == 2
+    assert source.result_error.startswith("gave up after 2 tries: could not push")
+    [note] = provider_api.posted()  # the comment still tells what happened
+    assert "could not be pushed" in note["json"]["body"] and source.comment_status == CommentStatus.posted
+    assert source.publish_error == source.result_error
+
+
+def test_a_cancel_before_the_outcome_is_stored_wins_and_nothing_is_pushed(
+    api, db_url, configure, tmp_path, provider_api, enqueued
+):
+    """A cancel that lands during the final test run: the finish stores `cancelled`, not the result,
+    and publishing pushes nothing."""
+    bare, _, _ = make_origin(tmp_path)
+    repo = unique_repo()
+    configure(
+        ELPIS_WEBHOOKS__GITLAB__API_URL=f"{provider_api.url}/api/v4",
+        ELPIS_WEBHOOKS__GITLAB__API_TOKEN="gl-api-token",
+    )
+    name = "issue_hook_labeled"
+    [task_id] = deliver(api, "gitlab", name, load("gitlab", name, repo, clone_url=bare.as_uri())).json()[
+        "tasks"
+    ]
+    store = TaskStore(db_url)
+    assert store.claim(task_id, stale_after=60) is not None
+    assert api.post(f"/v1/tasks/{task_id}/cancel").status_code == 202
+    diff = "--- a/NOTES.md\n+++ b/NOTES.md\n@@ -0,0 +1 @@\n+done\n"
+    stored = store.finish(task_id, TaskStatus.succeeded, summary="fixed", workspace_diff=diff)
+
+    assert stored == TaskStatus.cancelled
+    task = task_row(db_url, task_id)
+    assert task.status == TaskStatus.cancelled and task.failure_reason == "cancelled by request"
+    assert publish(task_id) == "published"
+    source = source_row(db_url, task_id)
+    assert source.result_status == ResultStatus.skipped and source.result_branch is None
+    assert "partial change was not pushed" in provider_api.posted()[0]["json"]["body"]
+    assert git("branch", "--list", "elpis/*", cwd=bare) == ""
+
+
+def test_retry_after_may_be_a_date():
+    later = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    waits = [
+        results._retry_after(httpx.Response(429, headers=headers))
+        for headers in ({"Retry-After": "7"}, {"Retry-After": later}, {"Retry-After": "soon"}, {})
+    ]
+    assert waits[0] == 7.0 and 25 < waits[1] <= 30 and waits[2] is None and waits[3] is None
 
 
 def test_push_credentials_go_only_to_configured_hosts(configure):

@@ -108,6 +108,36 @@ def test_cancel_running_task(api, db_url, start_worker, scripted):
     assert len(steps_of(db_url, task_id)) == before
 
 
+def test_a_run_past_its_time_limit_is_stopped_and_fails_with_the_reason(
+    api, db_url, start_worker, scripted, monkeypatch
+):
+    """Celery's soft time limit (the task's wall budget plus worker.time_limit_margin, sent with the
+    message) stops a run stuck in a command; the task is failed with the reason, not left running."""
+    import time
+
+    from configs import get_settings
+    from elpis_worker.tasks import enqueue_run_task
+
+    worker = start_worker(**scripted_env(SAMPLES / "fix_script.json"))
+    # The tests the worker runs once before the first think hang (command_timeout is 60 s).
+    (task_id,) = create_tasks(api, 1, test_command="sleep 60", budget={"max_seconds": 1})
+    monkeypatch.setenv("ELPIS_WORKER__QUEUE", worker.queue)
+    monkeypatch.setenv("ELPIS_WORKER__TIME_LIMIT_MARGIN", "4")
+    get_settings.cache_clear()
+    try:
+        enqueue_run_task(task_id, db_url)
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    sent = time.monotonic()
+
+    task = wait_finished(db_url, task_id, timeout=60)
+    assert task.status == TaskStatus.failed, worker.log_text()[-3000:]
+    assert task.failure_reason.startswith("stopped by the worker's time limit of 5 s")
+    assert time.monotonic() - sent < 30  # not the command's own timeout, nor the hard limit (35 s)
+    assert task.attempts == 1 and "Hard time limit" not in worker.log_text()
+
+
 FIXED_OPS = (
     (SAMPLES / "calc" / "calc" / "ops.py")
     .read_text()

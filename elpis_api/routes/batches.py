@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from configs import get_settings
 from elpis_api.deps import DbId, ReadScope, SessionDep, SubmitScope
 from elpis_api.schemas import BatchIn, BatchOut, TaskBrief, TaskIn, TaskOut
-from models import Batch, Task, TaskStatus
+from models import Batch, Task
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 log = logging.getLogger(__name__)
@@ -40,39 +40,25 @@ def add_batch(session: Session, source: str, items: Sequence[TaskIn]) -> Batch:
     return batch
 
 
-def enqueue_tasks(session: Session, enqueue: Callable[[int], None], tasks: Sequence[Task]) -> list[int]:
-    """Enqueue each committed task's id; return the ids the broker refused. Those rows are marked failed
-    (in a transaction of their own) since no worker will ever see them; the caller reports them."""
-    failed: list[int] = []
+def enqueue_tasks(enqueue: Callable[[int], None], tasks: Sequence[Task]) -> None:
+    """Enqueue each committed task's id. One the broker refuses stays queued: the reconciler
+    (elpis_worker/reconcile.py) sends it once `worker.queued_grace` has passed, so a task submitted
+    while the broker is down is worked when it is back, and the answer stays 2xx."""
     for task in tasks:
         try:
             enqueue(task.id)
-        except Exception as exc:  # noqa: BLE001 - reported to the caller, never swallowed
-            log.error("could not enqueue task %s: %s", task.id, exc)
-            failed.append(task.id)
-    if failed:
-        with session.begin():
-            for task in tasks:
-                if task.id in failed:
-                    task.status = TaskStatus.failed
-                    task.failure_reason = "could not enqueue: broker unavailable"
-    return failed
+        except Exception as exc:  # noqa: BLE001 - the row is committed; the reconciler sends it later
+            log.warning("could not enqueue task %s (%s); it stays queued for the reconciler", task.id, exc)
 
 
 @router.post("", status_code=201)
 def create_batch(body: BatchIn, session: SessionDep, request: Request, token: SubmitScope) -> dict:
     """Validate every task first (a bad one is a 422 and nothing is written), write the batch and its
-    tasks in one transaction, then enqueue each task's id."""
+    tasks in one transaction, then enqueue each task's id (a refused one waits for the reconciler)."""
     with session.begin():
         batch = add_batch(session, request.headers.get("x-elpis-source", "rest"), body.tasks)
         tasks = list(batch.tasks)
-    failed = enqueue_tasks(session, request.app.state.enqueue, tasks)
-    if failed:
-        raise HTTPException(
-            503,
-            f"batch {batch.id} stored but tasks {failed} could not be enqueued: "
-            "the broker is unavailable (GET /healthz); submit them again",
-        )
+    enqueue_tasks(request.app.state.enqueue, tasks)
     return {"id": batch.id, "tasks": [TaskBrief.model_validate(t).model_dump() for t in tasks]}
 
 

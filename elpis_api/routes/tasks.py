@@ -21,7 +21,7 @@ def list_tasks(
     status: TaskStatus | None = None,
     batch_id: int | None = Query(None, ge=1, le=MAX_ID),
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_ID),
 ) -> Page:
     query = select(Task)
     if status is not None:

@@ -4,7 +4,8 @@ Order of checks: size (413, before the body is read whole), a configured secret 
 token over the raw bytes against every configured secret (401; nothing is parsed before), JSON (400),
 that the secret it was signed with is the repository's (403 if none, else 401), the event's fields
 (422). Only then is anything written: the delivery record
-and its task in one transaction; the task id is enqueued after the commit, and the answer is 202 with
+and its task in one transaction; the task id is enqueued after the commit (one the broker refuses stays
+queued for the reconciler), and the answer is 202 with
 `{"delivery", "tasks"}` (200 for GitHub's ping). Reading endpoints show a delivery and a task's source.
 """
 
@@ -133,13 +134,7 @@ def _receive(provider: Provider, request: Request, body: bytes, settings: Webhoo
 
     with sessionmaker_for(request.app.state.database_url)() as session:
         result = record_delivery(session, provider, delivery_id, digest, interpretation, task_in)
-        failed = enqueue_tasks(session, request.app.state.enqueue, result.new_tasks)
-    if failed:
-        raise HTTPException(
-            503,
-            f"delivery {delivery_id} stored as tasks {failed}, but they could not be enqueued: the broker "
-            "is unavailable (GET /healthz)",
-        )
+        enqueue_tasks(request.app.state.enqueue, result.new_tasks)
     log.info(
         "%s %s delivery %s: %s %s%s",
         provider.value,
@@ -256,5 +251,8 @@ def get_task_source(task_id: DbId, session: SessionDep, token: ReadScope) -> dic
             "comment_url": source.comment_url,
             "comment_error": source.comment_error,
             "published_at": source.published_at,
+            "publish_attempts": source.publish_attempts,
+            "publish_error": source.publish_error,
+            "publish_retry_at": source.publish_retry_at,
         },
     }
