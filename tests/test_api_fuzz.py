@@ -18,15 +18,20 @@ def test_no_request_the_schema_describes_gets_a_server_error(api) -> None:
     assert len(operations) >= 15, [op.label for op in operations]
     errors: list[str] = []
     for operation in operations:
-
-        @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-        def call(case) -> None:
-            response = case.call(headers=AUTH)
-            # /healthz answers 503 by design when a dependency is down (no worker runs in this test).
-            documented = operation.label == "GET /healthz" and response.status_code == 503
-            if response.status_code >= 500 and not documented:
-                errors.append(f"{operation.label}: {response.status_code} for {case.as_curl_command()}")
-
-        call()
+        _fuzz(operation, errors)
     assert errors == []
+
+
+def _fuzz(operation, errors: list[str]) -> None:
+    """EXAMPLES generated requests for one operation; server errors are collected in `errors`."""
+
+    @given(case=operation.as_strategy())
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+    def call(case) -> None:
+        response = case.call(headers=AUTH)
+        # /healthz answers 503 by design when a dependency is down (no worker runs in this test).
+        documented = operation.label == "GET /healthz" and response.status_code == 503
+        if response.status_code >= 500 and not documented:
+            errors.append(f"{operation.label}: {response.status_code} for {case.as_curl_command()}")
+
+    call()

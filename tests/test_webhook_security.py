@@ -11,7 +11,15 @@ import pytest
 
 # The webhook tests' helpers and fixtures (`configure`, `enqueued`), shared rather than copied.
 from conftest import task_row
-from test_webhooks import configure, deliver, enqueued, load, source_row, unique_repo  # noqa: F401
+from test_webhooks import (  # noqa: F401
+    configure,
+    deliver,
+    enqueued,
+    load,
+    provider_api,
+    source_row,
+    unique_repo,
+)
 
 PROVIDERS = [
     ("github", "issues_labeled"),
@@ -128,3 +136,35 @@ def test_an_allowed_fork_is_cloned_from_and_published_to_the_fork(
     [task_id] = deliver(api, provider, name, data).json()["tasks"]
     assert task_row(db_url, task_id).repo == fork_url
     assert source_row(db_url, task_id).push_url == fork_url
+
+
+def test_a_commented_pull_request_from_a_fork_publishes_to_the_fork(
+    api, db_url, configure, enqueued, provider_api
+):
+    """`/elpis ...` by a trusted commenter on a fork's pull request runs it (an explicit human command),
+    but the head the worker looks up is in the fork, so the result is published to the fork: a fork's
+    commits are never pushed into the upstream repository."""
+    from configs import get_settings
+    from elpis_worker import results
+    from elpis_worker.store import TaskStore
+
+    repo = unique_repo()
+    fork_url = "https://github.com/mallory/calc.git"
+    provider_api.pulls[f"/repos/acme/{repo}/pulls/7"] = {
+        "number": 7,
+        "head": {
+            "ref": "evil",
+            "sha": "ab" * 20,
+            "repo": {"full_name": "mallory/calc", "clone_url": fork_url},
+        },
+    }
+    configure(ELPIS_WEBHOOKS__GITHUB__API_URL=provider_api.url)
+    name = "issue_comment_pull_request"
+    [task_id] = deliver(api, "github", name, load("github", name, repo)).json()["tasks"]
+    upstream = source_row(db_url, task_id).push_url
+    assert "acme" in upstream
+    store = TaskStore(db_url)
+    assert store.claim(task_id, stale_after=60) is not None
+    assert results.prepare_source(store, get_settings(), task_id) is None
+    assert task_row(db_url, task_id).repo == fork_url and task_row(db_url, task_id).ref == "evil"
+    assert source_row(db_url, task_id).push_url == fork_url != upstream
