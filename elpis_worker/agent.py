@@ -812,7 +812,9 @@ class Agent:
         again from the last good state instead of building on a wrong fix (Agentless's candidate
         patches, one at a time). The call then counts as failed, so it is excluded from the next turn."""
         previous = self.store.load_task(self.task_id).test_output or ""
-        why = regression_between(previous, output)
+        # The tests of a file this edit created are new (a test the task asked for), not broken ones.
+        created = [path.lstrip("./")] if before is None else []
+        why = regression_between(previous, output, new_files=created)
         if why is None:
             return
         try:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -227,28 +227,36 @@ def parse_test_failures(output: str) -> int | None:
 _PYTEST_FAILED_RE = re.compile(r"^(?:FAILED|ERROR) ([^\s(]\S*)")
 
 
+_PASSED_RE = re.compile(r"\b[1-9]\d* passed\b|^OK\b", re.MULTILINE)
+
+
 def failing_tests(output: str) -> set[str] | None:
     """The ids pytest's short summary lists as failing or erroring (`tests/x.py::test_y`, or just the
-    file for a collection error); an empty set when the run passed; None when the output says neither
-    (another runner, or no summary)."""
+    file for a collection error); an empty set when tests ran and passed; None when the output says
+    neither (another runner, no summary, or no test ran at all, e.g. a test file that does not exist
+    yet: no baseline to compare with)."""
     ids = {m.group(1) for line in output.splitlines() if (m := _PYTEST_FAILED_RE.match(line.strip()))}
     if ids:
         return ids
-    return set() if parse_test_failures(output) == 0 else None
+    return set() if parse_test_failures(output) == 0 and _PASSED_RE.search(output) else None
 
 
-def regression_between(before: str, after: str) -> str | None:
+def regression_between(before: str, after: str, new_files: Collection[str] = ()) -> str | None:
     """Why the test run `after` an edit is worse than the run `before` it, or None when it is not: a test
     that passed (or was not reached) before fails now, or, where the ids are unknown, more tests fail.
-    A test of a file that could not even be collected before counts as new, not as broken."""
+    A test of a file that could not even be collected before, or of one of `new_files` (created by the
+    edit), is new, not broken."""
     old, new = failing_tests(before), failing_tests(after)
     if old is not None and new is not None:
-        broken = sorted(t for t in new - old if t.split("::")[0] not in old)
+        fresh = set(old) | set(new_files)
+        broken = sorted(t for t in new - old if t.split("::")[0] not in fresh)
         if broken:
             shown = ", ".join(broken[:3]) + (f" and {len(broken) - 3} more" if len(broken) > 3 else "")
             return f"it broke {len(broken)} test(s) that did not fail before: {shown}"
         return None
     was, now = parse_test_failures(before), parse_test_failures(after)
+    if was == 0 and not _PASSED_RE.search(before):
+        return None  # no test ran before: nothing to compare with
     if was is not None and now is not None and now > was:
         return f"failing tests went from {was} to {now}"
     return None

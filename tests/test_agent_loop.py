@@ -435,3 +435,42 @@ def test_a_repeat_differing_only_in_whitespace_is_the_same_call(api, db_url, scr
     steps = steps_of(db_url, task_id)
     assert [s.tool_name for s in steps if s.kind == StepKind.tool_call] == ["edit_file", "list_dir"]
     assert [s for s in steps if s.kind == StepKind.think][1].sampling["resampled"] == 1
+
+
+def test_a_new_test_file_that_fails_first_is_kept_not_undone(api, db_url, scripted):
+    """Seen in `make run`: the task asks for power() and its test; writing the test first makes it fail
+    (power does not exist yet). That is a new test, not a broken one: the file is kept, and the function
+    written next makes it pass."""
+    script = scripted(
+        [
+            {
+                "thought": "the test first",
+                "tool": "write_file",
+                "args": {
+                    "path": "tests/test_power.py",
+                    "content": "from calc.ops import power\n\n\n"
+                    "def test_power():\n    assert power(2, 10) == 1024\n",
+                },
+            },
+            {
+                "thought": "now the function",
+                "tool": "write_file",
+                "args": {
+                    "path": "calc/ops.py",
+                    "content": "def power(base, exponent):\n    return base**exponent\n",
+                },
+            },
+            {"thought": "done", "tool": "finish", "args": {"summary": "Added power"}},
+        ]
+    )
+    task_id = submit(
+        api,
+        instruction="Add power(base, exponent) to calc/ops.py and a test in tests/test_power.py",
+        test_command="python -m pytest -q tests/test_power.py",
+        budget={"max_steps": 3},
+    )
+    status = run_scripted(db_url, task_id, script)
+    results = [s for s in steps_of(db_url, task_id) if s.kind == StepKind.tool_result]
+    assert results[0].detail["ok"] and not results[0].detail["reverted"], results[0].tool_result
+    assert status == TaskStatus.succeeded
+    assert "tests/test_power.py" in task_row(db_url, task_id).workspace_diff

@@ -868,6 +868,12 @@ def test_failing_tests_reads_pytest_short_summary(output: str, ids: set[str] | N
         ("FAILED (failures=1)\n", "FAILED (failures=2, errors=1)\n", "from 1 to 3"),  # unittest counts
         ("FAILED (failures=2)\n", "FAILED (failures=1)\n", None),
         ("", PYTEST_TWO_FAIL, None),  # nothing to compare with
+        # No test ran before (the test file the task asks for does not exist yet): no baseline.
+        (
+            "ERROR: file or directory not found: tests/test_b.py\n\nno tests ran in 0.01s\n",
+            PYTEST_B_FAILS,
+            None,
+        ),
     ],
 )
 def test_regression_between_flags_only_tests_made_worse(before: str, after: str, broken: str | None) -> None:
@@ -876,6 +882,18 @@ def test_regression_between_flags_only_tests_made_worse(before: str, after: str,
         assert why is None
     else:
         assert why is not None and broken in why
+
+
+def test_the_failing_tests_of_a_file_the_edit_created_are_new_not_broken() -> None:
+    """Seen in `make run`: adding tests/test_power.py (the task) before the function it tests made its
+    test fail, and that was taken for a broken test and undone, twice."""
+    before = "FAILED tests/test_a.py::test_x - assert 1 == 2\n1 failed, 3 passed in 0.01s\n"
+    after = (
+        "FAILED tests/test_a.py::test_x - assert 1 == 2\nFAILED tests/test_power.py::test_power - NameError\n"
+        "2 failed, 3 passed in 0.01s\n"
+    )
+    assert regression_between(before, after) is not None
+    assert regression_between(before, after, new_files=["tests/test_power.py"]) is None
 
 
 def test_snapshot_and_restore_put_a_file_back_or_remove_a_new_one(tmp_path: Path) -> None:
