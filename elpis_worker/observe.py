@@ -213,6 +213,7 @@ def render_source(root: Path, relative: str, lines_of_interest: list[int] | None
 _NAME_ERROR = re.compile(r"NameError: name '(\w+)' is not defined")
 _IMPORT_NAME = re.compile(r"ImportError: cannot import name '(\w+)' from '([\w.]+)'")
 _MISSING_FIXTURE = re.compile(r"fixture '(\w+)' not found")
+_MISSING_TEST_FILE = re.compile(r"ERROR: file or directory not found: (\S+)")
 # Standard-library modules whose names a small model most often uses without importing them.
 _STDLIB_HOMES = (
     "datetime",
@@ -266,7 +267,8 @@ def _defined_in(root: Path, name: str, tests: bool = False) -> list[str]:
 def failure_hints(output: str, root: Path) -> list[str]:
     """What a linter would say about the commonest failures of a small model's change: a name used but
     never imported (from the repository or the standard library), a name imported from a module that
-    does not define it, a test function given parameters pytest cannot fill."""
+    does not define it, a test function given parameters pytest cannot fill, a test file the test
+    command names that does not exist yet."""
     hints: list[str] = []
     for name in dict.fromkeys(_NAME_ERROR.findall(output)):
         where = _defined_in(root, name)
@@ -280,6 +282,12 @@ def failure_hints(output: str, root: Path) -> list[str]:
             hints.append(
                 f"hint: {name} comes from Python's standard library but is not imported where it is "
                 f"used: add `{statement}` at the top of that file."
+            )
+    for path in dict.fromkeys(_MISSING_TEST_FILE.findall(output)):
+        if not (root / path).exists():
+            hints.append(
+                f"hint: {path} does not exist yet, so no test ran: create it with write_file (path "
+                f"{path}) holding the tests the task asks for."
             )
     for name in dict.fromkeys(_MISSING_FIXTURE.findall(output)):
         hints.append(

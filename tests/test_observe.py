@@ -33,6 +33,10 @@ def repo(tmp_path: Path) -> Path:
             "shop/order.py does not define DEFAULTS: define DEFAULTS in shop/order.py.",
         ),
         ("E       fixture 'text' not found", "there is no fixture 'text': write the test with no parameters"),
+        (
+            "no tests ran in 0.00s\nERROR: file or directory not found: tests/test_power.py\n",
+            "tests/test_power.py does not exist yet, so no test ran: create it with write_file",
+        ),
     ],
 )
 def test_failure_hints_say_what_a_linter_would(repo: Path, output: str, hint: str) -> None:
