@@ -214,6 +214,7 @@ _NAME_ERROR = re.compile(r"NameError: name '(\w+)' is not defined")
 _IMPORT_NAME = re.compile(r"ImportError: cannot import name '(\w+)' from '([\w.]+)'")
 _MISSING_FIXTURE = re.compile(r"fixture '(\w+)' not found")
 _MISSING_TEST_FILE = re.compile(r"ERROR: file or directory not found: (\S+)")
+_NO_TESTS = re.compile(r"^no tests ran\b", re.MULTILINE)
 # Standard-library modules whose names a small model most often uses without importing them.
 _STDLIB_HOMES = (
     "datetime",
@@ -268,7 +269,7 @@ def failure_hints(output: str, root: Path) -> list[str]:
     """What a linter would say about the commonest failures of a small model's change: a name used but
     never imported (from the repository or the standard library), a name imported from a module that
     does not define it, a test function given parameters pytest cannot fill, a test file the test
-    command names that does not exist yet."""
+    command names that does not exist yet, or one that holds no test."""
     hints: list[str] = []
     for name in dict.fromkeys(_NAME_ERROR.findall(output)):
         where = _defined_in(root, name)
@@ -289,6 +290,12 @@ def failure_hints(output: str, root: Path) -> list[str]:
                 f"hint: {path} does not exist yet, so no test ran: create it with write_file (path "
                 f"{path}) holding the tests the task asks for."
             )
+    if _NO_TESTS.search(output) and not _MISSING_TEST_FILE.search(output):
+        hints.append(
+            "hint: pytest found no test to run: a test is a function named test_... in a file named "
+            "test_*.py, which imports what it tests and asserts its results (e.g. "
+            "`from pkg.mod import f` then `def test_f():` and `assert f(2) == 4`)."
+        )
     for name in dict.fromkeys(_MISSING_FIXTURE.findall(output)):
         hints.append(
             f"hint: pytest passes a test function's parameters as fixtures, and there is no fixture "

@@ -37,6 +37,8 @@ def repo(tmp_path: Path) -> Path:
             "no tests ran in 0.00s\nERROR: file or directory not found: tests/test_power.py\n",
             "tests/test_power.py does not exist yet, so no test ran: create it with write_file",
         ),
+        # Seen in `make run`: the new test file held the function itself, not a test of it.
+        ("\nno tests ran in 0.00s\n", "a test is a function named test_... in a file named test_*.py"),
     ],
 )
 def test_failure_hints_say_what_a_linter_would(repo: Path, output: str, hint: str) -> None:
