@@ -813,7 +813,7 @@ class Agent:
         patches, one at a time). The call then counts as failed, so it is excluded from the next turn."""
         previous = self.store.load_task(self.task_id).test_output or ""
         # The tests of a file this edit created are new (a test the task asked for), not broken ones.
-        created = [path.lstrip("./")] if before is None else []
+        created = [self.toolbox.relative(path)] if before is None else []
         why = regression_between(previous, output, new_files=created)
         if why is None:
             return

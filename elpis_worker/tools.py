@@ -343,6 +343,11 @@ class Toolbox:
         target = resolve_inside(self.root, path)
         return target.read_bytes() if target.is_file() else None
 
+    def relative(self, path: str) -> str:
+        """`path` as the tests name its file: relative to the workspace, normalised (`./a/../b.py` is
+        `b.py`). Raises WorkspaceError for a path the tools would refuse."""
+        return self._display(resolve_inside(self.root, path))
+
     def restore(self, path: str, data: bytes | None) -> None:
         """Put `path` back as `snapshot` saw it (removed where it did not exist)."""
         target = resolve_inside(self.root, path)

@@ -907,3 +907,7 @@ def test_snapshot_and_restore_put_a_file_back_or_remove_a_new_one(tmp_path: Path
     assert (tmp_path / "a.py").read_text() == "x = 1\n" and not (tmp_path / "new.py").exists()
     with pytest.raises(WorkspaceError):
         box.snapshot("../outside.py")
+    # The name the tests give the file, whatever spelling the model used.
+    assert (
+        box.relative("./sub/../a.py") == "a.py" and box.relative(str(tmp_path / ".hidden.py")) == ".hidden.py"
+    )

@@ -105,13 +105,7 @@ class Rules:
         return list(dict.fromkeys(s for s in secrets if s))
 
     def any_secret(self) -> bool:
-        if self.provider_settings.secret.get_secret_value():
-            return True
-        prefixes = tuple(f"{p.value}:" for p in Provider if p != self.provider)
-        return any(
-            rules.secret.get_secret_value() and not key.lower().startswith(prefixes)
-            for key, rules in self.settings.repositories.items()
-        )
+        return bool(self.candidate_secrets())
 
     def test_command(self, full_name: str) -> str | None:
         repo = self.repository(full_name)
