@@ -24,6 +24,8 @@ SessionDep = Annotated[Session, Depends(get_session)]
 # (found by tests/test_api_fuzz.py: GET /v1/batches/9223372036854775808 was a 500).
 MAX_ID = 2**63 - 1
 DbId = Annotated[int, Path(ge=1, le=MAX_ID)]
+# A step's seq is an INTEGER column: a cursor past 2**31 - 1 was a database error too (same test found it).
+MAX_SEQ = 2**31 - 1
 
 
 def task_or_404(session: Session, task_id: int) -> Task:

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from elpis_api.deps import (
-    MAX_ID,
+    MAX_SEQ,
     TOKEN_COOKIE,
     DbId,
     LoginRequired,
@@ -314,8 +314,8 @@ async def task_events(
     task_id: DbId,
     request: Request,
     token: PageScope,
-    after: int = Query(-1, ge=-1, le=MAX_ID, description="send the steps with seq greater than this"),
-    last_event_id: Annotated[int | None, Header(ge=-1, le=MAX_ID)] = None,
+    after: int = Query(-1, ge=-1, le=MAX_SEQ, description="send the steps with seq greater than this"),
+    last_event_id: Annotated[int | None, Header(ge=-1, le=MAX_SEQ)] = None,
 ) -> StreamingResponse:
     """Server-sent events: `step` (each new step, rendered), `task` (header and outcome, when they
     change) and `end` once the task is finished and every step was sent."""

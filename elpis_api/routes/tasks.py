@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import func, select
 
-from elpis_api.deps import MAX_ID, DbId, ReadScope, SessionDep, SubmitScope, task_or_404
+from elpis_api.deps import MAX_ID, MAX_SEQ, DbId, ReadScope, SessionDep, SubmitScope, task_or_404
 from elpis_api.schemas import Page, StepOut, TaskDetail, TaskOut
 from models import Step, StepKind, Task, TaskStatus
 
@@ -51,7 +51,7 @@ def list_steps(
     task_id: DbId,
     session: SessionDep,
     token: ReadScope,
-    after: int = Query(-1, ge=-1, le=MAX_ID, description="return steps with seq greater than this"),
+    after: int = Query(-1, ge=-1, le=MAX_SEQ, description="return steps with seq greater than this"),
     limit: int = Query(100, ge=1, le=1000),
 ) -> Page:
     task_or_404(session, task_id)
