@@ -52,6 +52,9 @@ REPEAT_WINDOW = 3
 EDIT_TOOLS = frozenset({"edit_file", "write_file"})
 # Extra samples of a think whose call is a banned one the grammar could not express.
 RESAMPLE_BANNED = 2
+# Their temperature: high enough to leave the banned call, low enough that a small model's code stays
+# intact (at 1.2 the 1.5B model's edits came out garbled).
+RESAMPLE_TEMPERATURE_MAX = 0.9
 # What the first turn may do when the observations already show the failure and its source.
 REPAIR_TOOLS = ("write_file", "edit_file")
 
@@ -685,7 +688,7 @@ class Agent:
                 if resampled >= RESAMPLE_BANNED or not _is_banned(parse_action(completion.text), banned):
                     break
                 resampled += 1
-                temperature = min(1.2, max(0.7, temperature + 0.4))
+                temperature = min(RESAMPLE_TEMPERATURE_MAX, max(0.6, temperature + 0.3))
                 log.info("task %s: think repeated a banned call; sampling again", self.task_id)
         action = parse_action(completion.text)
         reflect_tokens = 0
@@ -970,7 +973,8 @@ class Agent:
         self, turn: TurnSteps, modulation: Modulation, detail: dict[str, Any], tests_passing: bool | None
     ) -> dict[str, Any]:
         """Turn the strategy into what the next turn may do. Replanning takes a reflect step and shuts
-        the failing tool out of the next think's grammar, so the agent cannot repeat it; wrapping up
+        the failing tool (unless it is an edit tool) out of the next think's grammar, so the agent
+        cannot repeat it; wrapping up
         (unless the tests fail) narrows the tools to running the tests and finishing; confidence with
         passing tests and a change made narrows them to finish."""
         plan = default_plan(modulation.strategy)
@@ -981,7 +985,9 @@ class Agent:
                 return plan
             plan["replan"] = True
             failing = self._failing_tool(turn)
-            if failing is not None:
+            # An edit tool stays: the failed edits themselves are banned call by call, and without an
+            # edit tool the replanned turn cannot fix anything (the eval's replans lost a turn that way).
+            if failing is not None and failing not in EDIT_TOOLS:
                 plan["excluded"] = [failing]
                 plan["tools"] = [t for t in plan["tools"] if t != failing]
         elif modulation.strategy == "wrap_up" and tests_passing is not False:

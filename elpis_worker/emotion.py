@@ -46,10 +46,11 @@ EXPLORE_TOP_P = 0.1
 # Distress that lasts means the steady approach is not working: from STUCK_TURNS consecutive turns of
 # distress on, sampling opens instead, STUCK_TEMPERATURE_STEP above the base per further turn up to
 # STUCK_TEMPERATURE_MAX, so a small model stops re-sampling the same wrong fix (seen in the eval: the
-# identical failing edit three turns running at temperature 0.17).
+# identical failing edit three turns running at temperature 0.17). The ceiling stays well below 1: at
+# 1.0 the 1.5B model garbled its edits (eval of 2026-11-28, modulation on: 13/35 against 18/35 off).
 STUCK_TURNS = 2
-STUCK_TEMPERATURE_STEP = 0.3
-STUCK_TEMPERATURE_MAX = 1.0
+STUCK_TEMPERATURE_STEP = 0.2
+STUCK_TEMPERATURE_MAX = 0.7
 
 # Budget fraction at which budget pressure starts, and tools whose job is to change the workspace.
 BUDGET_PRESSURE_START = 0.5

@@ -23,11 +23,13 @@ STUBBORN = [
 ] * 6
 
 
-def run_stubborn(api, start_worker, scripted, db_url, **env):
+def run_stubborn(api, start_worker, scripted, db_url, script=None, **env):
     # The emotion model on its own: the grammar's repeat exclusion (which would stop the second identical
-    # run_tests at once) is off unless a test turns it on, and sampling starts from 0.7.
-    env = {"ELPIS_TOOLS__EXCLUDE_REPEATS": "false", "ELPIS_GENERATION__TEMPERATURE": "0.7", **env}
-    worker = start_worker(ELPIS_MODEL__BACKEND="scripted", ELPIS_MODEL__SCRIPT=str(scripted(STUBBORN)), **env)
+    # run_tests at once) is off unless a test turns it on, and sampling starts from 0.5.
+    env = {"ELPIS_TOOLS__EXCLUDE_REPEATS": "false", "ELPIS_GENERATION__TEMPERATURE": "0.5", **env}
+    worker = start_worker(
+        ELPIS_MODEL__BACKEND="scripted", ELPIS_MODEL__SCRIPT=str(scripted(script or STUBBORN)), **env
+    )
     api.app.state.enqueue = lambda task_id: None
     body = {
         "tasks": [
@@ -70,7 +72,7 @@ def test_failing_tests_build_frustration_then_a_strategy_switch(api, start_worke
     # Sampling followed the state: the first setback steadies it (cooler than it started); distress
     # that lasts opens it (stuck: the same approach keeps failing), up to the cap.
     temps = [s.sampling["temperature"] for s in steps if s.kind == StepKind.think]
-    assert temps[0] == 0.7 and temps[1] < temps[0] < temps[2]
+    assert temps[0] == 0.5 and temps[1] < temps[0] < temps[2]
     assert temps[2] == temps[3] == STUCK_TEMPERATURE_MAX
 
     trajectory = api.get(f"/v1/tasks/{task_id}/emotions").json()["items"]
@@ -78,12 +80,27 @@ def test_failing_tests_build_frustration_then_a_strategy_switch(api, start_worke
     assert trajectory[2]["spiral"] == "frustration" and trajectory[2]["replan_next"] is True
 
 
+def test_a_replan_after_failed_edits_keeps_the_edit_tools(api, start_worker, scripted, db_url):
+    """Failed edits make a spiral like failing tests do, but the replanned turn keeps edit_file: the
+    failed calls are banned one by one, and a repair with no edit tool cannot repair anything."""
+    missing = {"path": "calc/ops.py", "search": "    return a - b - 0", "replace": "    return a - b"}
+    script = [{"thought": "Fix subtract.", "tool": "edit_file", "args": missing}] * 6
+    _, steps = run_stubborn(api, start_worker, scripted, db_url, script=script)
+    emotions = [s.emotion for s in steps if s.kind == StepKind.emotion]
+    replanned = [e["plan"] for e in emotions if e["plan"]["replan"]]
+    assert replanned, [e["trajectory"] for e in emotions]
+    assert replanned[0]["excluded"] == [] and "edit_file" in replanned[0]["tools"]
+    turn = next(s.turn for s in steps if s.kind == StepKind.reflect and (s.detail or {}).get("replan"))
+    think = next(s for s in steps if s.kind == StepKind.think and s.turn == turn)
+    assert "allowed_tools" not in think.sampling  # set only when the grammar narrows the tools
+
+
 def test_without_modulation_the_agent_keeps_looping(api, start_worker, scripted, db_url):
     _, steps = run_stubborn(api, start_worker, scripted, db_url, ELPIS_EMOTIONS__MODULATION="false")
     calls = [s.tool_name for s in steps if s.kind == StepKind.tool_call]
     assert calls == ["run_tests"] * 6
     assert not [s for s in steps if (s.detail or {}).get("replan")]
-    assert {s.sampling["temperature"] for s in steps if s.kind == StepKind.think} == {0.7}
+    assert {s.sampling["temperature"] for s in steps if s.kind == StepKind.think} == {0.5}
     # The state is still measured and persisted: it just does not steer.
     assert steps[-1].emotion["after"]["mood"] in {"frustrated", "anxious"}
 
