@@ -25,6 +25,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from configs.errors import ElpisError
+
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
 ENV_PREFIX = "ELPIS_"
 # Environment variables that are not settings keys but are read by Elpis or its tests.
@@ -38,7 +40,7 @@ ENV_ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
-class ConfigError(Exception):
+class ConfigError(ElpisError):
     """A configuration problem, phrased for the person who has to fix it."""
 
 

@@ -11,9 +11,9 @@ from fastapi.responses import JSONResponse
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp
 
+from configs.logging import configure_logging
 from elpis_api import metrics
 from elpis_api.deps import LoginRequired, PageLogin
-from elpis_api.logging import configure_logging
 from elpis_api.routes import batches, docs, health, memories, pages, tasks, tokens
 from elpis_api.routes import webhooks as webhook_routes
 
@@ -52,14 +52,14 @@ class TrustedHosts(TrustedHostMiddleware):
 def create_app(database_url: str | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from elpis_api.stack import resolve_database_url
+        from elpis_api.stack import database_url as start_or_find_database
 
         if database_url is None:
             # The served app owns the process's logging; one built for a given database (the tests,
             # an embedding program) leaves logging to its host.
             configure_logging()
         pages.end_streams_on_shutdown()
-        app.state.database_url = database_url or resolve_database_url()
+        app.state.database_url = database_url or start_or_find_database()
         if not hasattr(app.state, "enqueue"):
             from elpis_worker.celery_app import app as celery
             from elpis_worker.tasks import enqueue_run_task

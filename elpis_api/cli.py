@@ -301,10 +301,10 @@ def eval_(
 def migrate(revision: str = "head") -> None:
     """Apply the Alembic migrations (starts the embedded database if no ELPIS_DATABASE_URL)."""
     from elpis_api.migrate import upgrade
-    from elpis_api.stack import StackError, resolve_database_url
+    from elpis_api.stack import StackError, database_url
 
     try:
-        upgrade(resolve_database_url(), revision)
+        upgrade(database_url(), revision)
     except StackError as exc:
         _fail(str(exc))
     typer.echo(f"database at {revision}")
@@ -312,9 +312,10 @@ def migrate(revision: str = "head") -> None:
 
 def _celery(args: list[str]) -> None:
     from elpis_api.stack import StackError
+    from elpis_worker.celery_app import app as celery
 
     try:
-        from elpis_worker.celery_app import app as celery
+        celery.conf.broker_url  # noqa: B018 - loads the configuration: no broker is a StackError here
     except StackError as exc:
         _fail(str(exc))
     celery.start(argv=args)
@@ -630,12 +631,12 @@ def models_pull(
 def consolidate() -> None:
     """Consolidate memories now (what beat runs every memory.consolidation_interval): finished tasks
     become long-term memories, near-duplicates merge, faded memories are forgotten. Prints the report."""
-    from elpis_api.stack import StackError, resolve_database_url
+    from elpis_api.stack import StackError, database_url
     from elpis_worker.embedding import EmbeddingLoadError, EmbeddingMismatchError
     from elpis_worker.memory import consolidate_memories
 
     try:
-        report = consolidate_memories(resolve_database_url())
+        report = consolidate_memories(database_url())
     except (StackError, EmbeddingLoadError, EmbeddingMismatchError) as exc:
         _fail(str(exc))
     typer.echo(json.dumps(report.as_dict()))
@@ -657,11 +658,11 @@ class Scope(StrEnum):
 
 def _token_session():
     """A unit of work on the database (the tokens live there); errors are one line."""
-    from elpis_api.stack import StackError, resolve_database_url
+    from elpis_api.stack import StackError, database_url
     from models import session_scope
 
     try:
-        return session_scope(resolve_database_url())
+        return session_scope(database_url())
     except StackError as exc:
         _fail(str(exc))
 

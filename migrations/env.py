@@ -20,7 +20,7 @@ target_metadata = Base.metadata
 def _url() -> str:
     url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
     if not url:
-        from elpis_api.stack import resolve_database_url
+        from configs.servers import resolve_database_url
 
         url = resolve_database_url()
     return url

@@ -330,7 +330,7 @@ def test_doctor_masks_passwords(monkeypatch):
 
 def test_log_lines_mask_secrets(capsys, monkeypatch):
     from configs import get_settings
-    from elpis_api.logging import configure_logging
+    from configs.logging import configure_logging
 
     assert get_settings().api_token.get_secret_value() == API_TOKEN
     root = logging.getLogger()

@@ -183,9 +183,32 @@ def test_embedding_model_is_real_and_loaded_once(embedder):
 # --- consolidation ------------------------------------------------------------------------------------
 
 
+def _written() -> dict[str, float]:
+    """elpis_memories_written_total by kind, as a scrape of the multiprocess store would read it."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from elpis_worker.metrics import instruments, multiprocess_dir
+
+    instruments()  # this process's store exists before the first read
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(multiprocess_dir()))
+    return {
+        s.labels["kind"]: s.value
+        for family in registry.collect()
+        for s in family.samples
+        if s.name == "elpis_memories_written_total"
+    }
+
+
 def test_consolidation_forms_memories_with_lineage_back_to_steps(mem_db, embedder):
     task_id = make_task(mem_db)
+    written = _written()
     report = mem.consolidate_memories(mem_db, embedder=embedder)
+    counted = _written()
+    # Each memory created is counted once, by kind, once its transaction committed.
+    moved = {kind.value: counted.get(kind.value, 0) - written.get(kind.value, 0) for kind in MemoryKind}
+    assert sum(moved.values()) == report.memories_created and all(moved.values()), moved
     assert report.ran and report.tasks_consolidated == 1 and report.task_ids == [task_id]
     assert markers(mem_db) == [task_id]
     with session_scope(mem_db) as s:

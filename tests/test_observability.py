@@ -195,9 +195,9 @@ def test_metrics_names_labels_and_values_move_with_a_task(start_api, start_worke
     ) not in after
 
     # The worker process wrote its own file in the shared multiprocess directory; read it directly.
-    from elpis_api.metrics import (
-        MULTIPROC_DIR as directory,
-    )  # $ELPIS_HOME/run/prometheus, as for the processes
+    from elpis_worker.metrics import multiprocess_dir
+
+    directory = multiprocess_dir()  # $ELPIS_HOME/run/prometheus, as for the processes
 
     host, _, pid = task.worker_id.rpartition(":")
     assert (directory / f"counter_{host.replace('_', '-')}-{pid}.db").is_file()
@@ -212,21 +212,38 @@ def test_metrics_names_labels_and_values_move_with_a_task(start_api, start_worke
     assert re.search(rf"task_id={task_id} msg=\"task {task_id} claimed by", log), log[-3000:]
 
 
-def test_metrics_that_other_features_increment_are_exported(api):
-    from elpis_api import metrics
+def test_webhook_deliveries_are_counted_by_outcome_refused_ones_too(api, monkeypatch):
+    """The API process counts each delivery it answers, into the same store the scrape reads."""
+    monkeypatch.setenv("ELPIS_GITHUB_WEBHOOK_SECRET", "counted-secret")
+    from configs import get_settings
 
-    before = samples(api.get("/metrics").text)
-    metrics.WEBHOOK_DELIVERIES.labels("github", "accepted").inc()
-    metrics.MEMORIES_WRITTEN.labels("episodic").inc(2)
-    after = samples(api.get("/metrics").text)
-    moved = value(after, "elpis_webhook_deliveries_total", provider="github", outcome="accepted") - value(
-        before, "elpis_webhook_deliveries_total", provider="github", outcome="accepted"
-    )
-    assert moved == 1
-    written = value(after, "elpis_memories_written_total", kind="episodic") - value(
-        before, "elpis_memories_written_total", kind="episodic"
-    )
-    assert written == 2
+    get_settings.cache_clear()
+    try:
+        before = samples(api.get("/metrics").text)
+        forged = {"X-GitHub-Event": "ping", "X-Hub-Signature-256": "sha256=" + "0" * 64}
+        assert api.post("/webhooks/github", content=b"{}", headers=forged).status_code == 401
+        body = b'{"zen": "counted", "hook_id": 1}'
+        signed = {"X-GitHub-Event": "ping", "X-Hub-Signature-256": _github_signature(b"counted-secret", body)}
+        assert api.post("/webhooks/github", content=body, headers=signed).status_code == 200
+        after = samples(api.get("/metrics").text)
+    finally:
+        get_settings.cache_clear()
+
+    def moved(outcome: str) -> float:
+        labels = {"provider": "github", "outcome": outcome}
+        return value(after, "elpis_webhook_deliveries_total", **labels) - value(
+            before, "elpis_webhook_deliveries_total", **labels
+        )
+
+    assert moved("refused_401") == 1
+    assert moved("ping") == 1
+
+
+def _github_signature(secret: bytes, body: bytes) -> str:
+    import hashlib
+    import hmac
+
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
 def test_memory_and_webhook_gauges_are_read_from_the_database(api, db_url):
@@ -279,7 +296,7 @@ def test_metrics_report_a_broker_that_is_down(api, monkeypatch):
 
 # --- logs --------------------------------------------------------------------------------------------
 def test_log_lines_carry_task_id_and_seq(capsys):
-    from elpis_api.logging import bind_task, configure_logging
+    from configs.logging import bind_task, configure_logging
 
     log = logging.getLogger("elpis.test")
     root_level = logging.getLogger().level

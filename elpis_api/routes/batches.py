@@ -3,52 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
 
 from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from configs import get_settings
 from elpis_api.deps import DbId, ReadScope, SessionDep, SubmitScope
-from elpis_api.schemas import BatchIn, BatchOut, TaskBrief, TaskIn, TaskOut
+from elpis_api.schemas import BatchIn, BatchOut, TaskBrief, TaskOut
+from elpis_worker.batches import add_batch, enqueue_tasks
 from models import Batch, Task
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 log = logging.getLogger(__name__)
-
-
-def add_batch(session: Session, source: str, items: Sequence[TaskIn]) -> Batch:
-    """Stage a batch and its tasks in the session's open transaction (budgets merged over the config's),
-    flushed so the ids exist. REST batches and webhook deliveries both write their rows through here."""
-    defaults = get_settings().budget.model_dump()
-    batch = Batch(source=source[:32])
-    session.add(batch)
-    for item in items:
-        budget = defaults | (item.budget.model_dump(exclude_none=True) if item.budget else {})
-        batch.tasks.append(
-            Task(
-                repo=item.repo,
-                ref=item.ref,
-                instruction=item.instruction,
-                test_command=item.test_command,
-                budget=budget,
-                protected=list(item.protected),
-            )
-        )
-    session.flush()
-    return batch
-
-
-def enqueue_tasks(enqueue: Callable[[int], None], tasks: Sequence[Task]) -> None:
-    """Enqueue each committed task's id. One the broker refuses stays queued: the reconciler
-    (elpis_worker/reconcile.py) sends it once `worker.queued_grace` has passed, so a task submitted
-    while the broker is down is worked when it is back, and the answer stays 2xx."""
-    for task in tasks:
-        try:
-            enqueue(task.id)
-        except Exception as exc:  # noqa: BLE001 - the row is committed; the reconciler sends it later
-            log.warning("could not enqueue task %s (%s); it stays queued for the reconciler", task.id, exc)
 
 
 @router.post("", status_code=201)

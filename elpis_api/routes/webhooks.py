@@ -26,9 +26,10 @@ from starlette.concurrency import run_in_threadpool
 from configs import get_settings
 from configs.settings import WebhookSettings
 from elpis_api.deps import DbId, ReadScope, SessionDep, task_or_404
-from elpis_api.routes.batches import enqueue_tasks
 from elpis_api.webhooks import ADAPTERS, PayloadError, Rules
 from elpis_api.webhooks.intake import IntakeResult, payload_sha256, record_delivery, validate_plan
+from elpis_worker.batches import enqueue_tasks
+from elpis_worker.metrics import observe_webhook
 from models import sessionmaker_for
 from models.webhooks import DeliveryOutcome, Provider, TaskSource, WebhookDelivery
 
@@ -144,6 +145,7 @@ def _receive(provider: Provider, request: Request, body: bytes, settings: Webhoo
         result.task_ids,
         " (redelivery)" if result.redelivery else "",
     )
+    observe_webhook(provider.value, result.outcome.value)
     return JSONResponse(_answer(result), status_code=200 if result.outcome == DeliveryOutcome.ping else 202)
 
 
@@ -159,9 +161,13 @@ def _answer(result: IntakeResult) -> dict[str, Any]:
 
 async def _endpoint(provider: Provider, request: Request) -> JSONResponse:
     settings = get_settings().webhooks
-    body = await read_capped_body(request, settings.max_body_bytes)
-    # Signature checks, JSON and the database are blocking work: off the event loop.
-    return await run_in_threadpool(_receive, provider, request, body, settings)
+    try:
+        body = await read_capped_body(request, settings.max_body_bytes)
+        # Signature checks, JSON and the database are blocking work: off the event loop.
+        return await run_in_threadpool(_receive, provider, request, body, settings)
+    except HTTPException as exc:  # refused: counted by status (401 forged, 413 oversized...)
+        observe_webhook(provider.value, f"refused_{exc.status_code}")
+        raise
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -17,9 +17,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from elpis_api.routes.batches import add_batch
-from elpis_api.schemas import TaskIn
 from elpis_api.webhooks.common import Interpretation, PayloadError, TaskPlan
+from elpis_worker.batches import TaskIn, add_batch
 from models import Task
 from models.webhooks import DeliveryOutcome, Provider, TaskSource, WebhookDelivery
 
