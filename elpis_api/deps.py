@@ -21,7 +21,7 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 # Ids are positive BIGINTs; a larger number is a 422 like any other bad parameter, not a database error
-# (found by tests/test_api_fuzz.py: GET /v1/batches/9223372036854775808 was a 500).
+# (found by tests/integration/test_api_fuzz.py: GET /v1/batches/9223372036854775808 was a 500).
 MAX_ID = 2**63 - 1
 DbId = Annotated[int, Path(ge=1, le=MAX_ID)]
 # A step's seq is an INTEGER column: a cursor past 2**31 - 1 was a database error too (same test found it).

@@ -14,7 +14,7 @@ outlived Celery's time limits: a hung holder, or a task that is killed and resum
 failed with that reason.
 
 Sending a task twice is harmless: a delivery is not a claim, and `run_task` claims the row, so only
-one worker runs it (tests/test_reconcile.py). A task is sent again at most once per grace period
+one worker runs it (tests/system/test_reconcile.py). A task is sent again at most once per grace period
 (`task.requeued_at`), so a long queue is not flooded with copies. Each action is logged and counted
 in `elpis_reconciler_actions_total{action}`.
 """

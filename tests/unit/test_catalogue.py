@@ -27,7 +27,7 @@ from elpis_worker.catalogue import (
     UnknownModelError,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PARTS = [b"first part|" * 700, b"second part|" * 300, b"third|" * 1000]
 VERSION = "0.1.0"
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import SAMPLES, steps_of, task_row, wait_finished, wait_for
+from helpers import SAMPLES, steps_of, task_row, wait_finished, wait_for
 from test_observability import samples, value
 
 from configs import get_settings

@@ -33,7 +33,7 @@ from elpis_worker.workspace import (
     workspace_diff,
 )
 
-ELPIS_ROOT = Path(__file__).resolve().parents[1]
+ELPIS_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ELPIS_ROOT / "samples"
 SAMPLE_REPO = SAMPLES / "calc"
 

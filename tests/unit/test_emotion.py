@@ -28,7 +28,7 @@ from elpis_worker.emotion import (
     trajectory,
 )
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "emotions.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "emotions.md"
 BASE = AffectState(0.1, 0.2)  # the config.yaml default
 TOOLS = ("list_dir", "read_file", "write_file", "search", "run", "run_tests", "finish")
 ERROR_KINDS = ("timeout", "escape", "not_found", "bad_args", "nonzero_exit", "os_error", "unknown_tool")

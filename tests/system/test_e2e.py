@@ -7,7 +7,7 @@ import uuid
 
 import httpx
 import pytest
-from conftest import AUTH, SAMPLES, free_port, steps_of, wait_finished
+from helpers import AUTH, SAMPLES, free_port, steps_of, wait_finished
 
 from models import StepKind, TaskStatus
 

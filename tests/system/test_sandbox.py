@@ -24,7 +24,7 @@ from elpis_worker.sandbox import Sandbox, SandboxLimits
 from elpis_worker.tools import Toolbox, ToolResult
 from elpis_worker.workspace import prepare_workspace, private_git_dir, workspace_diff
 
-ELPIS_ROOT = Path(__file__).resolve().parents[1]
+ELPIS_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_REPO = ELPIS_ROOT / "samples" / "calc"
 SECRET = "elpis-escape-canary-7f3a9c"
 LIMITS = SandboxLimits(cpu_seconds=60, memory_mb=1024, processes=64, file_size_mb=8)

@@ -20,7 +20,7 @@ from elpis_api.eval_suite import (
 )
 from elpis_worker.workspace import prepare_workspace
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EVALS = ROOT / "evals"
 SUITE = load_suite(EVALS)
 

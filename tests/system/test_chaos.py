@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import AUTH, SAMPLES, free_port, steps_of, task_row, wait_for
+from helpers import AUTH, SAMPLES, free_port, steps_of, task_row, wait_for
 from test_reconcile import config
 from test_webhooks import (  # noqa: F401
     configure,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import AUTH, ROOT, SAMPLES, steps_of, wait_finished, wait_for
+from helpers import AUTH, ROOT, SAMPLES, steps_of, wait_finished, wait_for
 from sqlalchemy import create_engine, select, text, update
 
 from configs import get_settings

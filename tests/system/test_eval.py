@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port
+from helpers import ROOT, free_port
 
 from elpis_api.eval_suite import SuiteError, judge, load_suite, solution_diff
 from elpis_api.evaluate import count_repeated_actions

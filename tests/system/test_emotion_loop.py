@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import SAMPLES, steps_of, wait_finished
+from helpers import SAMPLES, steps_of, wait_finished
 
 from elpis_worker.emotion import STUCK_TEMPERATURE_MAX
 from models import StepKind

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from conftest import ROOT
+from helpers import ROOT
 
 
 def check_elpis_command(name: str, command: list[str]) -> None:

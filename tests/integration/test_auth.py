@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from conftest import API_TOKEN, AUTH, free_port
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
+from helpers import API_TOKEN, AUTH, free_port
 from typer.testing import CliRunner
 
 from elpis_api.app import create_app

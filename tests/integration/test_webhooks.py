@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import SAMPLES, free_port, steps_of, task_row, wait_finished, wait_for
+from helpers import SAMPLES, free_port, steps_of, task_row, wait_finished, wait_for
 from sqlalchemy import func, select
 
 from configs import get_settings
@@ -33,7 +33,7 @@ from elpis_worker.store import TaskStore
 from models import Batch, Task, TaskStatus, session_scope
 from models.webhooks import CommentStatus, Provider, ResultStatus, TaskSource, WebhookDelivery
 
-PAYLOADS = Path(__file__).parent / "webhook_payloads"
+PAYLOADS = Path(__file__).resolve().parents[1] / "webhook_payloads"
 SECRETS = {"github": "gh-secret-0d1e", "gitlab": "gl-token-7a2b", "gitea": "gt-secret-93c4"}
 CLONE_URLS = {
     "github": "https://github.com/acme/calc.git",
@@ -689,7 +689,7 @@ def test_a_delivery_the_broker_refuses_stays_queued_for_the_reconciler(api, db_u
     response = deliver(api, "github", "issues_labeled", load("github", "issues_labeled", repo))
     assert response.status_code == 202, response.text
     [task_id] = response.json()["tasks"]
-    assert task_row(db_url, task_id).status == TaskStatus.queued  # tests/test_reconcile.py sends it later
+    assert task_row(db_url, task_id).status == TaskStatus.queued  # test_reconcile.py sends it later
 
 
 # --- results --------------------------------------------------------------------------------------------

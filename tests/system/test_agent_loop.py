@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import SAMPLES, steps_of, task_row
+from helpers import SAMPLES, steps_of, task_row
 
 from configs.settings import load_settings
 from elpis_worker.agent import run_agent

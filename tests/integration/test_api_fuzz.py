@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 import schemathesis
-from conftest import AUTH
+from helpers import AUTH
 from hypothesis import HealthCheck, given, settings
 
 EXAMPLES = 50  # per operation

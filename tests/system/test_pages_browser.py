@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import API_TOKEN, steps_of, task_row, wait_for
+from helpers import API_TOKEN, steps_of, task_row, wait_for
 from test_observability import gated_script, scripted_env, submit
 
 from models import StepKind, TaskStatus

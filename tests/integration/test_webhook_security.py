@@ -10,7 +10,7 @@ import json
 import pytest
 
 # The webhook tests' helpers and fixtures (`configure`, `enqueued`), shared rather than copied.
-from conftest import task_row
+from helpers import task_row
 from test_webhooks import (  # noqa: F401
     configure,
     deliver,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import AUTH, ROOT, SAMPLES, free_port, steps_of, task_row, wait_finished, wait_for
+from helpers import AUTH, ROOT, SAMPLES, free_port, steps_of, task_row, wait_finished, wait_for
 
 from models import StepKind, TaskStatus
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import jsonschema
 import pytest
-from conftest import SAMPLES, free_port, steps_of, wait_for
+from helpers import SAMPLES, free_port, steps_of, wait_for
 
 from configs import ConfigError
 from configs.settings import load_settings

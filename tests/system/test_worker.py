@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from conftest import SAMPLES, steps_of, task_row, wait_finished, wait_for
+from helpers import SAMPLES, steps_of, task_row, wait_finished, wait_for
 from sqlalchemy import select
 
 from models import StepKind, TaskStatus, WorkerProcess, session_scope

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import SAMPLES
+from helpers import SAMPLES
 from sqlalchemy import func, select
 
 from models import Batch, Task, TaskStatus, session_scope
@@ -132,7 +132,7 @@ def test_steps_paging_after_seq(api, db_url):
 
 def test_broker_down_keeps_the_task_queued_for_the_reconciler(api, db_url):
     """No silent loss and no error: the rows are committed, and the reconciler sends what the broker
-    refused once it is back (tests/test_reconcile.py)."""
+    refused once it is back (tests/system/test_reconcile.py)."""
 
     def broken(task_id: int) -> None:
         raise ConnectionError("broker gone")
@@ -147,7 +147,7 @@ def test_broker_down_keeps_the_task_queued_for_the_reconciler(api, db_url):
 
 
 def test_healthz_checks_database_and_broker(api):
-    api.app.state.ping_workers = lambda: ["elpis@host"]  # the real ping: tests/test_observability.py
+    api.app.state.ping_workers = lambda: ["elpis@host"]  # the real ping: tests/system/test_observability.py
     response = api.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {

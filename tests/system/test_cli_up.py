@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import yaml
-from conftest import ROOT, SAMPLES, free_port, wait_for
+from helpers import ROOT, SAMPLES, free_port, wait_for
 
 ELPIS = str(Path(sys.executable).parent / "elpis")
 

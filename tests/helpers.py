@@ -1,0 +1,67 @@
+"""What tests share besides fixtures: paths, the session's admin token, and waiting on the database.
+
+Imported as `from helpers import ...` (pytest puts tests/ on the path); fixtures live in conftest.py.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+# Every route but /healthz needs a token: the session's API processes accept this one as admin
+# (ELPIS_API_TOKEN), and `api` / AUTH send it. tests/integration/test_auth.py covers the tokens themselves.
+API_TOKEN = "elpis_test-admin-token-" + uuid.uuid4().hex
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+def free_port() -> int:
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 60, interval: float = 0.2, what: str = "condition"
+) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def task_row(db_url: str, task_id: int):
+    from models import Task, session_scope
+
+    with session_scope(db_url) as s:
+        task = s.get(Task, task_id)
+        s.expunge(task)
+        return task
+
+
+def steps_of(db_url: str, task_id: int):
+    from sqlalchemy import select
+
+    from models import Step, session_scope
+
+    with session_scope(db_url) as s:
+        rows = list(s.scalars(select(Step).where(Step.task_id == task_id).order_by(Step.seq)))
+        for r in rows:
+            s.expunge(r)
+        return rows
+
+
+def wait_finished(db_url: str, task_id: int, timeout: float = 180):
+    return wait_for(
+        lambda: (t := task_row(db_url, task_id)).status.finished and t,
+        timeout=timeout,
+        what=f"task {task_id} to finish",
+    )

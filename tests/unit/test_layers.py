@@ -1,0 +1,70 @@
+"""The architecture's rules, checked: one direction of dependencies (import-linter's contracts in
+pyproject.toml), and importing a module defines things and does nothing else."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("configs", "models", "elpis_worker", "elpis_api", "migrations")
+
+# Imports every module in a fresh interpreter and reports what changed: the environment, threads,
+# child processes, and files under ELPIS_HOME.
+PROBE = r"""
+import importlib, json, os, pkgutil, sys, threading
+from pathlib import Path
+
+home = Path(sys.argv[1])
+before_env, before_threads = dict(os.environ), threading.active_count()
+names = []
+for package in sys.argv[2:]:
+    module = importlib.import_module(package)
+    names.append(package)
+    for info in pkgutil.walk_packages(module.__path__, package + "."):
+        if info.name == "migrations.env":  # Alembic's script: only runs inside `alembic upgrade`
+            continue
+        importlib.import_module(info.name)
+        names.append(info.name)
+children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+print(json.dumps({
+    "modules": names,
+    "env": sorted(k for k in set(os.environ) | set(before_env) if os.environ.get(k) != before_env.get(k)),
+    "threads": threading.active_count() - before_threads,
+    "children": children,
+    "home": sorted(str(p) for p in home.rglob("*")) if home.exists() else [],
+}))
+"""
+
+
+def test_the_layer_contracts_hold() -> None:
+    """elpis_api -> elpis_worker -> models -> configs, and migrations below the application packages."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    run = subprocess.run([str(lint)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "Contracts: 2 kept, 0 broken." in run.stdout, run.stdout[-2000:]
+
+
+def test_importing_any_module_starts_nothing_and_writes_no_environment(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    # A clean environment: no server addresses, so a module that resolved or started one would fail
+    # or leave a trace here.
+    env = {"PATH": "/usr/bin:/bin", "ELPIS_HOME": str(home), "HOME": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-c", PROBE, str(home), *PACKAGES],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(report["modules"]) >= 60, report["modules"]
+    assert {"elpis_worker.celery_app", "elpis_api.metrics", "elpis_worker.metrics"} <= set(report["modules"])
+    assert report["env"] == []
+    assert report["children"] == []
+    assert report["threads"] == 0
+    assert report["home"] == []
