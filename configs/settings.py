@@ -109,6 +109,8 @@ class ToolSettings(_Section):
     repair_first: bool = True
     undo_regressions: bool = True
     sandbox: Literal["bwrap", "none"] = "bwrap"
+    # REST tasks may name a path or file:// URL on the workers (off where the API faces other people).
+    allow_local_repos: bool = True
     network: bool = False
     limits: SandboxLimitSettings = SandboxLimitSettings()
 
