@@ -9,6 +9,7 @@ at start instead of being silently ignored.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -171,10 +172,13 @@ class WorkerSettings(_Section):
 
 
 class WebhookProviderSettings(_Section):
-    """One Git provider's webhook secret, REST API (comments back) and push credentials."""
+    """One Git provider's webhook secret, where its repositories live, its REST API (comments back) and
+    push credentials."""
 
     # GitHub/Gitea: the HMAC key of the signature header; GitLab: the X-Gitlab-Token value.
     secret: SecretStr = SecretStr("")
+    # Webhook tasks clone from and push to <web_url>/<full name>.git, never a URL from the payload.
+    web_url: str = ""
     api_url: str = ""
     api_token: SecretStr = SecretStr("")
     push_user: str = "elpis"
@@ -183,8 +187,25 @@ class WebhookProviderSettings(_Section):
     # Hosts a push credential may be sent to; a clone URL on any other host is pushed without one.
     push_hosts: list[str] = []
 
+    @field_validator("web_url")
+    @classmethod
+    def _web_url_is_a_base(cls, value: str) -> str:
+        """A base URL git may use (its protocol allow-list has https, ssh and file), without
+        credentials, a query or a fragment: repositories are found below it by their full names."""
+        if not value:
+            return value
+        if not re.fullmatch(r"(https|ssh)://[^\s/?#]+(/[^\s?#]*)?|file:///[^\s?#]*", value):
+            raise ValueError(
+                "must be the https://, ssh:// or file:/// URL repositories are found under "
+                "(e.g. https://gitea.example.com), without a query or fragment"
+            )
+        if value.startswith("https://") and "@" in value.split("/")[2]:
+            raise ValueError("must not carry credentials: push_token is sent as a header, never in a URL")
+        return value
+
 
 class GithubWebhookSettings(WebhookProviderSettings):
+    web_url: str = "https://github.com"
     api_url: str = "https://api.github.com"
     push_user: str = "x-access-token"
     push_hosts: list[str] = ["github.com"]
@@ -193,6 +214,7 @@ class GithubWebhookSettings(WebhookProviderSettings):
 
 
 class GitlabWebhookSettings(WebhookProviderSettings):
+    web_url: str = "https://gitlab.com"
     api_url: str = "https://gitlab.com/api/v4"
     push_user: str = "oauth2"
     push_hosts: list[str] = ["gitlab.com"]

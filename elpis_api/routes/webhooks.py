@@ -1,9 +1,9 @@
 """POST /webhooks/{github,gitlab,gitea}: a verified Git event becomes a queued task.
 
-Order of checks: size (413, before the body is read whole), a configured secret (403), the signature or
-token over the raw bytes against every configured secret (401; nothing is parsed before), JSON (400),
-that the secret it was signed with is the repository's (403 if none, else 401), the event's fields
-(422). Only then is anything written: the delivery record
+Order of checks: size (413, before the body is read whole), a configured secret and web_url (403), the
+signature or token over the raw bytes against every configured secret (401; nothing is parsed before),
+JSON (400), that the secret it was signed with is the repository's (403 if none, else 401), the event's
+fields (422). Only then is anything written: the delivery record
 and its task in one transaction; the task id is enqueued after the commit (one the broker refuses stays
 queued for the reconciler), and the answer is 202 with
 `{"delivery", "tasks"}` (200 for GitHub's ping). Reading endpoints show a delivery and a task's source.
@@ -93,6 +93,12 @@ def _receive(provider: Provider, request: Request, body: bytes, settings: Webhoo
             403,
             f"{adapter.display} webhooks are refused: no secret is configured "
             f"(set {_SECRET_ENV[provider]} or webhooks.{provider.value}.secret)",
+        )
+    if not rules.provider_settings.web_url:
+        raise HTTPException(
+            403,
+            f"{adapter.display} webhooks are refused: webhooks.{provider.value}.web_url is not set "
+            "(where its repositories are cloned from and pushed to; payload URLs are never used)",
         )
     # The signature over the raw bytes first, against every configured secret (constant-time each):
     # nothing of an unverified body is parsed, not even to pick a repository's secret.

@@ -1,7 +1,9 @@
 """What every provider's webhook comes down to: a verified event, and at most one task to make of it.
 
 Each provider module (github, gitlab, gitea) turns its own headers and payload shapes into an
-`Interpretation`; the route and the intake code never look at a provider's payload themselves.
+`Interpretation`; the route and the intake code never look at a provider's payload themselves. Of a
+payload only names are used (repository full names, branches, numbers): every URL a task clones from
+or pushes to is built from the configuration (`Rules.repository_url`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from configs.settings import WebhookProviderSettings, WebhookRepositorySettings, WebhookSettings
+from elpis_worker.forges import clone_url, full_name_problem
 from models.webhooks import Provider, Trigger
 
 # TaskIn's cap on an instruction; a long issue body is cut to fit rather than refused.
@@ -73,6 +76,15 @@ class Rules:
     @property
     def trigger_label(self) -> str:
         return self.settings.trigger_label
+
+    def repository_url(self, full_name: str, name_field: str) -> str:
+        """Where `full_name` is cloned from and pushed to: the provider's configured web_url and the
+        name, never a URL from the payload. A name that is not a plain owner/name (GitLab:
+        group/.../project) is refused, naming the payload field that carried it."""
+        problem = full_name_problem(self.provider, full_name)
+        if problem:
+            raise PayloadError(f"payload field {name_field}: {problem}")
+        return clone_url(self.settings, self.provider, full_name)
 
     def repository(self, full_name: str | None) -> WebhookRepositorySettings | None:
         """The rules for `full_name`: a "provider:name" key first, then a plain "name" (case-insensitive,
@@ -226,12 +238,23 @@ def issue_instruction(title: str, body: str | None) -> str:
     return clip(f"{title.strip()}\n\n{(body or '').strip()}".strip())
 
 
+# What a fork the payload does not name (a deleted one) is called.
+UNKNOWN_FORK = "an unknown (deleted?) fork"
+
+
 def fork_of(head: str | None, repository: str) -> str | None:
     """The fork a pull request comes from (its head repository's full name), None when the head is in
     `repository` itself. A head repository the payload does not name (a deleted fork) counts as a fork."""
     if head is None:
-        return "an unknown (deleted?) fork"
+        return UNKNOWN_FORK
     return head if head.lower() != repository.lower() else None
+
+
+def fork_unnamed(number: int) -> str:
+    return (
+        f"pull request {number} comes from {UNKNOWN_FORK}: the payload does not name the fork's "
+        "repository, so there is nothing to clone it from"
+    )
 
 
 def fork_refused(number: int, fork: str) -> str:
@@ -265,7 +288,7 @@ def push_interpretation(
     rules: Rules,
     *,
     repository: str,
-    clone_url_field: str,
+    name_field: str,
     deleted: bool,
 ) -> Interpretation:
     """A push to a branch with a rule for the repository: the rule's instruction on that branch."""
@@ -285,7 +308,7 @@ def push_interpretation(
     instruction = rules.push_instruction(repository, branch)
     if instruction is None:
         return ignore(f"no push rule for branch {branch} of {repository} (webhooks.repositories)")
-    clone_url = need_str(payload, clone_url_field)
+    url = rules.repository_url(repository, name_field)
     return Interpretation(
         event,
         None,
@@ -293,12 +316,12 @@ def push_interpretation(
         plan=TaskPlan(
             trigger=Trigger.push,
             repository=repository,
-            clone_url=clone_url,
+            clone_url=url,
             ref=branch,
-            push_url=clone_url,
+            push_url=url,
             instruction=clip(instruction),
             head_sha=after or None,
             dedup_key=f"{provider.value}:{repository}:push:{branch}:{after}",
-            fields={"push_url": clone_url_field, "repo": clone_url_field, "ref": "ref"},
+            fields={"push_url": name_field, "repo": name_field, "ref": "ref"},
         ),
     )
