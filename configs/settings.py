@@ -172,8 +172,8 @@ class WorkerSettings(_Section):
 
 
 class WebhookProviderSettings(_Section):
-    """One Git provider's webhook secret, where its repositories live, its REST API (comments back) and
-    push credentials."""
+    """One Git provider's webhook secret, where its repositories live, its REST API (comments back,
+    roles) and push credentials."""
 
     # GitHub/Gitea: the HMAC key of the signature header; GitLab: the X-Gitlab-Token value.
     secret: SecretStr = SecretStr("")
@@ -186,6 +186,9 @@ class WebhookProviderSettings(_Section):
     push_token: SecretStr = SecretStr("")
     # Hosts a push credential may be sent to; a clone URL on any other host is pushed without one.
     push_hosts: list[str] = []
+    # Roles (GitHub's author_association names) whose /elpis comments are obeyed; on GitLab and Gitea
+    # the commenter's role is asked of the provider's API.
+    comment_associations: list[str] = ["OWNER", "MEMBER", "COLLABORATOR"]
 
     @field_validator("web_url")
     @classmethod
@@ -209,8 +212,6 @@ class GithubWebhookSettings(WebhookProviderSettings):
     api_url: str = "https://api.github.com"
     push_user: str = "x-access-token"
     push_hosts: list[str] = ["github.com"]
-    # author_association values whose /elpis comments are obeyed.
-    comment_associations: list[str] = ["OWNER", "MEMBER", "COLLABORATOR"]
 
 
 class GitlabWebhookSettings(WebhookProviderSettings):

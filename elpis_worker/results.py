@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from sqlalchemy import Integer, cast, func, select, update
 
 from configs.settings import Settings, WebhookProviderSettings
-from elpis_worker.forges import ForgeError, clone_url
+from elpis_worker.forges import ForgeError, api_headers, clone_url
 from elpis_worker.store import LostClaim, TaskStore
 from elpis_worker.workspace import (
     BASE_REF,
@@ -581,18 +581,7 @@ def _post_comment(settings: Settings, source: _Source, text: str) -> dict[str, A
 def _api_call(
     settings: Settings, provider: Provider, method: str, url: str, body: dict[str, Any] | None
 ) -> Any:
-    ps = _provider_settings(settings, provider)
-    token = ps.api_token.get_secret_value()
-    headers = {"Accept": "application/json", "User-Agent": "elpis"}
-    if provider == Provider.github:
-        headers.update({"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"})
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-    elif provider == Provider.gitlab:
-        if token:
-            headers["PRIVATE-TOKEN"] = token
-    elif token:
-        headers["Authorization"] = f"token {token}"
+    headers = api_headers(provider, _provider_settings(settings, provider).api_token.get_secret_value())
     try:
         response = httpx.request(
             method, url, headers=headers, json=body, timeout=settings.webhooks.api_timeout

@@ -2,7 +2,8 @@
 anything of the body is parsed, a repository's own secret cannot be replaced by another's, hostile bodies
 (deeply nested, huge, not JSON) get a 4xx, never a 5xx, and create nothing; every URL a task clones from
 or pushes to is built from the provider's configured web_url and a checked full name, never taken from a
-payload."""
+payload; and a GitLab or Gitea comment is obeyed only when the provider's API confirms its author's
+role."""
 
 # ruff: noqa: F811 - pytest injects the imported fixtures by parameter name
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 # The webhook tests' helpers and fixtures (`configure`, `enqueued`), shared rather than copied.
-from conftest import task_row
+from conftest import free_port, task_row
 from test_webhooks import (  # noqa: F401
     CLONE_URLS,
     configure,
@@ -361,3 +362,148 @@ def test_a_pull_request_head_the_api_does_not_name_fails_the_task(
     assert results.prepare_source(store, get_settings(), task_id) == "failed"
     task = task_row(db_url, task_id)
     assert task.repo == f"https://github.com/acme/{repo}.git" and "names none" in task.failure_reason
+
+
+# --- GitLab and Gitea comments: the author's role, from the provider's API -------------------------------
+
+GITLAB_MEMBER = "/api/v4/projects/14/members/all/51"
+
+
+def gitea_permission(repo: str) -> str:
+    return f"/api/v1/repos/acme/{repo}/collaborators/alice/permission"
+
+
+def gitea_issue_comment(repo: str) -> dict[str, Any]:
+    """Gitea's comment fixture, on an issue rather than a pull request."""
+    data = load("gitea", "issue_comment_pull_request", repo)
+    data["is_pull"] = False
+    data["issue"]["pull_request"] = None
+    return data
+
+
+@pytest.fixture
+def forge_api(configure, provider_api):
+    """GitLab's and Gitea's API played by `provider_api`, with tokens."""
+    configure(
+        ELPIS_WEBHOOKS__GITLAB__API_URL=f"{provider_api.url}/api/v4",
+        ELPIS_WEBHOOKS__GITLAB__API_TOKEN="gl-api-token",
+        ELPIS_WEBHOOKS__GITEA__API_URL=f"{provider_api.url}/api/v1",
+        ELPIS_WEBHOOKS__GITEA__API_TOKEN="gt-api-token",
+    )
+    return provider_api
+
+
+@pytest.mark.parametrize(
+    ("level", "role"), [(50, "OWNER"), (40, "MEMBER"), (30, "COLLABORATOR"), (20, "NONE"), (10, "NONE")]
+)
+def test_a_gitlab_comment_is_obeyed_only_from_a_member_who_can_push(
+    api, db_url, forge_api, enqueued, level, role
+):
+    """Developer (30) and above, by the access level GitLab's API gives for the note's author."""
+    repo = unique_repo()
+    forge_api.answers[GITLAB_MEMBER] = {"id": 51, "username": "alice", "access_level": level}
+    response = deliver(api, "gitlab", "note_hook_issue", load("gitlab", "note_hook_issue", repo))
+    assert response.status_code == 202, response.text
+    [lookup] = forge_api.got()
+    assert lookup["path"] == GITLAB_MEMBER and lookup["headers"]["private-token"] == "gl-api-token"
+    if role == "NONE":
+        assert response.json()["tasks"] == [] and enqueued == []
+        assert (
+            response.json()["detail"] == "comment by 'alice' (NONE), not one of gitlab.comment_associations"
+        )
+        assert [d.outcome for d in deliveries_of(db_url, repo)] == ["ignored"]
+    else:
+        assert len(response.json()["tasks"]) == 1 and enqueued == response.json()["tasks"]
+
+
+@pytest.mark.parametrize(
+    ("permission", "obeyed"),
+    [("owner", True), ("admin", True), ("write", True), ("read", False), ("none", False)],
+)
+def test_a_gitea_comment_is_obeyed_only_from_a_collaborator_who_can_write(
+    api, db_url, forge_api, enqueued, permission, obeyed
+):
+    repo = unique_repo()
+    forge_api.answers[gitea_permission(repo)] = {"permission": permission, "role_name": permission}
+    response = deliver(api, "gitea", "issue_comment_pull_request", gitea_issue_comment(repo))
+    assert response.status_code == 202, response.text
+    [lookup] = forge_api.got()
+    assert lookup["path"] == gitea_permission(repo)
+    assert lookup["headers"]["authorization"] == "token gt-api-token"
+    assert bool(response.json()["tasks"]) is obeyed
+    if not obeyed:
+        assert "(NONE), not one of gitea.comment_associations" in response.json()["detail"]
+        assert enqueued == []
+
+
+@pytest.mark.parametrize("provider", ["gitlab", "gitea"])
+def test_a_commenter_the_provider_does_not_know_is_not_obeyed(api, db_url, forge_api, enqueued, provider):
+    """No answer for the user (404: not a member, no such user) is no role."""
+    repo = unique_repo()
+    if provider == "gitlab":
+        response = deliver(api, "gitlab", "note_hook_issue", load("gitlab", "note_hook_issue", repo))
+    else:
+        response = deliver(api, "gitea", "issue_comment_pull_request", gitea_issue_comment(repo))
+    assert response.status_code == 202 and response.json()["tasks"] == [] and enqueued == []
+    assert "(NONE), not one of" in response.json()["detail"]
+    assert len(forge_api.got()) == 1
+
+
+@pytest.mark.parametrize("provider", ["gitlab", "gitea"])
+@pytest.mark.parametrize(
+    ("failure", "said"),
+    [
+        ("down", "failed"),
+        ((500, {"message": "boom"}), "answered 500"),
+        ((401, {"message": "401 Unauthorized"}), "answered 401 (check the provider's api_token"),
+        ((200, ["not", "an", "object"]), "did not answer a JSON object"),
+        ((200, {"id": 51}), "answered without"),
+    ],
+)
+def test_a_role_that_cannot_be_checked_is_refused_never_allowed(
+    api, db_url, forge_api, configure, enqueued, provider, failure, said
+):
+    """Fail closed: an unreachable API, an error or an answer without the role makes no task, and the
+    delivery says why."""
+    repo = unique_repo()
+    if failure == "down":
+        dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        configure(
+            ELPIS_WEBHOOKS__GITLAB__API_URL=f"{dead}/api/v4", ELPIS_WEBHOOKS__GITEA__API_URL=f"{dead}/api/v1"
+        )
+    else:
+        forge_api.answers[GITLAB_MEMBER if provider == "gitlab" else gitea_permission(repo)] = failure
+    if provider == "gitlab":
+        response = deliver(api, "gitlab", "note_hook_issue", load("gitlab", "note_hook_issue", repo))
+    else:
+        response = deliver(api, "gitea", "issue_comment_pull_request", gitea_issue_comment(repo))
+    assert response.status_code == 202, response.text
+    assert response.json()["tasks"] == [] and enqueued == []
+    detail = response.json()["detail"]
+    assert detail.startswith(f"comment by 'alice', whose role in acme/{repo} could not be checked: ")
+    assert said in detail
+    [delivery] = deliveries_of(db_url, repo)
+    assert delivery.outcome == "ignored" and delivery.detail == detail
+
+
+def test_comment_associations_narrow_who_may_command(api, db_url, forge_api, configure, enqueued):
+    configure(ELPIS_WEBHOOKS__GITLAB__COMMENT_ASSOCIATIONS='["OWNER"]')
+    repo = unique_repo()
+    forge_api.answers[GITLAB_MEMBER] = {"id": 51, "access_level": 40}
+    response = deliver(api, "gitlab", "note_hook_issue", load("gitlab", "note_hook_issue", repo))
+    assert response.json()["tasks"] == [] and "(MEMBER), not one of" in response.json()["detail"]
+
+
+def test_a_gitea_comment_without_an_api_is_not_obeyed(api, db_url, configure, enqueued):
+    """No api_url, no way to learn the role: refused, saying which setting is missing."""
+    repo = unique_repo()
+    response = deliver(api, "gitea", "issue_comment_pull_request", gitea_issue_comment(repo))
+    assert response.status_code == 202 and response.json()["tasks"] == [] and enqueued == []
+    assert "webhooks.gitea.api_url is not set" in response.json()["detail"]
+
+
+def test_a_comment_without_the_command_asks_the_api_nothing(api, db_url, forge_api, enqueued):
+    data = load("gitlab", "note_hook_issue", unique_repo())
+    data["object_attributes"]["note"] = "thanks, looks good"
+    response = deliver(api, "gitlab", "note_hook_issue", data)
+    assert response.json()["tasks"] == [] and forge_api.got() == []

@@ -245,6 +245,9 @@ class FakeProviderAPI:
     def posted(self) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["method"] == "POST"]
 
+    def got(self) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r["method"] == "GET"]
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -607,9 +610,16 @@ def test_issue_comment_becomes_a_task_with_the_rest_as_instruction(api, db_url, 
     assert source.trigger == "comment" and source.number == 5 and source.resolve_head is False
 
 
-def test_pull_request_comments_run_on_the_head_branch(api, db_url, configure, enqueued):
+def test_pull_request_comments_run_on_the_head_branch(api, db_url, configure, enqueued, provider_api):
     repo = unique_repo()
-    configure(ELPIS_WEBHOOKS__GITEA__API_URL="http://127.0.0.1:9/api/v1")
+    configure(
+        ELPIS_WEBHOOKS__GITLAB__API_URL=f"{provider_api.url}/api/v4",
+        ELPIS_WEBHOOKS__GITEA__API_URL=f"{provider_api.url}/api/v1",
+    )
+    # The commenter's role, as GitLab (Developer) and Gitea (write) tell it.
+    provider_api.answers["/api/v4/projects/14/members/all/51"] = {"id": 51, "access_level": 30}
+    gitea_role = f"/api/v1/repos/acme/{repo}/collaborators/alice/permission"
+    provider_api.answers[gitea_role] = {"permission": "write"}
     # GitLab's note carries the merge request: its source branch is the task's ref.
     [gitlab_task] = deliver(
         api, "gitlab", "note_hook_merge_request", load("gitlab", "note_hook_merge_request", repo)

@@ -13,11 +13,11 @@ import hashlib
 import hmac
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from configs.settings import WebhookProviderSettings, WebhookRepositorySettings, WebhookSettings
-from elpis_worker.forges import clone_url, full_name_problem
+from elpis_worker.forges import ForgeError, clone_url, commenter_role, full_name_problem
 from models.webhooks import Provider, Trigger
 
 # TaskIn's cap on an instruction; a long issue body is cut to fit rather than refused.
@@ -28,6 +28,15 @@ _ZERO_SHA = "0" * 40
 
 class PayloadError(ValueError):
     """A verified payload lacks a field its event must have; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Commenter:
+    """The author of a comment whose role the provider's API must confirm before its task stands:
+    `key` is what the API knows them by (GitLab: the user id, Gitea: the user name)."""
+
+    name: str
+    key: str | int
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,8 @@ class TaskPlan:
     resolve_head: bool = False
     # Payload fields the values came from, so a bad value is reported by the field that carried it.
     fields: Mapping[str, str] = field(default_factory=dict)
+    # Set where the role is not in the payload (GitLab, Gitea): see `vet_commenter`.
+    commenter: Commenter | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +164,37 @@ class Rules:
         if allowed and (user or "").lower() not in {name.lower() for name in allowed}:
             return f"comment by '{user}', who is not in webhooks.commenters"
         return None
+
+    def refuses_role(self, user: str | None, role: str) -> str | None:
+        """Why a comment by `user`, who holds `role` (an author_association name), is not obeyed."""
+        allowed = {a.upper() for a in self.provider_settings.comment_associations}
+        if role.upper() not in allowed:
+            return f"comment by '{user}' ({role}), not one of {self.provider.value}.comment_associations"
+        return None
+
+
+def vet_commenter(interpretation: Interpretation, rules: Rules) -> Interpretation:
+    """A comment's task stands only when the provider's API says its author holds one of the
+    provider's comment_associations roles (GitLab, Gitea: their payloads do not say). When the API
+    cannot be asked or its answer is unusable the comment is not obeyed either: a forge that is down
+    lets no one in. A refusal is an ignored delivery, with why."""
+    plan = interpretation.plan
+    if plan is None or plan.commenter is None:
+        return interpretation
+    user = plan.commenter
+    try:
+        role = commenter_role(
+            rules.settings,
+            rules.provider,
+            repository=plan.repository,
+            project_id=plan.project_id,
+            user=user.key,
+        )
+    except ForgeError as exc:
+        why = f"comment by '{user.name}', whose role in {plan.repository} could not be checked: {exc}"
+        return replace(interpretation, plan=None, ignored=why)
+    refused = rules.refuses_role(user.name, role)
+    return replace(interpretation, plan=None, ignored=refused) if refused else interpretation
 
 
 class ProviderAdapter(ABC):

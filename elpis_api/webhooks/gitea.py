@@ -3,7 +3,8 @@
 pull_request_sync, ...), X-Gitea-Delivery.
 
 Gitea's label events say which labels an item has, not which one was just added: an issue makes one
-label task (its dedup key), and a pull request one per head commit.
+label task (its dedup key), and a pull request one per head commit. A comment's author's role is not in
+the payload: the API is asked (`vet_commenter`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from elpis_api.webhooks.common import (
+    Commenter,
     Interpretation,
     PayloadError,
     ProviderAdapter,
@@ -122,6 +124,8 @@ class Gitea(ProviderAdapter):
             refused = rules.refuses_commenter(user)
             if refused:
                 return ignore(refused)
+            if user is None:
+                raise PayloadError("payload field comment.user.login is missing or not a string")
             is_pr = dig(payload, "is_pull") is True or isinstance(dig(payload, "issue.pull_request"), Mapping)
             if is_pr and not rules.settings.gitea.api_url:
                 return ignore(
@@ -140,6 +144,8 @@ class Gitea(ProviderAdapter):
                 resolve_head=is_pr,
                 dedup_key=f"gitea:{repository}:comment:{need_int(payload, 'comment.id')}",
                 fields={"push_url": NAME, "repo": NAME, "ref": "repository.default_branch"},
+                # The payload does not say the author's role: the route asks the API (vet_commenter).
+                commenter=Commenter(user, user),
             )
             return Interpretation(event, action, repository, plan=plan)
 

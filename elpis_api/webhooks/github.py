@@ -111,11 +111,9 @@ class GitHub(ProviderAdapter):
             if instruction is None:
                 return ignore("comment does not start with the command prefix")
             user = opt_str(payload, "comment.user.login")
-            refused = rules.refuses_commenter(user)
+            # GitHub signs the commenter's role into the payload: no API call is needed.
             association = opt_str(payload, "comment.author_association") or "NONE"
-            allowed = {a.upper() for a in rules.settings.github.comment_associations}
-            if refused is None and association.upper() not in allowed:
-                refused = f"comment by '{user}' ({association}), not one of github.comment_associations"
+            refused = rules.refuses_commenter(user) or rules.refuses_role(user, association)
             if refused:
                 return ignore(refused)
             comment_id = need_int(payload, "comment.id")

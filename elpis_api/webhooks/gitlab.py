@@ -2,8 +2,9 @@
 (the same on every retry of one delivery; X-Gitlab-Event-UUID on GitLab before 17.4).
 
 Events (by object_kind): issue (the trigger label added, or present when opened); note (a new comment on
-an issue or merge request starting with the command prefix); merge_request (opened, reopened, updated
-with new commits or the trigger label, while it has the label); push.
+an issue or merge request starting with the command prefix, by a project member whose access level the
+API confirms); merge_request (opened, reopened, updated with new commits or the trigger label, while it
+has the label); push.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from elpis_api.webhooks.common import (
     UNKNOWN_FORK,
+    Commenter,
     Interpretation,
     PayloadError,
     ProviderAdapter,
@@ -131,9 +133,13 @@ class GitLab(ProviderAdapter):
             instruction = rules.command(opt_str(payload, "object_attributes.note"))
             if instruction is None:
                 return ignore("comment does not start with the command prefix")
-            refused = rules.refuses_commenter(opt_str(payload, "user.username"))
+            user = opt_str(payload, "user.username")
+            refused = rules.refuses_commenter(user)
             if refused:
                 return ignore(refused)
+            # The note does not say the author's role: the route asks the API (vet_commenter).
+            user_id = need_int(payload, "user.id")
+            commenter = Commenter(user or f"user {user_id}", user_id)
             dedup_key = f"gitlab:{repository}:comment:{need_int(payload, 'object_attributes.id')}"
             if noteable == "Issue":
                 plan = TaskPlan(
@@ -147,6 +153,7 @@ class GitLab(ProviderAdapter):
                     project_id=project_id,
                     dedup_key=dedup_key,
                     fields={"push_url": NAME, "repo": NAME, "ref": "project.default_branch"},
+                    commenter=commenter,
                 )
             else:
                 if _merge_request_fork(payload, "merge_request", repository) == UNKNOWN_FORK:
@@ -161,6 +168,7 @@ class GitLab(ProviderAdapter):
                     Trigger.comment,
                     instruction,
                     dedup_key,
+                    commenter=commenter,
                 )
             return Interpretation(event, action, repository, plan=plan)
 
@@ -213,6 +221,7 @@ class GitLab(ProviderAdapter):
         trigger: Trigger,
         instruction: str,
         dedup_key: str,
+        commenter: Commenter | None = None,
     ) -> TaskPlan:
         """The merge request's task on its source branch. The callers have refused a fork the payload
         does not name (and one that is not allowed)."""
@@ -238,6 +247,7 @@ class GitLab(ProviderAdapter):
                 "repo": source_field if fork else NAME,
                 "ref": f"{where}.source_branch",
             },
+            commenter=commenter,
         )
 
 
