@@ -9,6 +9,7 @@ at start instead of being silently ignored.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -111,6 +112,8 @@ class ToolSettings(_Section):
     repair_first: bool = True
     undo_regressions: bool = True
     sandbox: Literal["bwrap", "none"] = "bwrap"
+    # REST tasks may name a path or file:// URL on the workers (off where the API faces other people).
+    allow_local_repos: bool = True
     network: bool = False
     limits: SandboxLimitSettings = SandboxLimitSettings()
 
@@ -171,10 +174,13 @@ class WorkerSettings(_Section):
 
 
 class WebhookProviderSettings(_Section):
-    """One Git provider's webhook secret, REST API (comments back) and push credentials."""
+    """One Git provider's webhook secret, where its repositories live, its REST API (comments back,
+    roles) and push credentials."""
 
     # GitHub/Gitea: the HMAC key of the signature header; GitLab: the X-Gitlab-Token value.
     secret: SecretStr = SecretStr("")
+    # Webhook tasks clone from and push to <web_url>/<full name>.git, never a URL from the payload.
+    web_url: str = ""
     api_url: str = ""
     api_token: SecretStr = SecretStr("")
     push_user: str = "elpis"
@@ -182,17 +188,36 @@ class WebhookProviderSettings(_Section):
     push_token: SecretStr = SecretStr("")
     # Hosts a push credential may be sent to; a clone URL on any other host is pushed without one.
     push_hosts: list[str] = []
+    # Roles (GitHub's author_association names) whose /elpis comments are obeyed; on GitLab and Gitea
+    # the commenter's role is asked of the provider's API.
+    comment_associations: list[str] = ["OWNER", "MEMBER", "COLLABORATOR"]
+
+    @field_validator("web_url")
+    @classmethod
+    def _web_url_is_a_base(cls, value: str) -> str:
+        """A base URL git may use (its protocol allow-list has https, ssh and file), without
+        credentials, a query or a fragment: repositories are found below it by their full names."""
+        if not value:
+            return value
+        if not re.fullmatch(r"(https|ssh)://[^\s/?#]+(/[^\s?#]*)?|file:///[^\s?#]*", value):
+            raise ValueError(
+                "must be the https://, ssh:// or file:/// URL repositories are found under "
+                "(e.g. https://gitea.example.com), without a query or fragment"
+            )
+        if value.startswith("https://") and "@" in value.split("/")[2]:
+            raise ValueError("must not carry credentials: push_token is sent as a header, never in a URL")
+        return value
 
 
 class GithubWebhookSettings(WebhookProviderSettings):
+    web_url: str = "https://github.com"
     api_url: str = "https://api.github.com"
     push_user: str = "x-access-token"
     push_hosts: list[str] = ["github.com"]
-    # author_association values whose /elpis comments are obeyed.
-    comment_associations: list[str] = ["OWNER", "MEMBER", "COLLABORATOR"]
 
 
 class GitlabWebhookSettings(WebhookProviderSettings):
+    web_url: str = "https://gitlab.com"
     api_url: str = "https://gitlab.com/api/v4"
     push_user: str = "oauth2"
     push_hosts: list[str] = ["gitlab.com"]

@@ -5,7 +5,8 @@ comment on the issue or pull request it came from.
 from the provider's API); `publish_result` is one try of the Celery task `elpis.publish_result`, which
 runs after the task's outcome is stored and is retried on transient failures. Both do nothing for a task
 without a `task_source` row (a REST task). Push credentials and API tokens come from the config only,
-and a push credential is only sent to the configured `push_hosts`.
+and a push credential is only sent to the configured `push_hosts`; a pull request's head repository is
+cloned from the configured `web_url` and its full name, never from a URL the API answers.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 from sqlalchemy import Integer, cast, func, select, update
 
 from configs.settings import Settings, WebhookProviderSettings
+from elpis_worker.forges import ForgeError, api_headers, clone_url
 from elpis_worker.store import LostClaim, TaskStore
 from elpis_worker.workspace import (
     BASE_REF,
@@ -198,8 +200,9 @@ def prepare_source(store: TaskStore, settings: Settings, task_id: int) -> TaskSt
 
 
 def _pull_request_head(settings: Settings, source: _Source) -> tuple[str, str, str | None, str | None]:
-    """The pull request's head: clone URL, branch, commit, and the fork's full name when the head is in
-    another repository than the pull request's own (else None)."""
+    """The pull request's head: clone URL (the configured web_url and the head repository's full name),
+    branch, commit, and the fork's full name when the head is in another repository than the pull
+    request's own (else None)."""
     from elpis_worker.batches import TaskIn
 
     ps = _provider_settings(settings, source.provider)
@@ -212,18 +215,18 @@ def _pull_request_head(settings: Settings, source: _Source) -> tuple[str, str, s
     if not isinstance(head, dict) or not isinstance(head.get("ref"), str):
         raise PublishError(f"GET {url} answered without head.ref")
     repo = head.get("repo")
-    if not isinstance(repo, dict) or not isinstance(repo.get("clone_url"), str):
-        raise PublishError("the pull request's head repository no longer exists")
+    name = repo.get("full_name") if isinstance(repo, dict) else None
+    if not isinstance(name, str) or not name:
+        raise PublishError("the pull request's head repository no longer exists (the answer names none)")
     try:
-        checked = TaskIn(repo=repo["clone_url"], ref=head["ref"], instruction="-")
+        head_url = clone_url(settings.webhooks, source.provider, name)
+        checked = TaskIn(repo=head_url, ref=head["ref"], instruction="-")
+    except ForgeError as exc:
+        raise PublishError(f"GET {url}: bad head repository: {exc}") from None
     except ValidationError as exc:
         raise PublishError(f"GET {url}: bad head: {exc.errors()[0]['msg']}") from None
     sha = head.get("sha") if isinstance(head.get("sha"), str) else None
-    name = repo.get("full_name")
-    if isinstance(name, str):
-        fork = name if name.lower() != source.repository.lower() else None
-    else:  # no name given: the head is the pull request's own repository only if it is cloned from there
-        fork = None if checked.repo == source.push_url else "a fork"
+    fork = name if name.lower() != source.repository.lower() else None
     return checked.repo, checked.ref or head["ref"], sha, fork
 
 
@@ -578,18 +581,7 @@ def _post_comment(settings: Settings, source: _Source, text: str) -> dict[str, A
 def _api_call(
     settings: Settings, provider: Provider, method: str, url: str, body: dict[str, Any] | None
 ) -> Any:
-    ps = _provider_settings(settings, provider)
-    token = ps.api_token.get_secret_value()
-    headers = {"Accept": "application/json", "User-Agent": "elpis"}
-    if provider == Provider.github:
-        headers.update({"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"})
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-    elif provider == Provider.gitlab:
-        if token:
-            headers["PRIVATE-TOKEN"] = token
-    elif token:
-        headers["Authorization"] = f"token {token}"
+    headers = api_headers(provider, _provider_settings(settings, provider).api_token.get_secret_value())
     try:
         response = httpx.request(
             method, url, headers=headers, json=body, timeout=settings.webhooks.api_timeout

@@ -1,9 +1,10 @@
 """POST /webhooks/{github,gitlab,gitea}: a verified Git event becomes a queued task.
 
-Order of checks: size (413, before the body is read whole), a configured secret (403), the signature or
-token over the raw bytes against every configured secret (401; nothing is parsed before), JSON (400),
-that the secret it was signed with is the repository's (403 if none, else 401), the event's fields
-(422). Only then is anything written: the delivery record
+Order of checks: size (413, before the body is read whole), a configured secret and web_url (403), the
+signature or token over the raw bytes against every configured secret (401; nothing is parsed before),
+JSON (400), that the secret it was signed with is the repository's (403 if none, else 401), the event's
+fields (422), and for a GitLab or Gitea comment the author's role, asked of the provider's API (refused:
+an ignored delivery). Only then is anything written: the delivery record
 and its task in one transaction; the task id is enqueued after the commit (one the broker refuses stays
 queued for the reconciler), and the answer is 202 with
 `{"delivery", "tasks"}` (200 for GitHub's ping). Reading endpoints show a delivery and a task's source.
@@ -26,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from configs import get_settings
 from configs.settings import WebhookSettings
 from elpis_api.deps import DbId, ReadScope, SessionDep, task_or_404
-from elpis_api.webhooks import ADAPTERS, PayloadError, Rules
+from elpis_api.webhooks import ADAPTERS, PayloadError, Rules, vet_commenter
 from elpis_api.webhooks.intake import IntakeResult, payload_sha256, record_delivery, validate_plan
 from elpis_worker.batches import enqueue_tasks
 from elpis_worker.metrics import observe_webhook
@@ -95,6 +96,12 @@ def _receive(provider: Provider, request: Request, body: bytes, settings: Webhoo
             f"{adapter.display} webhooks are refused: no secret is configured "
             f"(set {_SECRET_ENV[provider]} or webhooks.{provider.value}.secret)",
         )
+    if not rules.provider_settings.web_url:
+        raise HTTPException(
+            403,
+            f"{adapter.display} webhooks are refused: webhooks.{provider.value}.web_url is not set "
+            "(where its repositories are cloned from and pushed to; payload URLs are never used)",
+        )
     # The signature over the raw bytes first, against every configured secret (constant-time each):
     # nothing of an unverified body is parsed, not even to pick a repository's secret.
     signed_with, problem = None, None
@@ -127,7 +134,7 @@ def _receive(provider: Provider, request: Request, body: bytes, settings: Webhoo
     # A delivery without an id (old GitLab) is known by its content: the same bytes are the same event.
     delivery_id = (adapter.delivery_id(headers) or f"sha256:{digest}")[:255]
     try:
-        interpretation = adapter.interpret(event, payload, rules)
+        interpretation = vet_commenter(adapter.interpret(event, payload, rules), rules)
         plan = interpretation.plan
         task_in = validate_plan(plan, rules.test_command(plan.repository)) if plan else None
     except PayloadError as exc:

@@ -4,7 +4,14 @@
 delivery, its batch and task rows in one transaction.
 """
 
-from elpis_api.webhooks.common import Interpretation, PayloadError, ProviderAdapter, Rules, TaskPlan
+from elpis_api.webhooks.common import (
+    Interpretation,
+    PayloadError,
+    ProviderAdapter,
+    Rules,
+    TaskPlan,
+    vet_commenter,
+)
 from elpis_api.webhooks.gitea import Gitea
 from elpis_api.webhooks.github import GitHub
 from elpis_api.webhooks.gitlab import GitLab
@@ -16,4 +23,12 @@ ADAPTERS: dict[Provider, ProviderAdapter] = {
     Provider.gitea: Gitea(),
 }
 
-__all__ = ["ADAPTERS", "Interpretation", "PayloadError", "ProviderAdapter", "Rules", "TaskPlan"]
+__all__ = [
+    "ADAPTERS",
+    "Interpretation",
+    "PayloadError",
+    "ProviderAdapter",
+    "Rules",
+    "TaskPlan",
+    "vet_commenter",
+]

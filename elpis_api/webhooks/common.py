@@ -1,7 +1,9 @@
 """What every provider's webhook comes down to: a verified event, and at most one task to make of it.
 
 Each provider module (github, gitlab, gitea) turns its own headers and payload shapes into an
-`Interpretation`; the route and the intake code never look at a provider's payload themselves.
+`Interpretation`; the route and the intake code never look at a provider's payload themselves. Of a
+payload only names are used (repository full names, branches, numbers): every URL a task clones from
+or pushes to is built from the configuration (`Rules.repository_url`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import hashlib
 import hmac
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from configs.settings import WebhookProviderSettings, WebhookRepositorySettings, WebhookSettings
+from elpis_worker.forges import ForgeError, clone_url, commenter_role, full_name_problem
 from models.webhooks import Provider, Trigger
 
 # TaskIn's cap on an instruction; a long issue body is cut to fit rather than refused.
@@ -25,6 +28,15 @@ _ZERO_SHA = "0" * 40
 
 class PayloadError(ValueError):
     """A verified payload lacks a field its event must have; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Commenter:
+    """The author of a comment whose role the provider's API must confirm before its task stands:
+    `key` is what the API knows them by (GitLab: the user id, Gitea: the user name)."""
+
+    name: str
+    key: str | int
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,8 @@ class TaskPlan:
     resolve_head: bool = False
     # Payload fields the values came from, so a bad value is reported by the field that carried it.
     fields: Mapping[str, str] = field(default_factory=dict)
+    # Set where the role is not in the payload (GitLab, Gitea): see `vet_commenter`.
+    commenter: Commenter | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,15 @@ class Rules:
     @property
     def trigger_label(self) -> str:
         return self.settings.trigger_label
+
+    def repository_url(self, full_name: str, name_field: str) -> str:
+        """Where `full_name` is cloned from and pushed to: the provider's configured web_url and the
+        name, never a URL from the payload. A name that is not a plain owner/name (GitLab:
+        group/.../project) is refused, naming the payload field that carried it."""
+        problem = full_name_problem(self.provider, full_name)
+        if problem:
+            raise PayloadError(f"payload field {name_field}: {problem}")
+        return clone_url(self.settings, self.provider, full_name)
 
     def repository(self, full_name: str | None) -> WebhookRepositorySettings | None:
         """The rules for `full_name`: a "provider:name" key first, then a plain "name" (case-insensitive,
@@ -141,6 +164,37 @@ class Rules:
         if allowed and (user or "").lower() not in {name.lower() for name in allowed}:
             return f"comment by '{user}', who is not in webhooks.commenters"
         return None
+
+    def refuses_role(self, user: str | None, role: str) -> str | None:
+        """Why a comment by `user`, who holds `role` (an author_association name), is not obeyed."""
+        allowed = {a.upper() for a in self.provider_settings.comment_associations}
+        if role.upper() not in allowed:
+            return f"comment by '{user}' ({role}), not one of {self.provider.value}.comment_associations"
+        return None
+
+
+def vet_commenter(interpretation: Interpretation, rules: Rules) -> Interpretation:
+    """A comment's task stands only when the provider's API says its author holds one of the
+    provider's comment_associations roles (GitLab, Gitea: their payloads do not say). When the API
+    cannot be asked or its answer is unusable the comment is not obeyed either: a forge that is down
+    lets no one in. A refusal is an ignored delivery, with why."""
+    plan = interpretation.plan
+    if plan is None or plan.commenter is None:
+        return interpretation
+    user = plan.commenter
+    try:
+        role = commenter_role(
+            rules.settings,
+            rules.provider,
+            repository=plan.repository,
+            project_id=plan.project_id,
+            user=user.key,
+        )
+    except ForgeError as exc:
+        why = f"comment by '{user.name}', whose role in {plan.repository} could not be checked: {exc}"
+        return replace(interpretation, plan=None, ignored=why)
+    refused = rules.refuses_role(user.name, role)
+    return replace(interpretation, plan=None, ignored=refused) if refused else interpretation
 
 
 class ProviderAdapter(ABC):
@@ -226,12 +280,23 @@ def issue_instruction(title: str, body: str | None) -> str:
     return clip(f"{title.strip()}\n\n{(body or '').strip()}".strip())
 
 
+# What a fork the payload does not name (a deleted one) is called.
+UNKNOWN_FORK = "an unknown (deleted?) fork"
+
+
 def fork_of(head: str | None, repository: str) -> str | None:
     """The fork a pull request comes from (its head repository's full name), None when the head is in
     `repository` itself. A head repository the payload does not name (a deleted fork) counts as a fork."""
     if head is None:
-        return "an unknown (deleted?) fork"
+        return UNKNOWN_FORK
     return head if head.lower() != repository.lower() else None
+
+
+def fork_unnamed(number: int) -> str:
+    return (
+        f"pull request {number} comes from {UNKNOWN_FORK}: the payload does not name the fork's "
+        "repository, so there is nothing to clone it from"
+    )
 
 
 def fork_refused(number: int, fork: str) -> str:
@@ -265,7 +330,7 @@ def push_interpretation(
     rules: Rules,
     *,
     repository: str,
-    clone_url_field: str,
+    name_field: str,
     deleted: bool,
 ) -> Interpretation:
     """A push to a branch with a rule for the repository: the rule's instruction on that branch."""
@@ -285,7 +350,7 @@ def push_interpretation(
     instruction = rules.push_instruction(repository, branch)
     if instruction is None:
         return ignore(f"no push rule for branch {branch} of {repository} (webhooks.repositories)")
-    clone_url = need_str(payload, clone_url_field)
+    url = rules.repository_url(repository, name_field)
     return Interpretation(
         event,
         None,
@@ -293,12 +358,12 @@ def push_interpretation(
         plan=TaskPlan(
             trigger=Trigger.push,
             repository=repository,
-            clone_url=clone_url,
+            clone_url=url,
             ref=branch,
-            push_url=clone_url,
+            push_url=url,
             instruction=clip(instruction),
             head_sha=after or None,
             dedup_key=f"{provider.value}:{repository}:push:{branch}:{after}",
-            fields={"push_url": clone_url_field, "repo": clone_url_field, "ref": "ref"},
+            fields={"push_url": name_field, "repo": name_field, "ref": "ref"},
         ),
     )

@@ -3,7 +3,8 @@
 pull_request_sync, ...), X-Gitea-Delivery.
 
 Gitea's label events say which labels an item has, not which one was just added: an issue makes one
-label task (its dedup key), and a pull request one per head commit.
+label task (its dedup key), and a pull request one per head commit. A comment's author's role is not in
+the payload: the API is asked (`vet_commenter`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from elpis_api.webhooks.common import (
+    Commenter,
     Interpretation,
     PayloadError,
     ProviderAdapter,
@@ -20,6 +22,7 @@ from elpis_api.webhooks.common import (
     dig,
     fork_of,
     fork_refused,
+    fork_unnamed,
     hmac_sha256_hex,
     issue_instruction,
     label_names,
@@ -35,6 +38,8 @@ from models.webhooks import Provider, Trigger
 SIGNATURE_HEADER = "X-Gitea-Signature"
 ISSUE_ACTIONS = ("opened", "reopened", "label_updated")
 PR_ACTIONS = ("opened", "reopened", "synchronized", "label_updated")
+NAME = "repository.full_name"
+HEAD_NAME = "pull_request.head.repo.full_name"
 
 
 class Gitea(ProviderAdapter):
@@ -75,14 +80,14 @@ class Gitea(ProviderAdapter):
                 payload,
                 rules,
                 repository=repository,
-                clone_url_field="repository.clone_url",
+                name_field=NAME,
                 deleted=False,
             )
 
         def ignore(why: str) -> Interpretation:
             return Interpretation(event, action, repository, ignored=why)
 
-        clone_url = need_str(payload, "repository.clone_url")
+        clone_url = rules.repository_url(repository, NAME)
         default_branch = opt_str(payload, "repository.default_branch")
         label = rules.trigger_label
 
@@ -105,11 +110,7 @@ class Gitea(ProviderAdapter):
                 ),
                 number=number,
                 dedup_key=f"gitea:{repository}:issue:{number}:label",
-                fields={
-                    "push_url": "repository.clone_url",
-                    "repo": "repository.clone_url",
-                    "ref": "repository.default_branch",
-                },
+                fields={"push_url": NAME, "repo": NAME, "ref": "repository.default_branch"},
             )
             return Interpretation(event, action, repository, plan=plan)
 
@@ -123,6 +124,8 @@ class Gitea(ProviderAdapter):
             refused = rules.refuses_commenter(user)
             if refused:
                 return ignore(refused)
+            if user is None:
+                raise PayloadError("payload field comment.user.login is missing or not a string")
             is_pr = dig(payload, "is_pull") is True or isinstance(dig(payload, "issue.pull_request"), Mapping)
             if is_pr and not rules.settings.gitea.api_url:
                 return ignore(
@@ -140,11 +143,9 @@ class Gitea(ProviderAdapter):
                 is_pull_request=is_pr,
                 resolve_head=is_pr,
                 dedup_key=f"gitea:{repository}:comment:{need_int(payload, 'comment.id')}",
-                fields={
-                    "push_url": "repository.clone_url",
-                    "repo": "repository.clone_url",
-                    "ref": "repository.default_branch",
-                },
+                fields={"push_url": NAME, "repo": NAME, "ref": "repository.default_branch"},
+                # The payload does not say the author's role: the route asks the API (vet_commenter).
+                commenter=Commenter(user, user),
             )
             return Interpretation(event, action, repository, plan=plan)
 
@@ -157,17 +158,21 @@ class Gitea(ProviderAdapter):
             return ignore(f"the pull request has no '{label}' label")
         number = need_int(payload, "pull_request.number")
         sha = need_str(payload, "pull_request.head.sha")
-        fork = fork_of(opt_str(payload, "pull_request.head.repo.full_name"), repository)
+        head_name = opt_str(payload, HEAD_NAME)
+        fork = fork_of(head_name, repository)
         if fork and not rules.settings.allow_forks:
             return ignore(fork_refused(number, fork))
-        head_repo = opt_str(payload, "pull_request.head.repo.clone_url")
+        if head_name is None:
+            return ignore(fork_unnamed(number))
+        # An allowed fork is cloned from the fork (its URL built like the repository's own), and its
+        # result goes back to the fork, never into this repository.
+        head_url = rules.repository_url(head_name, HEAD_NAME) if fork else clone_url
         plan = TaskPlan(
             trigger=Trigger.pull_request,
             repository=repository,
-            clone_url=head_repo or clone_url,
+            clone_url=head_url,
             ref=need_str(payload, "pull_request.head.ref"),
-            # An allowed fork's result goes back to the fork, never into this repository.
-            push_url=head_repo if fork and head_repo else clone_url,
+            push_url=head_url,
             instruction=pull_request_instruction(
                 number,
                 need_str(payload, "pull_request.title"),
@@ -179,8 +184,8 @@ class Gitea(ProviderAdapter):
             head_sha=sha,
             dedup_key=f"gitea:{repository}:pr:{number}:{sha}",
             fields={
-                "push_url": "pull_request.head.repo.clone_url" if fork else "repository.clone_url",
-                "repo": "pull_request.head.repo.clone_url" if head_repo else "repository.clone_url",
+                "push_url": HEAD_NAME if fork else NAME,
+                "repo": HEAD_NAME if fork else NAME,
                 "ref": "pull_request.head.ref",
             },
         )

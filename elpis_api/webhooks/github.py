@@ -18,6 +18,7 @@ from elpis_api.webhooks.common import (
     dig,
     fork_of,
     fork_refused,
+    fork_unnamed,
     hmac_sha256_hex,
     issue_instruction,
     label_names,
@@ -32,6 +33,8 @@ from models.webhooks import Provider, Trigger
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 PR_ACTIONS = ("opened", "reopened", "synchronize", "labeled")
+NAME = "repository.full_name"
+HEAD_NAME = "pull_request.head.repo.full_name"
 
 
 class GitHub(ProviderAdapter):
@@ -74,14 +77,14 @@ class GitHub(ProviderAdapter):
                 payload,
                 rules,
                 repository=repository,
-                clone_url_field="repository.clone_url",
+                name_field=NAME,
                 deleted=dig(payload, "deleted") is True,
             )
 
         def ignore(why: str) -> Interpretation:
             return Interpretation(event, action, repository, ignored=why)
 
-        clone_url = need_str(payload, "repository.clone_url")
+        clone_url = rules.repository_url(repository, NAME)
         if event == "issues":
             if action != "labeled" or opt_str(payload, "label.name") != rules.trigger_label:
                 return ignore(f"issues/{action} without the '{rules.trigger_label}' label being added")
@@ -97,11 +100,7 @@ class GitHub(ProviderAdapter):
                 ),
                 number=number,
                 dedup_key=f"github:{repository}:issue:{number}:label",
-                fields={
-                    "push_url": "repository.clone_url",
-                    "repo": "repository.clone_url",
-                    "ref": "repository.default_branch",
-                },
+                fields={"push_url": NAME, "repo": NAME, "ref": "repository.default_branch"},
             )
             return Interpretation(event, action, repository, plan=plan)
 
@@ -112,22 +111,25 @@ class GitHub(ProviderAdapter):
             if instruction is None:
                 return ignore("comment does not start with the command prefix")
             user = opt_str(payload, "comment.user.login")
-            refused = rules.refuses_commenter(user)
+            # GitHub signs the commenter's role into the payload: no API call is needed.
             association = opt_str(payload, "comment.author_association") or "NONE"
-            allowed = {a.upper() for a in rules.settings.github.comment_associations}
-            if refused is None and association.upper() not in allowed:
-                refused = f"comment by '{user}' ({association}), not one of github.comment_associations"
+            refused = rules.refuses_commenter(user) or rules.refuses_role(user, association)
             if refused:
                 return ignore(refused)
             comment_id = need_int(payload, "comment.id")
             dedup_key = f"github:{repository}:comment:{comment_id}"
             if event == "pull_request_review_comment":
+                number = need_int(payload, "pull_request.number")
+                # A trusted commenter may ask for a fork's pull request: it is cloned from the fork and
+                # its result goes back there.
+                if not opt_str(payload, HEAD_NAME):
+                    return ignore(fork_unnamed(number))
                 return Interpretation(
                     event,
                     action,
                     repository,
                     plan=self._pull_request_plan(
-                        payload, repository, clone_url, Trigger.comment, instruction, dedup_key
+                        payload, rules, repository, clone_url, Trigger.comment, instruction, dedup_key
                     ),
                 )
             number = need_int(payload, "issue.number")
@@ -144,11 +146,7 @@ class GitHub(ProviderAdapter):
                 is_pull_request=is_pr,
                 resolve_head=is_pr,
                 dedup_key=dedup_key,
-                fields={
-                    "push_url": "repository.clone_url",
-                    "repo": "repository.clone_url",
-                    "ref": "repository.default_branch",
-                },
+                fields={"push_url": NAME, "repo": NAME, "ref": "repository.default_branch"},
             )
             return Interpretation(event, action, repository, plan=plan)
 
@@ -164,9 +162,11 @@ class GitHub(ProviderAdapter):
             return ignore(f"the pull request has no '{rules.trigger_label}' label")
         number = need_int(payload, "pull_request.number")
         sha = need_str(payload, "pull_request.head.sha")
-        fork = fork_of(opt_str(payload, "pull_request.head.repo.full_name"), repository)
+        fork = fork_of(opt_str(payload, HEAD_NAME), repository)
         if fork and not rules.settings.allow_forks:
             return ignore(fork_refused(number, fork))
+        if fork and not opt_str(payload, HEAD_NAME):
+            return ignore(fork_unnamed(number))
         instruction = pull_request_instruction(
             number,
             need_str(payload, "pull_request.title"),
@@ -175,6 +175,7 @@ class GitHub(ProviderAdapter):
         )
         plan = self._pull_request_plan(
             payload,
+            rules,
             repository,
             clone_url,
             Trigger.pull_request,
@@ -186,32 +187,34 @@ class GitHub(ProviderAdapter):
     @staticmethod
     def _pull_request_plan(
         payload: Mapping[str, Any],
+        rules: Rules,
         repository: str,
         clone_url: str,
         trigger: Trigger,
         instruction: str,
         dedup_key: str,
     ) -> TaskPlan:
-        head_repo = opt_str(payload, "pull_request.head.repo.clone_url")
-        fork = head_repo is not None and fork_of(
-            opt_str(payload, "pull_request.head.repo.full_name"), repository
-        )
+        """The pull request's task on its head branch. The callers have refused a fork the payload does
+        not name (and one that is not allowed)."""
+        head_name = opt_str(payload, HEAD_NAME) or repository
+        fork = fork_of(head_name, repository) is not None
+        # A fork's pull request is cloned from the fork, whose URL is built like the repository's own,
+        # and its result goes back to the fork: a fork's commits are never pushed into this repository.
+        head_url = rules.repository_url(head_name, HEAD_NAME) if fork else clone_url
         return TaskPlan(
             trigger=trigger,
             repository=repository,
-            # A fork's pull request (only where forks are allowed) is cloned from the fork, and its result
-            # goes back to the fork: a fork's commits are never pushed into this repository.
-            clone_url=head_repo or clone_url,
+            clone_url=head_url,
             ref=need_str(payload, "pull_request.head.ref"),
-            push_url=head_repo if fork and head_repo else clone_url,
+            push_url=head_url,
             instruction=instruction,
             number=need_int(payload, "pull_request.number"),
             is_pull_request=True,
             head_sha=opt_str(payload, "pull_request.head.sha"),
             dedup_key=dedup_key,
             fields={
-                "push_url": "pull_request.head.repo.clone_url" if fork else "repository.clone_url",
-                "repo": "pull_request.head.repo.clone_url" if head_repo else "repository.clone_url",
+                "push_url": HEAD_NAME if fork else NAME,
+                "repo": HEAD_NAME if fork else NAME,
                 "ref": "pull_request.head.ref",
             },
         )

@@ -2,8 +2,9 @@
 (the same on every retry of one delivery; X-Gitlab-Event-UUID on GitLab before 17.4).
 
 Events (by object_kind): issue (the trigger label added, or present when opened); note (a new comment on
-an issue or merge request starting with the command prefix); merge_request (opened, reopened, updated
-with new commits or the trigger label, while it has the label); push.
+an issue or merge request starting with the command prefix, by a project member whose access level the
+API confirms); merge_request (opened, reopened, updated with new commits or the trigger label, while it
+has the label); push.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from elpis_api.webhooks.common import (
+    UNKNOWN_FORK,
+    Commenter,
     Interpretation,
     PayloadError,
     ProviderAdapter,
@@ -20,6 +23,7 @@ from elpis_api.webhooks.common import (
     dig,
     fork_of,
     fork_refused,
+    fork_unnamed,
     issue_instruction,
     label_names,
     need_int,
@@ -32,6 +36,7 @@ from elpis_api.webhooks.common import (
 from models.webhooks import Provider, Trigger
 
 TOKEN_HEADER = "X-Gitlab-Token"
+NAME = "project.path_with_namespace"
 
 
 def _label_added(payload: Mapping[str, Any], label: str, *, opened: bool) -> bool:
@@ -81,14 +86,14 @@ class GitLab(ProviderAdapter):
                 payload,
                 rules,
                 repository=repository,
-                clone_url_field="project.git_http_url",
+                name_field=NAME,
                 deleted=False,
             )
 
         def ignore(why: str) -> Interpretation:
             return Interpretation(event, action, repository, ignored=why)
 
-        clone_url = need_str(payload, "project.git_http_url")
+        clone_url = rules.repository_url(repository, NAME)
         project_id = dig(payload, "project.id")
         project_id = str(project_id) if isinstance(project_id, int) else None
         default_branch = opt_str(payload, "project.default_branch")
@@ -115,11 +120,7 @@ class GitLab(ProviderAdapter):
                 number=number,
                 project_id=project_id,
                 dedup_key=f"gitlab:{repository}:issue:{number}:label",
-                fields={
-                    "push_url": "project.git_http_url",
-                    "repo": "project.git_http_url",
-                    "ref": "project.default_branch",
-                },
+                fields={"push_url": NAME, "repo": NAME, "ref": "project.default_branch"},
             )
             return Interpretation(event, action, repository, plan=plan)
 
@@ -132,9 +133,13 @@ class GitLab(ProviderAdapter):
             instruction = rules.command(opt_str(payload, "object_attributes.note"))
             if instruction is None:
                 return ignore("comment does not start with the command prefix")
-            refused = rules.refuses_commenter(opt_str(payload, "user.username"))
+            user = opt_str(payload, "user.username")
+            refused = rules.refuses_commenter(user)
             if refused:
                 return ignore(refused)
+            # The note does not say the author's role: the route asks the API (vet_commenter).
+            user_id = need_int(payload, "user.id")
+            commenter = Commenter(user or f"user {user_id}", user_id)
             dedup_key = f"gitlab:{repository}:comment:{need_int(payload, 'object_attributes.id')}"
             if noteable == "Issue":
                 plan = TaskPlan(
@@ -147,22 +152,23 @@ class GitLab(ProviderAdapter):
                     number=need_int(payload, "issue.iid"),
                     project_id=project_id,
                     dedup_key=dedup_key,
-                    fields={
-                        "push_url": "project.git_http_url",
-                        "repo": "project.git_http_url",
-                        "ref": "project.default_branch",
-                    },
+                    fields={"push_url": NAME, "repo": NAME, "ref": "project.default_branch"},
+                    commenter=commenter,
                 )
             else:
+                if _merge_request_fork(payload, "merge_request", repository) == UNKNOWN_FORK:
+                    return ignore(fork_unnamed(need_int(payload, "merge_request.iid")))
                 plan = self._merge_request_plan(
                     payload,
                     "merge_request",
+                    rules,
                     repository,
                     clone_url,
                     project_id,
                     Trigger.comment,
                     instruction,
                     dedup_key,
+                    commenter=commenter,
                 )
             return Interpretation(event, action, repository, plan=plan)
 
@@ -183,6 +189,8 @@ class GitLab(ProviderAdapter):
         fork = _merge_request_fork(payload, "object_attributes", repository)
         if fork and not rules.settings.allow_forks:
             return ignore(fork_refused(number, fork))
+        if fork == UNKNOWN_FORK:
+            return ignore(fork_unnamed(number))
         instruction = pull_request_instruction(
             number,
             need_str(payload, "object_attributes.title"),
@@ -192,6 +200,7 @@ class GitLab(ProviderAdapter):
         plan = self._merge_request_plan(
             payload,
             "object_attributes",
+            rules,
             repository,
             clone_url,
             project_id,
@@ -205,23 +214,28 @@ class GitLab(ProviderAdapter):
     def _merge_request_plan(
         payload: Mapping[str, Any],
         where: str,
+        rules: Rules,
         repository: str,
         clone_url: str,
         project_id: str | None,
         trigger: Trigger,
         instruction: str,
         dedup_key: str,
+        commenter: Commenter | None = None,
     ) -> TaskPlan:
-        source_url = opt_str(payload, f"{where}.source.git_http_url")
-        fork = source_url is not None and _merge_request_fork(payload, where, repository)
+        """The merge request's task on its source branch. The callers have refused a fork the payload
+        does not name (and one that is not allowed)."""
+        fork = _merge_request_fork(payload, where, repository)
+        source_field = f"{where}.source.path_with_namespace"
+        # A merge request from a fork is cloned from the fork, whose URL is built like the project's own,
+        # and its result goes back to the fork: never into this project.
+        source_url = rules.repository_url(fork, source_field) if fork else clone_url
         return TaskPlan(
             trigger=trigger,
             repository=repository,
-            # A merge request from a fork (only where forks are allowed) is cloned from the fork, and its
-            # result goes back to the fork: never into this project.
-            clone_url=source_url or clone_url,
+            clone_url=source_url,
             ref=need_str(payload, f"{where}.source_branch"),
-            push_url=source_url if fork and source_url else clone_url,
+            push_url=source_url,
             instruction=instruction,
             number=need_int(payload, f"{where}.iid"),
             is_pull_request=True,
@@ -229,15 +243,17 @@ class GitLab(ProviderAdapter):
             head_sha=opt_str(payload, f"{where}.last_commit.id"),
             dedup_key=dedup_key,
             fields={
-                "push_url": f"{where}.source.git_http_url" if fork else "project.git_http_url",
-                "repo": f"{where}.source.git_http_url" if source_url else "project.git_http_url",
+                "push_url": source_field if fork else NAME,
+                "repo": source_field if fork else NAME,
                 "ref": f"{where}.source_branch",
             },
+            commenter=commenter,
         )
 
 
 def _merge_request_fork(payload: Mapping[str, Any], where: str, repository: str) -> str | None:
-    """The fork a merge request comes from: its source project differs from its target."""
+    """The fork a merge request comes from (its source project's path, UNKNOWN_FORK when the payload does
+    not name it), None when its source project is its target."""
     source, target = dig(payload, f"{where}.source_project_id"), dig(payload, f"{where}.target_project_id")
     if source is None or source == target:
         return None

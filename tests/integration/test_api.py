@@ -69,6 +69,32 @@ def test_validation_names_the_field(api):
     )
 
 
+def test_local_repos_are_refused_where_the_config_does_not_allow_them(api, db_url, monkeypatch):
+    """tools.allow_local_repos false (docker-compose, Kubernetes): a path or file:// repo is a 422 that
+    names the setting, and nothing of the batch is written; a git URL is still accepted."""
+    from configs import get_settings
+
+    sent: list[int] = []
+    api.app.state.enqueue = sent.append
+    remote = GOOD | {"repo": "https://github.com/acme/calc.git"}
+    monkeypatch.setenv("ELPIS_TOOLS__ALLOW_LOCAL_REPOS", "false")
+    get_settings.cache_clear()
+    try:
+        before = counts(db_url)
+        for local in (str(SAMPLES / "calc"), (SAMPLES / "calc").as_uri()):
+            response = api.post("/v1/batches", json={"tasks": [remote, GOOD | {"repo": local}]})
+            assert response.status_code == 422, response.text
+            detail = response.json()["detail"]
+            assert detail.startswith("tasks[1].repo:") and "tools.allow_local_repos" in detail
+            assert counts(db_url) == before and sent == []
+        assert api.post("/v1/batches", json={"tasks": [remote]}).status_code == 201
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    # The embedded stack's default: local repositories are allowed.
+    assert api.post("/v1/batches", json={"tasks": [GOOD]}).status_code == 201
+
+
 def test_unknown_ids_are_404_with_a_message(api):
     for path in (
         "/v1/tasks/999999",

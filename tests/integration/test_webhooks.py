@@ -1,6 +1,7 @@
 """Git webhooks: GitHub, GitLab and Gitea deliveries (realistic payloads from tests/webhook_payloads/)
-through the real API into real Postgres; results pushed to a local bare repository and commented back
-to a local HTTP server standing in for the provider's REST API."""
+through the real API into real Postgres; results pushed to a local bare repository (the provider's
+configured web_url is a file:// directory of bare repositories) and commented back to a local HTTP server
+standing in for the provider's REST API."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ from models.webhooks import CommentStatus, Provider, ResultStatus, TaskSource, W
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "webhook_payloads"
 SECRETS = {"github": "gh-secret-0d1e", "gitlab": "gl-token-7a2b", "gitea": "gt-secret-93c4"}
+# Where the fixtures' repository lives by each provider's web_url (GitHub's and GitLab's defaults; Gitea
+# has none, so `configure` sets one): the URL a task clones from, whatever the payload says.
 CLONE_URLS = {
     "github": "https://github.com/acme/calc.git",
     "gitlab": "https://gitlab.com/acme/calc.git",
@@ -66,12 +69,9 @@ FIX_SCRIPT = SAMPLES / "fix_script.json"
 # --- helpers ------------------------------------------------------------------------------------------
 
 
-def load(provider: str, name: str, repo: str, clone_url: str | None = None) -> dict[str, Any]:
-    """A fixture payload for repository acme/<repo> (unique per test: dedup keys are global), its clone
-    URL optionally replaced (a local bare repository, an unreachable server)."""
+def load(provider: str, name: str, repo: str) -> dict[str, Any]:
+    """A fixture payload for repository acme/<repo> (unique per test: dedup keys are global)."""
     text = (PAYLOADS / provider / f"{name}.json").read_text()
-    if clone_url:
-        text = text.replace(CLONE_URLS[provider], clone_url)
     return json.loads(text.replace("acme/calc", f"acme/{repo}"))
 
 
@@ -149,9 +149,16 @@ def git(*args: str, cwd: Path | None = None) -> str:
     return proc.stdout.strip()
 
 
-def make_origin(tmp_path: Path) -> tuple[Path, str, str]:
-    """A bare repository holding samples/calc on main, and a branch fix-subtract one commit ahead
-    (the pull request's head). Returns (bare path, main sha, fix-subtract sha)."""
+def forge(tmp_path: Path) -> str:
+    """A file:// web_url: a directory of bare repositories named <owner>/<name>.git, as make_origin
+    makes them. Configuration, so a test may point a provider there; a payload never can."""
+    return (tmp_path / "forge").as_uri()
+
+
+def make_origin(tmp_path: Path, repo: str) -> tuple[Path, str, str]:
+    """A bare repository acme/<repo>.git under `forge(tmp_path)` holding samples/calc on main, and a
+    branch fix-subtract one commit ahead (the pull request's head). Returns (bare path, main sha,
+    fix-subtract sha)."""
     work = tmp_path / "seed"
     shutil.copytree(
         SAMPLES / "calc", work, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
@@ -167,19 +174,21 @@ def make_origin(tmp_path: Path) -> tuple[Path, str, str]:
     git("add", "NOTES.md", cwd=work)
     git("commit", "--quiet", "-m", "notes", cwd=work)
     head = git("rev-parse", "HEAD", cwd=work)
-    bare = tmp_path / "origin.git"
+    bare = tmp_path / "forge" / "acme" / f"{repo}.git"
+    bare.parent.mkdir(parents=True, exist_ok=True)
     git("clone", "--quiet", "--bare", str(work), str(bare))
     return bare, main, head
 
 
 class FakeProviderAPI:
     """A real HTTP server playing a provider's REST API: records every request (with the time it came
-    and the status answered), answers pull-request lookups from `pulls` and comment posts with 201, or
-    with the next of `comment_answers` (status, headers) while there are any."""
+    and the status answered), answers GETs (pull requests, members, permissions) from `answers` by path
+    (a (status, body) pair for another status than 200; 404 for any other path), and comment posts with
+    201, or with the next of `comment_answers` (status, headers) while there are any."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
-        self.pulls: dict[str, dict[str, Any]] = {}
+        self.answers: dict[str, Any] = {}
         self.comment_answers: list[tuple[int, dict[str, str]]] = []
         api = self
 
@@ -210,10 +219,8 @@ class FakeProviderAPI:
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 entry = self._record()
-                if self.path in api.pulls:
-                    self._answer(entry, 200, api.pulls[self.path])
-                else:
-                    self._answer(entry, 404, {"message": "Not Found"})
+                answer = api.answers.get(self.path, (404, {"message": "Not Found"}))
+                self._answer(entry, *(answer if isinstance(answer, tuple) else (200, answer)))
 
             def do_POST(self) -> None:  # noqa: N802
                 entry = self._record()
@@ -238,6 +245,9 @@ class FakeProviderAPI:
     def posted(self) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["method"] == "POST"]
 
+    def got(self) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r["method"] == "GET"]
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -260,6 +270,7 @@ def configure(monkeypatch):
             "ELPIS_GITHUB_WEBHOOK_SECRET": SECRETS["github"],
             "ELPIS_GITLAB_WEBHOOK_TOKEN": SECRETS["gitlab"],
             "ELPIS_GITEA_WEBHOOK_SECRET": SECRETS["gitea"],
+            "ELPIS_WEBHOOKS__GITEA__WEB_URL": "https://gitea.example.com",
         }
         for key, value in (base | env).items():
             monkeypatch.setenv(key, value)
@@ -524,9 +535,9 @@ def test_oversized_body_is_413_without_reading_it(api, db_url, configure, enqueu
 def test_bad_field_is_422_naming_it(api, db_url, configure, enqueued):
     repo = unique_repo()
     data = load("github", "issues_labeled", repo)
-    data["repository"]["clone_url"] = "not a url"
-    bad_url = deliver(api, "github", "issues_labeled", data)
-    assert bad_url.status_code == 422 and "repository.clone_url" in bad_url.json()["detail"]
+    data["repository"]["full_name"] = f"acme/{repo} now"
+    bad_name = deliver(api, "github", "issues_labeled", data)
+    assert bad_name.status_code == 422 and "repository.full_name" in bad_name.json()["detail"]
     data = load("gitlab", "issue_hook_labeled", repo)
     del data["object_attributes"]["iid"]
     missing = deliver(api, "gitlab", "issue_hook_labeled", data)
@@ -599,9 +610,16 @@ def test_issue_comment_becomes_a_task_with_the_rest_as_instruction(api, db_url, 
     assert source.trigger == "comment" and source.number == 5 and source.resolve_head is False
 
 
-def test_pull_request_comments_run_on_the_head_branch(api, db_url, configure, enqueued):
+def test_pull_request_comments_run_on_the_head_branch(api, db_url, configure, enqueued, provider_api):
     repo = unique_repo()
-    configure(ELPIS_WEBHOOKS__GITEA__API_URL="http://127.0.0.1:9/api/v1")
+    configure(
+        ELPIS_WEBHOOKS__GITLAB__API_URL=f"{provider_api.url}/api/v4",
+        ELPIS_WEBHOOKS__GITEA__API_URL=f"{provider_api.url}/api/v1",
+    )
+    # The commenter's role, as GitLab (Developer) and Gitea (write) tell it.
+    provider_api.answers["/api/v4/projects/14/members/all/51"] = {"id": 51, "access_level": 30}
+    gitea_role = f"/api/v1/repos/acme/{repo}/collaborators/alice/permission"
+    provider_api.answers[gitea_role] = {"permission": "write"}
     # GitLab's note carries the merge request: its source branch is the task's ref.
     [gitlab_task] = deliver(
         api, "gitlab", "note_hook_merge_request", load("gitlab", "note_hook_merge_request", repo)
@@ -726,22 +744,23 @@ def test_webhook_task_on_a_bare_repository_pushes_its_branch(
 ):
     """GitHub: `/elpis ...` on pull request 7 → a real worker looks up the head branch through the API,
     runs the (scripted) loop on it, pushes elpis/task-<id> to the bare repository and comments back."""
-    bare, main_sha, head_sha = make_origin(tmp_path)
     repo = unique_repo()
+    bare, main_sha, head_sha = make_origin(tmp_path, repo)
     clone_url = bare.as_uri()
-    provider_api.pulls[f"/repos/acme/{repo}/pulls/7"] = {
+    provider_api.answers[f"/repos/acme/{repo}/pulls/7"] = {
         "number": 7,
         "state": "open",
         "head": {
             "label": "acme:fix-subtract",
             "ref": "fix-subtract",
             "sha": head_sha,
-            "repo": {"clone_url": clone_url},
+            "repo": {"full_name": f"acme/{repo}", "clone_url": f"https://github.com/acme/{repo}.git"},
         },
-        "base": {"ref": "main", "sha": main_sha, "repo": {"clone_url": clone_url}},
+        "base": {"ref": "main", "sha": main_sha, "repo": {"full_name": f"acme/{repo}"}},
     }
     configure(
         repositories={f"acme/{repo}": {"test_command": "python -m pytest -q"}},
+        ELPIS_WEBHOOKS__GITHUB__WEB_URL=forge(tmp_path),
         ELPIS_WEBHOOKS__GITHUB__API_URL=provider_api.url,
         ELPIS_WEBHOOKS__GITHUB__API_TOKEN="gh-api-token",
     )
@@ -749,7 +768,7 @@ def test_webhook_task_on_a_bare_repository_pushes_its_branch(
     api.app.state.enqueue = worker.send
 
     name = "issue_comment_pull_request"
-    response = deliver(api, "github", name, load("github", name, repo, clone_url=clone_url))
+    response = deliver(api, "github", name, load("github", name, repo))
     assert response.status_code == 202, response.text
     [task_id] = response.json()["tasks"]
     task = wait_finished(db_url, task_id)
@@ -787,17 +806,16 @@ def test_webhook_task_on_a_bare_repository_pushes_its_branch(
 def test_gitlab_issue_task_pushes_and_posts_a_note(
     api, db_url, configure, tmp_path, provider_api, enqueued, run_in_process
 ):
-    bare, main_sha, _ = make_origin(tmp_path)
     repo = unique_repo()
+    bare, main_sha, _ = make_origin(tmp_path, repo)
     configure(
         repositories={f"acme/{repo}": {"test_command": "python -m pytest -q"}},
+        ELPIS_WEBHOOKS__GITLAB__WEB_URL=forge(tmp_path),
         ELPIS_WEBHOOKS__GITLAB__API_URL=f"{provider_api.url}/api/v4",
         ELPIS_WEBHOOKS__GITLAB__API_TOKEN="gl-api-token",
     )
     name = "issue_hook_labeled"
-    [task_id] = deliver(api, "gitlab", name, load("gitlab", name, repo, clone_url=bare.as_uri())).json()[
-        "tasks"
-    ]
+    [task_id] = deliver(api, "gitlab", name, load("gitlab", name, repo)).json()["tasks"]
 
     assert run_in_process(task_id, FIX_SCRIPT) == TaskStatus.succeeded
     source = source_row(db_url, task_id)
@@ -821,13 +839,15 @@ def test_unreachable_clone_url_fails_cleanly_with_a_reason(
     api, db_url, configure, provider_api, enqueued, run_in_process
 ):
     repo = unique_repo()
-    dead = f"http://127.0.0.1:{free_port()}/gone/calc.git"  # nothing listens there
+    gone = f"https://127.0.0.1:{free_port()}/gone"  # nothing listens there
+    dead = f"{gone}/acme/{repo}.git"
     configure(
+        ELPIS_WEBHOOKS__GITEA__WEB_URL=gone,
         ELPIS_WEBHOOKS__GITEA__API_URL=f"{provider_api.url}/api/v1",
         ELPIS_WEBHOOKS__GITEA__API_TOKEN="gt-api-token",
     )
     name = "issues_label_updated"
-    [task_id] = deliver(api, "gitea", name, load("gitea", name, repo, clone_url=dead)).json()["tasks"]
+    [task_id] = deliver(api, "gitea", name, load("gitea", name, repo)).json()["tasks"]
 
     assert run_in_process(task_id, FIX_SCRIPT) == TaskStatus.failed
     task = task_row(db_url, task_id)
@@ -940,10 +960,11 @@ def test_a_pushed_result_whose_comment_failed_is_only_commented_again(
     api, db_url, configure, tmp_path, provider_api, enqueued, run_in_process, monkeypatch
 ):
     """The push is recorded before the comment: the retry after a 502 comments and does not push."""
-    bare, main_sha, _ = make_origin(tmp_path)
     repo = unique_repo()
+    bare, main_sha, _ = make_origin(tmp_path, repo)
     configure(
         repositories={f"acme/{repo}": {"test_command": "python -m pytest -q"}},
+        ELPIS_WEBHOOKS__GITLAB__WEB_URL=forge(tmp_path),
         ELPIS_WEBHOOKS__GITLAB__API_URL=f"{provider_api.url}/api/v4",
         ELPIS_WEBHOOKS__GITLAB__API_TOKEN="gl-api-token",
     )
@@ -957,9 +978,7 @@ def test_a_pushed_result_whose_comment_failed_is_only_commented_again(
     monkeypatch.setattr(results, "push_branch", counted_push)
     provider_api.comment_answers = [(502, {})]
     name = "issue_hook_labeled"
-    [task_id] = deliver(api, "gitlab", name, load("gitlab", name, repo, clone_url=bare.as_uri())).json()[
-        "tasks"
-    ]
+    [task_id] = deliver(api, "gitlab", name, load("gitlab", name, repo)).json()["tasks"]
 
     assert run_in_process(task_id, FIX_SCRIPT) == TaskStatus.succeeded
     source = source_row(db_url, task_id)
@@ -972,17 +991,16 @@ def test_a_pushed_result_whose_comment_failed_is_only_commented_again(
 def test_a_push_that_cannot_reach_the_server_is_retried_then_recorded(
     api, db_url, configure, tmp_path, provider_api, enqueued, run_in_process
 ):
-    bare, _, _ = make_origin(tmp_path)
     repo = unique_repo()
+    bare, _, _ = make_origin(tmp_path, repo)
     configure(
+        ELPIS_WEBHOOKS__GITLAB__WEB_URL=forge(tmp_path),
         ELPIS_WEBHOOKS__GITLAB__API_URL=f"{provider_api.url}/api/v4",
         ELPIS_WEBHOOKS__GITLAB__API_TOKEN="gl-api-token",
         ELPIS_WORKER__PUBLISH_MAX_RETRIES="1",
     )
     name = "issue_hook_labeled"
-    [task_id] = deliver(api, "gitlab", name, load("gitlab", name, repo, clone_url=bare.as_uri())).json()[
-        "tasks"
-    ]
+    [task_id] = deliver(api, "gitlab", name, load("gitlab", name, repo)).json()["tasks"]
     dead = f"https://127.0.0.1:{free_port()}/acme/calc.git"  # nothing listens there
     with session_scope(db_url) as s:
         s.get(TaskSource, task_id).push_url = dead
@@ -1001,16 +1019,15 @@ def test_a_cancel_before_the_outcome_is_stored_wins_and_nothing_is_pushed(
 ):
     """A cancel that lands during the final test run: the finish stores `cancelled`, not the result,
     and publishing pushes nothing."""
-    bare, _, _ = make_origin(tmp_path)
     repo = unique_repo()
+    bare, _, _ = make_origin(tmp_path, repo)
     configure(
+        ELPIS_WEBHOOKS__GITLAB__WEB_URL=forge(tmp_path),
         ELPIS_WEBHOOKS__GITLAB__API_URL=f"{provider_api.url}/api/v4",
         ELPIS_WEBHOOKS__GITLAB__API_TOKEN="gl-api-token",
     )
     name = "issue_hook_labeled"
-    [task_id] = deliver(api, "gitlab", name, load("gitlab", name, repo, clone_url=bare.as_uri())).json()[
-        "tasks"
-    ]
+    [task_id] = deliver(api, "gitlab", name, load("gitlab", name, repo)).json()["tasks"]
     store = TaskStore(db_url)
     assert store.claim(task_id, stale_after=60) is not None
     assert api.post(f"/v1/tasks/{task_id}/cancel").status_code == 202

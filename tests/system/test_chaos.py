@@ -32,6 +32,7 @@ from test_reconcile import config
 from test_webhooks import (  # noqa: F401
     configure,
     deliver,
+    forge,
     git,
     load,
     make_origin,
@@ -325,11 +326,12 @@ def test_a_worker_killed_while_publishing_publishes_once(
     worker (its message stays unacknowledged on the broker until the visibility timeout; the
     reconciler's sweep of unpublished results sends publishing to a new worker). The branch is pushed
     once, recorded before the comment, so the later tries only comment: one comment is created."""
-    bare, _, _ = make_origin(tmp_path)
-    git("config", "core.logAllRefUpdates", "always", cwd=bare)  # the reflog counts every ref update
     repo = unique_repo()
+    bare, _, _ = make_origin(tmp_path, repo)
+    git("config", "core.logAllRefUpdates", "always", cwd=bare)  # the reflog counts every ref update
     configure(
         repositories={f"acme/{repo}": {"test_command": "python -m pytest -q"}},
+        ELPIS_WEBHOOKS__GITHUB__WEB_URL=forge(tmp_path),
         ELPIS_WEBHOOKS__GITHUB__API_URL=provider_api.url,
         ELPIS_WEBHOOKS__GITHUB__API_TOKEN="gh-api-token",
         ELPIS_WORKER__PUBLISH_BACKOFF="0.1",
@@ -340,7 +342,7 @@ def test_a_worker_killed_while_publishing_publishes_once(
     first = start_worker(**env)
     api.app.state.enqueue = first.send
     name = "issues_labeled"
-    response = deliver(api, "github", name, load("github", name, repo, clone_url=bare.as_uri()))
+    response = deliver(api, "github", name, load("github", name, repo))
     assert response.status_code == 202, response.text
     [task_id] = response.json()["tasks"]
 

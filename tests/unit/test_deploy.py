@@ -47,6 +47,19 @@ def test_compose_publishes_nothing_beyond_the_hosts_loopback():
     assert "api" in env["ELPIS_API_ALLOWED_HOSTS"]
 
 
+def test_deployments_refuse_rest_tasks_on_the_workers_own_files():
+    """The embedded stack allows a local `repo` (tools.allow_local_repos: true); a deployment whose API
+    faces other people does not."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert compose["services"]["api"]["environment"]["ELPIS_TOOLS__ALLOW_LOCAL_REPOS"] == "false"
+    docs = [d for d in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "elpis.yaml").read_text()) if d]
+    [api] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "elpis-api"]
+    env = {e["name"]: e["value"] for e in api["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["ELPIS_TOOLS__ALLOW_LOCAL_REPOS"] == "false"
+    defaults = yaml.safe_load((ROOT / "configs" / "config.yaml").read_text())
+    assert defaults["tools"]["allow_local_repos"] is True
+
+
 def test_kubernetes_example_runs_the_compose_roles_with_real_elpis_commands():
     docs = [d for d in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "elpis.yaml").read_text()) if d]
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
