@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # A task submission (TaskIn) is defined with the service that writes it, elpis_worker/batches.py.
 from elpis_worker.batches import StrictInput, TaskIn
 from models import StepKind, TaskStatus
+from models.records import Affect, EmotionRecord, Sampling, Strategy
 
 
 class BatchIn(StrictInput):
@@ -80,8 +81,9 @@ class StepOut(BaseModel):
     prompt_tokens: int | None
     completion_tokens: int | None
     duration_ms: float | None
-    sampling: dict[str, Any] | None
-    emotion: dict[str, Any] | None
+    sampling: Sampling | None
+    # An emotion step's whole record; a think step's affect state at the time.
+    emotion: EmotionRecord | Affect | None
     detail: dict[str, Any] | None
     worker_id: str | None
     created_at: datetime
@@ -93,3 +95,32 @@ class Page(BaseModel):
     limit: int
     offset: int | None = None
     next_after: int | None = None
+
+
+class StepPage(Page):
+    items: list[StepOut]
+
+
+class EmotionPoint(BaseModel):
+    """One emotion step of a task's affect trajectory."""
+
+    seq: int
+    turn: int
+    valence: float
+    arousal: float
+    dominance: float
+    mood: str | None
+    before: Affect | None
+    appraisals: list[str]
+    trend: str | None
+    spiral: str | None
+    velocity: dict[str, float] | None
+    strategy: Strategy | None
+    temperature: float | None
+    top_p: float | None
+    replan_next: bool
+    created_at: datetime
+
+
+class EmotionPage(Page):
+    items: list[EmotionPoint]

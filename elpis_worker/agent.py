@@ -41,6 +41,17 @@ from elpis_worker.tools import (
 )
 from elpis_worker.workspace import WorkspaceError, diff_stats, prepare_workspace, workspace_diff
 from models import Step, StepKind, Task, TaskStatus
+from models.records import (
+    EDIT_TOOLS,
+    Affect,
+    Appraisal,
+    EmotionRecord,
+    Sampling,
+    Strategy,
+    Trajectory,
+    TurnPlan,
+)
+from models.records import Modulation as ModulationRecord
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +59,6 @@ PHASES = (StepKind.think, StepKind.tool_call, StepKind.tool_result, StepKind.ref
 # Characters of a tool's output placed in the prompt (the step keeps the whole, already capped, output).
 PROMPT_OUTPUT_CHARS = 1500
 REPEAT_WINDOW = 3
-# Tools whose success is followed by a run of the task's tests (the check after each edit).
-EDIT_TOOLS = frozenset({"edit_file", "write_file"})
 # Extra samples of a think whose call is a banned one the grammar could not express.
 RESAMPLE_BANNED = 2
 # Their temperature: high enough to leave the banned call, low enough that a small model's code stays
@@ -275,8 +284,13 @@ def group_turns(steps: list[Step]) -> list[TurnSteps]:
     return [turns[n] for n in sorted(turns)]
 
 
-def default_plan(strategy: str = "continue") -> dict[str, Any]:
-    return {"strategy": strategy, "replan": False, "tools": list(TOOL_SCHEMAS), "excluded": [], "banned": []}
+def default_plan(strategy: str = "continue") -> TurnPlan:
+    return TurnPlan(strategy=Strategy(strategy), tools=list(TOOL_SCHEMAS))
+
+
+def stored_plan(data: dict[str, Any] | None, strategy: str = "continue") -> TurnPlan:
+    """The plan a step stored (an emotion step's record, a replan's detail), else the default."""
+    return TurnPlan.model_validate(data) if data else default_plan(strategy)
 
 
 def _call_key(tool: str, args: dict[str, Any]) -> tuple[str, str]:
@@ -312,14 +326,14 @@ def normalized_args(tool: str, args: dict[str, Any]) -> dict[str, Any]:
         return args
 
 
-def next_prompt(plan: dict[str, Any]) -> str:
+def next_prompt(plan: TurnPlan) -> str:
     lines = []
-    banned = plan.get("banned") or []
+    banned = plan.banned
     if banned:
         calls = "; ".join(f"{b['tool']} {json.dumps(b['args'])[:80]}" for b in banned)
         lines.append(f"Not allowed now (failed or changed nothing, and nothing changed since): {calls}.")
-    if plan["tools"] != list(TOOL_SCHEMAS):
-        lines.append(f"Next tool call as JSON. Allowed now: {', '.join(plan['tools'])}.")
+    if plan.tools != list(TOOL_SCHEMAS):
+        lines.append(f"Next tool call as JSON. Allowed now: {', '.join(plan.tools)}.")
     else:
         lines.append("Next tool call as JSON.")
     return "\n".join(lines)
@@ -527,9 +541,9 @@ class Agent:
         the task is finished (a finish the tests accepted)."""
         state, modulation, plan = self._affect_before(turn.number)
         # Memories are recalled at the start of a task and again when the agent replans.
-        if (turn.number == 1 or plan["replan"]) and turn.get(MEMORY) is None:
+        if (turn.number == 1 or plan.replan) and turn.get(MEMORY) is None:
             self._recall(turn, "task start" if turn.number == 1 else "replan")
-        if plan["replan"] and turn.get(REPLAN) is None:
+        if plan.replan and turn.get(REPLAN) is None:
             self._replan(turn, modulation, plan)
         think = turn.get(StepKind.think) or self._think(turn, state, modulation, plan)
         action = parse_action(think.content)
@@ -566,28 +580,28 @@ class Agent:
         )
         return step
 
-    def _affect_before(self, turn_number: int) -> tuple[AffectState, Modulation, dict[str, Any]]:
+    def _affect_before(self, turn_number: int) -> tuple[AffectState, Modulation, TurnPlan]:
         """The state, modulation and plan left by the previous turn's emotion step (baseline first)."""
         previous = [t for t in self.turns if t.number < turn_number and t.get(StepKind.emotion)]
         if previous:
-            data = previous[-1].get(StepKind.emotion).emotion or {}
-            state = AffectState.from_dict(data["after"])
-            mod = data.get("modulation") or {}
+            record = EmotionRecord.model_validate(previous[-1].get(StepKind.emotion).emotion)
+            state = AffectState.from_dict(record.after.model_dump())
+            mod = record.modulation
             modulation = Modulation(
-                temperature=float(mod.get("temperature", self.gen.temperature)),
-                top_p=float(mod.get("top_p", self.gen.top_p)),
-                strategy=str(mod.get("strategy", "continue")),
-                prompt_line=str(mod.get("prompt_line", "")),
-                reasons=list(mod.get("reasons", [])),
+                temperature=mod.temperature if mod else self.gen.temperature,
+                top_p=mod.top_p if mod else self.gen.top_p,
+                strategy=mod.strategy.value if mod else Strategy.continue_.value,
+                prompt_line=mod.prompt_line if mod else "",
+                reasons=list(mod.reasons) if mod else [],
             )
-            return state, modulation, data.get("plan") or default_plan(modulation.strategy)
+            return state, modulation, record.plan or default_plan(modulation.strategy)
         state = self.baseline
         modulation = self.engine.modulate(state, [state], self.gen.temperature, self.gen.top_p)
         plan = default_plan(modulation.strategy)
         if self._sources_observed():
             # Agentless: localisation is done (the failure and its source are in the prompt), so the
             # first turn is the repair; every tool is back from the second turn on.
-            plan["tools"] = list(REPAIR_TOOLS)
+            plan.tools = list(REPAIR_TOOLS)
         return state, modulation, plan
 
     def _sources_observed(self) -> bool:
@@ -645,21 +659,19 @@ class Agent:
                 return (result.tool_result or "")[-300:]
         return ""
 
-    def _replan(self, turn: TurnSteps, modulation: Modulation, plan: dict[str, Any]) -> Step:
+    def _replan(self, turn: TurnSteps, modulation: Modulation, plan: TurnPlan) -> Step:
         """The frustration strategy: restate the goal, name what failed, choose another approach."""
         return self._reflect(
             turn,
             modulation,
             schema=REPLAN_SCHEMA,
             max_tokens=self.gen.reflect_max_tokens * 2,
-            detail={REPLAN: True, "plan": plan, "reasons": modulation.reasons},
+            detail={REPLAN: True, "plan": plan.stored(), "reasons": modulation.reasons},
         )
 
-    def _think(
-        self, turn: TurnSteps, state: AffectState, modulation: Modulation, plan: dict[str, Any]
-    ) -> Step:
-        restricted = plan["tools"] != list(TOOL_SCHEMAS)
-        banned = plan.get("banned") or []
+    def _think(self, turn: TurnSteps, state: AffectState, modulation: Modulation, plan: TurnPlan) -> Step:
+        restricted = plan.tools != list(TOOL_SCHEMAS)
+        banned = plan.banned
         merged = self.gen.one_call_per_turn
         # The first turn has no tool result to reflect on: its reply is the action alone.
         reflecting = merged and turn.number > 1
@@ -670,7 +682,7 @@ class Agent:
             completion = Completion(earlier.detail["completion"], 0, 0, 0.0)
         else:
             if restricted or banned:
-                schema = think_schema(plan["tools"], banned, reflect=reflecting)
+                schema = think_schema(plan.tools, banned, reflect=reflecting)
             else:
                 schema = THINK_REFLECT_SCHEMA if reflecting else THINK_SCHEMA
             max_tokens = self.gen.max_tokens + (self.gen.reflect_max_tokens if reflecting else 0)
@@ -695,18 +707,16 @@ class Agent:
         if reflecting and earlier is None:
             reflect_tokens = self._record_reflection(turn, completion, modulation)
         reflect_share = reflect_tokens / completion.completion_tokens if completion.completion_tokens else 0.0
-        sampling = {
-            "temperature": modulation.temperature,
-            "top_p": modulation.top_p,
-            "max_tokens": self.gen.max_tokens,
-            "strategy": plan["strategy"],
-        }
-        if resampled:
-            sampling["resampled"], sampling["temperature_used"] = resampled, temperature
-        if restricted:
-            sampling["allowed_tools"] = plan["tools"]
-        if banned:
-            sampling["banned_calls"] = banned
+        sampling = Sampling(
+            temperature=modulation.temperature,
+            top_p=modulation.top_p,
+            max_tokens=self.gen.max_tokens,
+            strategy=plan.strategy,
+            resampled=resampled or None,
+            temperature_used=temperature if resampled else None,
+            allowed_tools=plan.tools if restricted else None,
+            banned_calls=banned or None,
+        )
         return self._record(
             turn,
             StepKind.think,
@@ -716,8 +726,8 @@ class Agent:
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=max(0, completion.completion_tokens - reflect_tokens),
             duration_ms=completion.duration_s * 1000 * (1 - reflect_share),
-            sampling=sampling,
-            emotion=state.as_dict(),
+            sampling=sampling.stored(),
+            emotion=Affect.model_validate(state.as_dict()).stored(),
             detail={
                 "thought": action.thought,
                 "parse_error": action.error,
@@ -744,19 +754,21 @@ class Agent:
             content=content,
             completion_tokens=tokens,
             duration_ms=completion.duration_s * 1000 * share,
-            sampling={"temperature": modulation.temperature, "top_p": modulation.top_p, "merged": True},
+            sampling=Sampling(
+                temperature=modulation.temperature, top_p=modulation.top_p, merged=True
+            ).stored(),
             detail={"merged": True, "completion": completion.text, "progress": reflection.get("progress")},
         )
         return tokens
 
-    def _call_tool(self, action: Action, plan: dict[str, Any]) -> ToolResult:
+    def _call_tool(self, action: Action, plan: TurnPlan) -> ToolResult:
         if action.error is not None:
             return ToolResult(
                 ok=False,
                 output=f"your reply was not a valid tool call: {action.error}",
                 error_kind="bad_args",
             )
-        call = _banned_call(action.tool, action.args, plan.get("banned") or [])
+        call = _banned_call(action.tool, action.args, plan.banned)
         if call is not None:
             return ToolResult(
                 ok=False,
@@ -781,6 +793,7 @@ class Agent:
             done.tests_run, done.tests_passed, done.failures = True, True, 0
             done.output = "finished; the task's tests pass"
             return done
+        # An edit tool's success is followed by a run of the task's tests (the check after each edit).
         checked = action.tool in EDIT_TOOLS and bool(self.task.test_command)
         before = self._snapshot(action.args.get("path")) if checked else None
         result = self.toolbox.call(action.tool, action.args)
@@ -831,7 +844,7 @@ class Agent:
             "Fix the original failure in a different way."
         )
 
-    def _execute(self, turn: TurnSteps, action: Action, plan: dict[str, Any]) -> Step:
+    def _execute(self, turn: TurnSteps, action: Action, plan: TurnPlan) -> Step:
         started = time.perf_counter()
         result = self._call_tool(action, plan)
         duration = (time.perf_counter() - started) * 1000
@@ -890,11 +903,9 @@ class Agent:
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
             duration_ms=completion.duration_s * 1000,
-            sampling={
-                "temperature": modulation.temperature,
-                "top_p": modulation.top_p,
-                "max_tokens": max_tokens,
-            },
+            sampling=Sampling(
+                temperature=modulation.temperature, top_p=modulation.top_p, max_tokens=max_tokens
+            ).stored(),
             detail=detail,
         )
 
@@ -949,24 +960,24 @@ class Agent:
         )
         plan = self._plan_next(turn, modulation, detail, tests_passing)
         lines = [modulation.prompt_line] if modulation.prompt_line else []
-        lines.append(REPLAN_PROMPT if plan["replan"] else next_prompt(plan))
+        lines.append(REPLAN_PROMPT if plan.replan else next_prompt(plan))
         return self._record(
             turn,
             StepKind.emotion,
             content="\n".join(lines),
-            emotion={
-                "before": before.as_dict(),
-                "after": after.as_dict(),
-                "appraisals": [a.as_dict() for a in appraisals],
-                "trajectory": modulation.trajectory.as_dict() if modulation.trajectory else None,
-                "modulation": modulation.as_dict(),
-                "plan": plan,
-            },
-            sampling={
-                "temperature": modulation.temperature,
-                "top_p": modulation.top_p,
-                "strategy": modulation.strategy,
-            },
+            emotion=EmotionRecord(
+                before=Affect.model_validate(before.as_dict()),
+                after=Affect.model_validate(after.as_dict()),
+                appraisals=[Appraisal.model_validate(a.as_dict()) for a in appraisals],
+                trajectory=Trajectory.model_validate(modulation.trajectory.as_dict())
+                if modulation.trajectory
+                else None,
+                modulation=ModulationRecord.model_validate(modulation.as_dict()),
+                plan=plan,
+            ).stored(),
+            sampling=Sampling(
+                temperature=modulation.temperature, top_p=modulation.top_p, strategy=modulation.strategy
+            ).stored(),
         )
 
     def _plan_next(
@@ -978,24 +989,24 @@ class Agent:
         (unless the tests fail) narrows the tools to running the tests and finishing; confidence with
         passing tests and a change made narrows them to finish."""
         plan = default_plan(modulation.strategy)
-        plan["banned"] = self._banned_calls(turn) if self.settings.tools.exclude_repeats else []
+        plan.banned = self._banned_calls(turn) if self.settings.tools.exclude_repeats else []
         if modulation.strategy == "replan":
             recent = [t for t in self.turns if turn.number - REPLAN_COOLDOWN < t.number <= turn.number]
             if any(t.get(REPLAN) for t in recent):
                 return plan
-            plan["replan"] = True
+            plan.replan = True
             failing = self._failing_tool(turn)
             # An edit tool stays: the failed edits themselves are banned call by call, and without an
             # edit tool the replanned turn cannot fix anything (the eval's replans lost a turn that way).
             if failing is not None and failing not in EDIT_TOOLS:
-                plan["excluded"] = [failing]
-                plan["tools"] = [t for t in plan["tools"] if t != failing]
+                plan.excluded = [failing]
+                plan.tools = [t for t in plan.tools if t != failing]
         elif modulation.strategy == "wrap_up" and tests_passing is not False:
             # With the tests failing, running them again or finishing cannot help: the last turns stay
             # open for a fix (the prompt line says the budget is nearly spent).
-            plan["tools"] = ["run_tests", "finish"] if self.task.test_command else ["finish"]
+            plan.tools = ["run_tests", "finish"] if self.task.test_command else ["finish"]
         elif modulation.strategy == "finish" and tests_passing and detail.get("diff_lines"):
-            plan["tools"] = ["finish"]
+            plan.tools = ["finish"]
         return plan
 
     def _banned_calls(self, upto: TurnSteps) -> list[dict[str, Any]]:
@@ -1116,7 +1127,7 @@ class Agent:
         if replan is not None:
             out.append({"role": "assistant", "content": replan.content})
             out.append(
-                {"role": "user", "content": next_prompt((replan.detail or {}).get("plan") or default_plan())}
+                {"role": "user", "content": next_prompt(stored_plan((replan.detail or {}).get("plan")))}
             )
         think, result = turn.get(StepKind.think), turn.get(StepKind.tool_result)
         reflect, emotion = turn.get(StepKind.reflect), turn.get(StepKind.emotion)

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from models.records import EDIT_TOOLS, Strategy
+
 DIMENSIONS = ("valence", "arousal", "dominance")
 
 # Mood boundaries. Positive moods need earned confidence (the agent starts at dominance 0, and most
@@ -54,7 +56,7 @@ STUCK_TEMPERATURE_MAX = 0.7
 
 # Budget fraction at which budget pressure starts, and tools whose job is to change the workspace.
 BUDGET_PRESSURE_START = 0.5
-WRITE_TOOLS = frozenset({"write_file", "edit_file"})
+WRITE_TOOLS = EDIT_TOOLS
 
 
 # --------------------------------------------------------------------------------------------------
@@ -593,7 +595,7 @@ def trajectory(
 # Modulation
 # --------------------------------------------------------------------------------------------------
 
-STRATEGIES = ("continue", "replan", "finish", "wrap_up")
+STRATEGIES = tuple(Strategy)
 STRATEGY_ADVICE: dict[str, str] = {
     "replan": "Progress has stalled: step back, re-read the last error and try a different approach.",
     "finish": "The tests pass: review the diff and call finish with a short summary.",

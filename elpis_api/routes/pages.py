@@ -36,6 +36,7 @@ from elpis_api.deps import (
     authenticate,
 )
 from models import Batch, Step, StepKind, Task, sessionmaker_for
+from models.records import Affect, EmotionRecord
 
 HERE = Path(__file__).resolve().parents[1]
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -166,20 +167,16 @@ def emotion_points(steps: list[Step]) -> list[dict[str, Any]]:
     for step in steps:
         if step.kind != StepKind.emotion or not step.emotion:
             continue
-        if not points and step.emotion.get("before"):
-            points.append(_point(step.turn - 1, step.emotion["before"]))
-        points.append(_point(step.turn, step.emotion.get("after") or {}))
+        record = EmotionRecord.model_validate(step.emotion)
+        if not points and record.before is not None:
+            points.append(_point(step.turn - 1, record.before))
+        points.append(_point(step.turn, record.after))
     return points
 
 
-def _point(turn: int, state: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "turn": turn,
-        "valence": state.get("valence"),
-        "arousal": state.get("arousal"),
-        "dominance": state.get("dominance"),
-        "mood": state.get("mood"),
-    }
+def _point(turn: int, state: Affect | None) -> dict[str, Any]:
+    values = state.model_dump() if state is not None else {}
+    return {"turn": turn, **{k: values.get(k) for k in ("valence", "arousal", "dominance", "mood")}}
 
 
 def _render(name: str, **context: Any) -> str:
@@ -298,8 +295,9 @@ def _task_changes(
                 "html": _render("_step_fragment.html", step=step),
             }
             if step.kind == StepKind.emotion and step.emotion:
-                event["before"] = _point(step.turn - 1, step.emotion.get("before") or {})
-                event["point"] = _point(step.turn, step.emotion.get("after") or {})
+                record = EmotionRecord.model_validate(step.emotion)
+                event["before"] = _point(step.turn - 1, record.before)
+                event["point"] = _point(step.turn, record.after)
             events.append(event)
         return parts, events, finished
 

@@ -8,8 +8,9 @@ from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import func, select
 
 from elpis_api.deps import MAX_ID, MAX_SEQ, DbId, ReadScope, SessionDep, SubmitScope, task_or_404
-from elpis_api.schemas import Page, StepOut, TaskDetail, TaskOut
+from elpis_api.schemas import EmotionPage, Page, StepOut, StepPage, TaskDetail, TaskOut
 from models import Step, StepKind, Task, TaskStatus
+from models.records import EmotionRecord
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
@@ -46,7 +47,7 @@ def get_task(task_id: DbId, session: SessionDep, token: ReadScope) -> TaskDetail
     return detail
 
 
-@router.get("/{task_id}/steps", response_model=Page)
+@router.get("/{task_id}/steps", response_model=StepPage)
 def list_steps(
     task_id: DbId,
     session: SessionDep,
@@ -61,11 +62,11 @@ def list_steps(
         )
     )
     items = [StepOut.model_validate(s) for s in rows]
-    return Page(items=items, limit=limit, next_after=items[-1].seq if items else None)
+    return StepPage(items=items, limit=limit, next_after=items[-1].seq if items else None)
 
 
-@router.get("/{task_id}/emotions", response_model=Page)
-def list_emotions(task_id: DbId, session: SessionDep, token: ReadScope) -> Page:
+@router.get("/{task_id}/emotions", response_model=EmotionPage)
+def list_emotions(task_id: DbId, session: SessionDep, token: ReadScope) -> EmotionPage:
     """The affect trajectory: one item per emotion step (the state after the turn, how it moves,
     and what it changed for the next turn)."""
     task_or_404(session, task_id)
@@ -74,30 +75,29 @@ def list_emotions(task_id: DbId, session: SessionDep, token: ReadScope) -> Page:
     )
     items = []
     for step in rows:
-        data = step.emotion or {}
-        after, modulation = data.get("after") or {}, data.get("modulation") or {}
-        trajectory = data.get("trajectory") or {}
+        record = EmotionRecord.model_validate(step.emotion)
+        after, modulation, trajectory = record.after, record.modulation, record.trajectory
         items.append(
             {
                 "seq": step.seq,
                 "turn": step.turn,
-                "valence": after.get("valence"),
-                "arousal": after.get("arousal"),
-                "dominance": after.get("dominance"),
-                "mood": after.get("mood"),
-                "before": data.get("before"),
-                "appraisals": [a.get("rule") for a in data.get("appraisals") or []],
-                "trend": trajectory.get("trend"),
-                "spiral": trajectory.get("spiral"),
-                "velocity": trajectory.get("velocity"),
-                "strategy": modulation.get("strategy"),
-                "temperature": modulation.get("temperature"),
-                "top_p": modulation.get("top_p"),
-                "replan_next": (data.get("plan") or {}).get("replan", False),
+                "valence": after.valence,
+                "arousal": after.arousal,
+                "dominance": after.dominance,
+                "mood": after.mood,
+                "before": record.before,
+                "appraisals": [a.rule for a in record.appraisals],
+                "trend": trajectory.trend if trajectory else None,
+                "spiral": trajectory.spiral if trajectory else None,
+                "velocity": trajectory.velocity if trajectory else None,
+                "strategy": modulation.strategy if modulation else None,
+                "temperature": modulation.temperature if modulation else None,
+                "top_p": modulation.top_p if modulation else None,
+                "replan_next": record.plan.replan if record.plan else False,
                 "created_at": step.created_at,
             }
         )
-    return Page(items=items, limit=len(items))
+    return EmotionPage(items=items, limit=len(items))
 
 
 @router.post("/{task_id}/cancel", response_model=TaskOut, status_code=202)
