@@ -81,7 +81,8 @@ class Supervisor:
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         log = self.logs / f"{name}.log"
         with open(log, "ab") as out:
-            # Own process group: the whole tree (Celery's pool children too) is stopped together.
+            # Own process group: Ctrl-C reaches only `elpis up`, which stops each child in order; one
+            # that does not stop in time is killed with its whole tree (Celery's pool children too).
             process = subprocess.Popen(
                 argv,
                 stdout=out,
@@ -230,10 +231,13 @@ class Supervisor:
             return session.scalar(select(func.now()))
 
     def stop(self) -> None:
+        # SIGTERM to each child's own process, as docker and Kubernetes send it: the worker's main
+        # process then stops its pool's agent tasks after their current step and hands them back
+        # (elpis_worker/shutdown.py), where pool processes signalled themselves would die mid-step.
         for child in reversed(self.children):
             if child.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.process.pid, signal.SIGTERM)
+                    os.kill(child.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
         for child in self.children:
             try:

@@ -2,7 +2,9 @@
 
 The loop holds no state that is not also in Postgres: the conversation, the affect state and the
 workspace are all rebuilt from the persisted steps (and the task's last workspace diff), so a task
-whose worker died is resumed by the next worker exactly where it stopped.
+whose worker died is resumed by the next worker exactly where it stopped. A worker that is shutting
+down stops the loop between two steps (`WorkerShuttingDown`, elpis_worker/shutdown.py) and the task is
+resumed the same way.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from elpis_worker.observe import (
     traceback_files,
     trim_test_output,
 )
+from elpis_worker.shutdown import WorkerShuttingDown, stop_requested
 from elpis_worker.store import Cancelled, LostClaim, TaskStore
 from elpis_worker.tools import (
     TOOL_ARGS,
@@ -438,12 +441,14 @@ class Agent:
             else:
                 exhausted = self._budget_exhausted(len(turns))
                 if exhausted:
+                    self._stop_if_worker_stopping("the final test run")
                     return self._conclude(None, exhausted)
                 current = TurnSteps(len(turns) + 1)
                 turns.append(current)
             action, done = self._run_turn(current)
             if done:
                 finished = action
+        self._stop_if_worker_stopping("the final test run")
         return self._conclude(finished, None)
 
     # --- look before thinking -------------------------------------------------------------------
@@ -455,6 +460,7 @@ class Agent:
         for name in ObservationPlan.for_task(self.task.test_command):
             if name in done:
                 continue
+            self._stop_if_worker_stopping(f"observation {name}")
             started = time.perf_counter()
             detail: dict[str, Any] = {}
             exit_code = None
@@ -540,15 +546,22 @@ class Agent:
         """One turn, resumed from whichever phase was last persisted. Returns the action and whether
         the task is finished (a finish the tests accepted)."""
         state, modulation, plan = self._affect_before(turn.number)
+        stop = self._stop_if_worker_stopping
         # Memories are recalled at the start of a task and again when the agent replans.
         if (turn.number == 1 or plan.replan) and turn.get(MEMORY) is None:
+            stop(f"turn {turn.number}'s memory recall")
             self._recall(turn, "task start" if turn.number == 1 else "replan")
         if plan.replan and turn.get(REPLAN) is None:
+            stop(f"turn {turn.number}'s replan")
             self._replan(turn, modulation, plan)
-        think = turn.get(StepKind.think) or self._think(turn, state, modulation, plan)
+        think = turn.get(StepKind.think)
+        if think is None:
+            stop(f"turn {turn.number}'s think")
+            think = self._think(turn, state, modulation, plan)
         action = parse_action(think.content)
         merged = bool((think.detail or {}).get("merged"))
         if turn.get(StepKind.tool_call) is None:
+            stop(f"turn {turn.number}'s tool call")
             self._record(
                 turn,
                 StepKind.tool_call,
@@ -556,13 +569,24 @@ class Agent:
                 tool_name=action.tool,
                 tool_args=action.args,
             )
-        result_step = turn.get(StepKind.tool_result) or self._execute(turn, action, plan)
+        result_step = turn.get(StepKind.tool_result)
+        if result_step is None:
+            stop(f"turn {turn.number}'s {action.tool}")
+            result_step = self._execute(turn, action, plan)
         # In one-call mode the next turn's reply carries the reflection on this result.
         if turn.get(StepKind.reflect) is None and not merged:
+            stop(f"turn {turn.number}'s reflection")
             self._reflect(turn, modulation)
         if turn.get(StepKind.emotion) is None:
+            stop(f"turn {turn.number}'s emotion update")
             self._update_emotion(turn, state, action, result_step)
         return action, bool((result_step.detail or {}).get("finished"))
+
+    def _stop_if_worker_stopping(self, next_step: str) -> None:
+        """Between two steps: when the worker is shutting down, start no other step. Everything done so
+        far is persisted, so the next worker resumes the task from here."""
+        if stop_requested():
+            raise WorkerShuttingDown(f"task {self.task_id}: worker shutting down before {next_step}")
 
     def _record(
         self, turn: TurnSteps, kind: StepKind, *, workspace_diff: str | None = None, **fields: Any

@@ -203,6 +203,25 @@ class TaskStore:
         observe_finish(status, started_at)
         return status
 
+    def release(self, task_id: int) -> TaskStatus:
+        """Give a task we hold back (our worker is shutting down): `queued` again with no holder, its
+        steps and diff kept, so the next claim resumes it. `requeued_at` is set, so the reconciler sends
+        it again only if no message brings it to a worker within `worker.queued_grace`. A cancel
+        requested meanwhile wins: the task is stored as cancelled instead. Returns the status stored;
+        raises LostClaim when another worker holds the task by now."""
+        with session_scope(self.url) as s:
+            task = self._locked_task(s, task_id, allow_cancelled=True)
+            if task.cancel_requested:
+                task.status, task.failure_reason = TaskStatus.cancelled, "cancelled by request"
+                task.finished_at = datetime.now(UTC)
+            else:
+                task.status, task.worker_id, task.heartbeat_at = TaskStatus.queued, None, None
+                task.requeued_at = datetime.now(UTC)
+            status, started_at = task.status, task.started_at
+        if status.finished:
+            observe_finish(status, started_at)
+        return status
+
     # --- worker processes ---------------------------------------------------------------------
     def record_model_load(
         self, backend: str, model_path: str, load_seconds: float, warmup_seconds: float | None

@@ -5,7 +5,10 @@ every task the process runs; `get_backend()` loads it lazily for pools without t
 
 Every run of `elpis.run_task` carries Celery time limits derived from the task's wall budget
 (`enqueue_run_task`): the loop checks its budget only between turns, so a hung generation or tool would
-otherwise hold a worker process for ever."""
+otherwise hold a worker process for ever.
+
+A worker told to shut down (SIGTERM to its main process) does not wait out its agent tasks: each stops
+after the step it is in, gives its task back and sends it again (elpis_worker/shutdown.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from configs.settings import Settings
 from elpis_worker.backend import ModelBackend, load_backend
 from elpis_worker.celery_app import app
 from elpis_worker.metrics import observe_publish
+from elpis_worker.shutdown import WorkerShuttingDown
 from elpis_worker.store import LostClaim, TaskStore
 from models import TaskStatus
 
@@ -173,6 +177,8 @@ def run_task(self, task_id: int) -> str | None:
         )
     except SoftTimeLimitExceeded:
         status = _stop_at_time_limit(store, task_id, self.request.timelimit)
+    except WorkerShuttingDown as stopped:
+        status = _release_for_shutdown(store, task_id, str(stopped))
     if status is not None and results.unpublished(store.url, task_id):
         _publish_later(task_id)
     return status.value if status is not None else None
@@ -190,6 +196,39 @@ def _stop_at_time_limit(store: TaskStore, task_id: int, timelimit: tuple | None)
         return store.finish(task_id, TaskStatus.failed, reason=reason)
     except LostClaim:
         return None
+
+
+def _release_for_shutdown(store: TaskStore, task_id: int, why: str) -> TaskStatus | None:
+    """The worker is shutting down and the loop stopped between two steps: give the task back and send
+    it again at once, so another worker resumes it from its persisted steps. This run's own message is
+    then acknowledged (or, if the worker's broker connection is already gone, handed out again: a
+    second delivery is harmless). When the message cannot be sent, the task stays `queued` and the
+    reconciler sends it after `worker.queued_grace`. None when the task went back to the queue (or
+    another worker holds it by now); `cancelled` when a cancel was requested meanwhile."""
+    try:
+        status = store.release(task_id)
+    except LostClaim as exc:
+        log.warning("%s; not releasing it", exc)
+        return None
+    if status.finished:
+        log.info("task %s: %s; it was cancelled meanwhile, so it is stored as %s", task_id, why, status)
+        return status
+    steps = len(store.load_steps(task_id))
+    log.info(
+        "task %s: worker shutting down, task released after %s steps; sending it again for another worker",
+        task_id,
+        steps,
+        extra={"task_id": task_id, "reason": why},
+    )
+    try:
+        enqueue_run_task(task_id, store.url)
+    except Exception as exc:  # noqa: BLE001 - the task is queued in Postgres: the reconciler sends it
+        log.warning(
+            "task %s: could not send it again (%s); the reconciler will after worker.queued_grace",
+            task_id,
+            exc,
+        )
+    return None
 
 
 @app.task(

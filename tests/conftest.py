@@ -11,11 +11,10 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import API_TOKEN, AUTH, ROOT, free_port, wait_for
+from helpers import API_TOKEN, AUTH, ROOT, WorkerHandle, free_port, wait_for
 
 _state: dict[str, object] = {}
 
@@ -155,31 +154,6 @@ def scripted(tmp_path: Path) -> Callable[[list[dict]], Path]:
         return path
 
     return write
-
-
-@dataclass
-class WorkerHandle:
-    process: subprocess.Popen[bytes]
-    queue: str
-    log: Path
-    env: dict[str, str]
-
-    def send(self, task_id: int) -> None:
-        from elpis_worker.celery_app import app
-
-        app.send_task("elpis.run_task", args=[task_id], queue=self.queue)
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
 
 
 @pytest.fixture

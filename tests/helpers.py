@@ -5,10 +5,14 @@ Imported as `from helpers import ...` (pytest puts tests/ on the path); fixtures
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,3 +69,28 @@ def wait_finished(db_url: str, task_id: int, timeout: float = 180):
         timeout=timeout,
         what=f"task {task_id} to finish",
     )
+
+
+@dataclass
+class WorkerHandle:
+    process: subprocess.Popen[bytes]
+    queue: str
+    log: Path
+    env: dict[str, str]
+
+    def send(self, task_id: int) -> None:
+        from elpis_worker.celery_app import app
+
+        app.send_task("elpis.run_task", args=[task_id], queue=self.queue)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)

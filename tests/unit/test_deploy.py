@@ -91,3 +91,19 @@ def test_kubernetes_example_runs_the_compose_roles_with_real_elpis_commands():
     [api] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "elpis-api"]
     [port] = api["spec"]["template"]["spec"]["containers"][0]["ports"]
     assert port["containerPort"] == int(commands["api"][commands["api"].index("--port") + 1])
+
+
+def test_workers_get_time_to_finish_their_step_before_the_kill():
+    """SIGTERM stops a worker's tasks after the step in progress (elpis_worker/shutdown.py): compose and
+    Kubernetes wait the same grace period before SIGKILL, long enough for a command or the tests after
+    an edit (tools.command_timeout) plus a generation."""
+    from configs import get_settings
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    value, unit = compose["worker"]["stop_grace_period"][:-1], compose["worker"]["stop_grace_period"][-1]
+    compose_seconds = int(value) * {"s": 1, "m": 60}[unit]
+    docs = [d for d in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "elpis.yaml").read_text()) if d]
+    [worker] = [d for d in docs if d["metadata"]["name"] == "elpis-worker"]
+    k8s_seconds = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert compose_seconds == k8s_seconds
+    assert k8s_seconds >= 2 * get_settings().tools.command_timeout
