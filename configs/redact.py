@@ -45,8 +45,8 @@ def settings_secrets(settings: Settings) -> list[str]:
         settings.api_token.get_secret_value(),
         settings.flower_basic_auth.get_secret_value().partition(":")[2],
         settings.model.api_key.get_secret_value(),
-        _url_password(settings.database_url),
-        _url_password(settings.broker_url),
+        _url_password(settings.database_url.get_secret_value()),
+        _url_password(settings.broker_url.get_secret_value()),
     ]
     hooks = settings.webhooks
     for provider in (hooks.github, hooks.gitlab, hooks.gitea):

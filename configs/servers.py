@@ -35,8 +35,8 @@ def read_stack() -> dict[str, str]:
 def resolve_database_url() -> str:
     """The configured database URL, else the embedded server's that `elpis up` recorded."""
     settings = get_settings()
-    if settings.database_url:
-        return settings.database_url
+    if settings.database_url.get_secret_value():
+        return settings.database_url.get_secret_value()
     url = read_stack().get("database_url")
     if not url:
         raise StackError(
@@ -49,8 +49,8 @@ def resolve_database_url() -> str:
 def resolve_broker_url() -> str:
     """The configured broker URL, else the embedded valkey-server's that `elpis up` recorded."""
     settings = get_settings()
-    if settings.broker_url:
-        return settings.broker_url
+    if settings.broker_url.get_secret_value():
+        return settings.broker_url.get_secret_value()
     url = read_stack().get("broker_url")
     if not url:
         raise StackError(

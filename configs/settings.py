@@ -255,8 +255,9 @@ class Settings(BaseSettings):
     )
 
     home: Path = Path("./var")
-    database_url: str = ""
-    broker_url: str = ""
+    # Secrets (their passwords): read with .get_secret_value(), masked in every print and repr.
+    database_url: SecretStr = SecretStr("")
+    broker_url: SecretStr = SecretStr("")
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     # Accepted as an admin token by the API; `elpis up` makes one in $home/api_token when empty.
@@ -281,15 +282,17 @@ class Settings(BaseSettings):
 
     @field_validator("database_url")
     @classmethod
-    def _postgres_only(cls, value: str) -> str:
-        if value and not value.startswith("postgresql"):
+    def _postgres_only(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if url and not url.startswith("postgresql"):
             raise ValueError("must be a PostgreSQL URL such as postgresql+psycopg://user:pw@host:5432/elpis")
         return value
 
     @field_validator("broker_url")
     @classmethod
-    def _redis_only(cls, value: str) -> str:
-        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+    def _redis_only(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if url and not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a Redis URL such as redis://127.0.0.1:6379/0")
         return value
 

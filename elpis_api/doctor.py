@@ -132,7 +132,7 @@ def _stack_value(key: str) -> str:
 def check_database(settings: Settings) -> tuple[Check, str | None]:
     from sqlalchemy import create_engine, text
 
-    url = settings.database_url or _stack_value("database_url")
+    url = settings.database_url.get_secret_value() or _stack_value("database_url")
     if not url:
         return Check(
             "database",
@@ -140,7 +140,7 @@ def check_database(settings: Settings) -> tuple[Check, str | None]:
             "no database: database_url is empty and the embedded PostgreSQL is not running",
             "start the stack with `elpis up`, or set ELPIS_DATABASE_URL=postgresql+psycopg://user:pw@host/elpis",
         ), None
-    where = "configured" if settings.database_url else "embedded"
+    where = "configured" if settings.database_url.get_secret_value() else "embedded"
     engine = create_engine(url, connect_args={"connect_timeout": int(TIMEOUT)})
     try:
         with engine.connect() as conn:
@@ -149,7 +149,7 @@ def check_database(settings: Settings) -> tuple[Check, str | None]:
         first = str(exc).strip().splitlines()[0][:200]
         fix = (
             "check the host, port and credentials in ELPIS_DATABASE_URL and that PostgreSQL runs"
-            if settings.database_url
+            if settings.database_url.get_secret_value()
             else "the embedded PostgreSQL is not answering: restart it with `elpis up`"
         )
         return Check("database", False, f"{where} PostgreSQL unreachable: {first}", fix), None
@@ -216,7 +216,7 @@ def check_migrations(url: str) -> Check:
 def check_broker(settings: Settings) -> tuple[Check, str | None]:
     import redis
 
-    url = settings.broker_url or _stack_value("broker_url")
+    url = settings.broker_url.get_secret_value() or _stack_value("broker_url")
     if not url:
         return Check(
             "broker",
@@ -233,7 +233,7 @@ def check_broker(settings: Settings) -> tuple[Check, str | None]:
             False,
             f"{url} unreachable: {exc}",
             "check ELPIS_BROKER_URL and that Redis/valkey runs there"
-            if settings.broker_url
+            if settings.broker_url.get_secret_value()
             else "the embedded valkey is not answering: restart the stack with `elpis up`",
         ), None
     finally:

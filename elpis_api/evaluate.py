@@ -85,7 +85,7 @@ def isolated_env(settings: Settings, stamp: str, seed: int) -> dict[str, str]:
     valkey, so no long-term memory an earlier run formed is recalled: runs are independent and can be
     compared), with the model file of the main home. Empty with a configured database, which the run
     then shares."""
-    if settings.database_url:
+    if settings.database_url.get_secret_value():
         return {}
     env = {"ELPIS_HOME": str(settings.home_dir / "eval-runs" / f"{stamp}-seed{seed}")}
     if settings.model.backend == "llama":

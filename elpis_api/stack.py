@@ -39,7 +39,7 @@ def _write_stack(**values: str | None) -> None:
 def database_url() -> str:
     """For the commands a person runs by hand (`elpis migrate`, `elpis token`, the API served alone):
     the configured database, else the embedded one (attached to if `elpis up` runs it, else started)."""
-    configured = get_settings().database_url
+    configured = get_settings().database_url.get_secret_value()
     return configured or start_embedded_postgres()
 
 

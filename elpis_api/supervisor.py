@@ -49,13 +49,13 @@ class Supervisor:
 
     def start_services(self) -> None:
         """Use the configured servers, or start the embedded ones under $ELPIS_HOME."""
-        if self.settings.database_url:
-            self.database_url = self.settings.database_url
+        if self.settings.database_url.get_secret_value():
+            self.database_url = self.settings.database_url.get_secret_value()
         else:
             self.database_url = start_embedded_postgres()
             self.embedded_postgres = True
-        if self.settings.broker_url:
-            self.broker_url = self.settings.broker_url
+        if self.settings.broker_url.get_secret_value():
+            self.broker_url = self.settings.broker_url.get_secret_value()
         else:
             self.broker = EmbeddedBroker()
             self.broker_url = self.broker.start()
