@@ -66,18 +66,18 @@ def percent(part, whole):
 
 def think_schema() -> dict[str, Any]:
     try:
-        from elpis_worker.agent import THINK_SCHEMA
+        from elpis_worker.grammar import THINK_SCHEMA
 
         return THINK_SCHEMA
     except ImportError:
-        from elpis_worker.agent import think_schema as build
+        from elpis_worker.grammar import think_schema as build
 
         return build()
 
 
 def system_prompt() -> str:
     try:
-        from elpis_worker.agent import SYSTEM_PROMPT
+        from elpis_worker.prompts import SYSTEM_PROMPT
 
         return SYSTEM_PROMPT
     except ImportError:

@@ -27,8 +27,9 @@ sys.path.insert(0, str(ROOT))
 def plain_llama(runs: int) -> dict[str, float]:
     """The baseline: the same model, prompt and grammar, called directly in one process."""
     from configs.settings import load_settings
-    from elpis_worker.agent import SYSTEM_PROMPT, THINK_SCHEMA
     from elpis_worker.backend import LlamaBackend
+    from elpis_worker.grammar import THINK_SCHEMA
+    from elpis_worker.prompts import SYSTEM_PROMPT
 
     settings = load_settings()
     started = time.perf_counter()

@@ -9,19 +9,25 @@ resumed the same way.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from configs.settings import Settings
 from elpis_worker.backend import Completion, ModelBackend
 from elpis_worker.emotion import AffectState, EmotionEngine, Modulation, Observation, baseline_from_config
+from elpis_worker.grammar import (
+    REFLECT_SCHEMA,
+    REFLECTION_PROPERTIES,
+    REPLAN_SCHEMA,
+    THINK_REFLECT_SCHEMA,
+    THINK_SCHEMA,
+    think_schema,
+)
 from elpis_worker.observe import (
     SOURCE_FILES_MAX,
     ObservationPlan,
@@ -32,15 +38,30 @@ from elpis_worker.observe import (
     traceback_files,
     trim_test_output,
 )
+from elpis_worker.prompts import REPLAN_PROMPT, SYSTEM_PROMPT, next_prompt, render_result
 from elpis_worker.shutdown import WorkerShuttingDown, stop_requested
 from elpis_worker.store import Cancelled, LostClaim, TaskStore
 from elpis_worker.tools import (
-    TOOL_ARGS,
-    TOOL_DESCRIPTIONS,
     TOOL_SCHEMAS,
     Toolbox,
     ToolResult,
     regression_between,
+)
+from elpis_worker.turns import (
+    MEMORY,
+    REPLAN,
+    Action,
+    TurnSteps,
+    banned_call,
+    call_key,
+    default_plan,
+    diff_sha,
+    group_turns,
+    is_banned,
+    normalized_args,
+    parse_action,
+    stored_plan,
+    turn_key,
 )
 from elpis_worker.workspace import WorkspaceError, diff_stats, prepare_workspace, workspace_diff
 from models import Step, StepKind, Task, TaskStatus
@@ -59,8 +80,6 @@ from models.records import Modulation as ModulationRecord
 log = logging.getLogger(__name__)
 
 PHASES = (StepKind.think, StepKind.tool_call, StepKind.tool_result, StepKind.reflect, StepKind.emotion)
-# Characters of a tool's output placed in the prompt (the step keeps the whole, already capped, output).
-PROMPT_OUTPUT_CHARS = 1500
 REPEAT_WINDOW = 3
 # Extra samples of a think whose call is a banned one the grammar could not express.
 RESAMPLE_BANNED = 2
@@ -71,159 +90,6 @@ RESAMPLE_TEMPERATURE_MAX = 0.9
 REPAIR_TOOLS = ("write_file", "edit_file")
 
 
-def _system_prompt() -> str:
-    tools = "\n".join(f"- {desc}" for desc in TOOL_DESCRIPTIONS.values())
-    return (
-        "You are Elpis, a careful coding agent working inside a git repository.\n"
-        "Before your first step you are shown the repository map, the test output and the source of the "
-        "files involved. Read them, find the cause, and fix it in the source code. To fix or add a "
-        "function, call write_file with the file's path and just that complete function (or class): it "
-        "replaces the definition of that name and keeps the rest of the file; a new name is added at the "
-        "end. write_file also creates new files. edit_file replaces exact lines. The tests run after "
-        "every change; when they pass, call finish.\n"
-        "Never change the tests unless the task asks for it. Do not repeat a call that failed: "
-        "try something different.\n"
-        f"Tools:\n{tools}\n"
-        'Answer every turn with one JSON object {"thought": "...", "tool": "<tool>", "args": {...}}; '
-        "the thought is one or two short sentences: the cause and the change that fixes it."
-    )
-
-
-# Identical for every task, so llama.cpp can reuse its KV cache for it across tasks too.
-SYSTEM_PROMPT = _system_prompt()
-
-
-# The argument that makes a call "the same call" for the grammar's repeat exclusion; tools without one
-# (run_tests, finish) are excluded whole while their last call stands.
-REPEAT_KEY = {
-    "list_dir": "path",
-    "read_file": "path",
-    "edit_file": "search",
-    "write_file": "content",
-    "search": "pattern",
-    "run": "command",
-}
-# A string the grammar can exclude: no quote, backslash, bracket, caret or control character (those need
-# escapes that the schema-to-grammar conversion does not carry through reliably).
-_PLAIN = re.compile(r'^[^"\\\[\]^\x00-\x1f]{1,200}$')
-_ANY = '[^"\\\\\\x00-\\x1f]'
-
-
-def not_one_of(values: list[str]) -> str:
-    """A regular expression (anchored, in the subset llama.cpp's schema converter supports) matching every
-    plain JSON string except `values`: a trie of the values where each branch may leave the trie."""
-    trie: dict[str, Any] = {}
-    for value in values:
-        node = trie
-        for c in value:
-            node = node.setdefault(c, {})
-        node[""] = {}
-
-    def rest(node: dict[str, Any]) -> str:
-        children = sorted(c for c in node if c)
-        # "-" last, where it is a literal in a character class.
-        leave = "".join(c for c in children if c != "-") + ("-" if "-" in children else "")
-        alts = [f'[^"\\\\\\x00-\\x1f{leave}]{_ANY}*' if children else f"{_ANY}+"]
-        alts += [f"[{c}]({rest(node[c])})" if not c.isalnum() else f"{c}({rest(node[c])})" for c in children]
-        body = "|".join(alts)
-        return body if "" in node else f"({body})?"
-
-    return f"^({rest(trie)})$"
-
-
-# The longest thought the grammar allows. A cap the model runs into cuts its sentence off and forces the
-# string closed, and what follows is garbled (seen with Qwen 1.5B at 240: a mangled edit_file search on
-# every turn); the prompt asks for one or two sentences, well inside it.
-THOUGHT_CHARS = 480
-
-# The reflection that leads a one-call turn: an assessment of the last result, before the next action.
-REFLECTION_PROPERTIES: dict[str, Any] = {
-    "progress": {"type": "boolean"},
-    "assessment": {"type": "string", "maxLength": THOUGHT_CHARS // 2},
-}
-
-
-def think_schema(
-    tools: list[str] | None = None,
-    banned: list[dict[str, Any]] | None = None,
-    reflect: bool = False,
-) -> dict[str, Any]:
-    """One alternative per allowed tool, so the tool name and its arguments always match. Restricting
-    the tools is how a strategy switch is enforced: the grammar cannot produce an excluded tool. `banned`
-    calls (recent calls that failed or changed nothing) are excluded by a pattern on their key argument."""
-    allowed = tools or list(TOOL_SCHEMAS)
-
-    def expressible(call: dict[str, Any]) -> bool:
-        value = (call.get("args") or {}).get(REPEAT_KEY.get(call["tool"], ""))
-        return isinstance(value, str) and bool(_PLAIN.match(value))
-
-    # A call no pattern can express is refused after the fact once; made again anyway, its whole tool
-    # sits out the next turn.
-    whole = {
-        call["tool"]
-        for call in banned or []
-        if call["tool"] not in REPEAT_KEY or (not expressible(call) and call.get("repeats", 1) >= 2)
-    }
-    if set(allowed) - whole:  # never exclude every tool: then the refusal after the call does it
-        allowed = [name for name in allowed if name not in whole]
-    excluded_values: dict[str, list[str]] = {}
-    for call in banned or []:
-        key = REPEAT_KEY.get(call["tool"])
-        value = (call.get("args") or {}).get(key) if key else None
-        if isinstance(value, str) and _PLAIN.match(value):
-            excluded_values.setdefault(call["tool"], []).append(value)
-    alternatives = []
-    for name, schema in TOOL_SCHEMAS.items():
-        if name not in allowed:
-            continue
-        if name in excluded_values:
-            key = REPEAT_KEY[name]
-            schema = json.loads(json.dumps(schema))
-            schema["properties"][key] = {"type": "string", "pattern": not_one_of(excluded_values[name])}
-            schema["required"] = [key, *[r for r in schema["required"] if r != key]]
-        properties = {
-            **(REFLECTION_PROPERTIES if reflect else {}),
-            "thought": {"type": "string", "maxLength": THOUGHT_CHARS},
-            "tool": {"const": name},
-            "args": schema,
-        }
-        alternatives.append(
-            {
-                "type": "object",
-                "properties": properties,
-                "required": list(properties),
-                "additionalProperties": False,
-            }
-        )
-    return {"anyOf": alternatives}
-
-
-REFLECT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "progress": {"type": "boolean"},
-        "assessment": {"type": "string", "maxLength": 160},
-        "next": {"type": "string", "maxLength": 160},
-    },
-    "required": ["progress", "assessment", "next"],
-    "additionalProperties": False,
-}
-THINK_SCHEMA = think_schema()
-THINK_REFLECT_SCHEMA = think_schema(reflect=True)
-REPLAN_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "goal": {"type": "string", "maxLength": 200},
-        "failed": {"type": "string", "maxLength": 200},
-        "new_approach": {"type": "string", "maxLength": 200},
-    },
-    "required": ["goal", "failed", "new_approach"],
-    "additionalProperties": False,
-}
-REPLAN_PROMPT = (
-    "Replan before the next tool call: restate the goal, say what failed, and pick a different approach. "
-    "Answer as JSON."
-)
 # Turns after a replanning step during which the spiral does not trigger another one.
 REPLAN_COOLDOWN = 3
 
@@ -238,119 +104,6 @@ class Budget:
     def for_task(cls, task: Task, settings: Settings) -> Budget:
         merged = settings.budget.model_dump() | (task.budget or {})
         return cls(int(merged["max_steps"]), int(merged["max_tokens"]), float(merged["max_seconds"]))
-
-
-@dataclass
-class Action:
-    tool: str
-    args: dict[str, Any]
-    thought: str = ""
-    error: str | None = None  # the model's reply was not a usable tool call
-
-
-def parse_action(text: str) -> Action:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return Action(
-            "invalid", {}, error=f"reply is not JSON ({exc.msg}); it may have been cut by max_tokens"
-        )
-    if not isinstance(data, dict) or not isinstance(data.get("tool"), str):
-        return Action("invalid", {}, error='reply has no "tool" field')
-    args = data.get("args") if isinstance(data.get("args"), dict) else {}
-    return Action(data["tool"], args, thought=str(data.get("thought", "")))
-
-
-REPLAN = "replan"  # key of a turn's replanning reflect step (a reflect step with detail.replan)
-MEMORY = StepKind.memory.value  # a turn's retrieval of long-term memories
-
-
-@dataclass
-class TurnSteps:
-    number: int
-    steps: dict[str, Step] = field(default_factory=dict)
-
-    def get(self, kind: str) -> Step | None:
-        return self.steps.get(kind)
-
-
-def _turn_key(step: Step) -> str:
-    if step.kind == StepKind.reflect and (step.detail or {}).get(REPLAN):
-        return REPLAN
-    return step.kind.value
-
-
-def group_turns(steps: list[Step]) -> list[TurnSteps]:
-    turns: dict[int, TurnSteps] = {}
-    for step in steps:
-        turns.setdefault(step.turn, TurnSteps(step.turn)).steps[_turn_key(step)] = step
-    return [turns[n] for n in sorted(turns)]
-
-
-def default_plan(strategy: str = "continue") -> TurnPlan:
-    return TurnPlan(strategy=Strategy(strategy), tools=list(TOOL_SCHEMAS))
-
-
-def stored_plan(data: dict[str, Any] | None, strategy: str = "continue") -> TurnPlan:
-    """The plan a step stored (an emotion step's record, a replan's detail), else the default."""
-    return TurnPlan.model_validate(data) if data else default_plan(strategy)
-
-
-def _call_key(tool: str, args: dict[str, Any]) -> tuple[str, str]:
-    """What makes two calls the same attempt: the tool and its arguments with every run of whitespace
-    as one space (seen in the eval: the same failing search sent again with one more trailing space
-    each turn, slipping past an exact comparison)."""
-    squeezed = {k: " ".join(v.split()) if isinstance(v, str) else v for k, v in args.items()}
-    return tool, json.dumps(squeezed, sort_keys=True)
-
-
-def _banned_call(tool: str, args: dict[str, Any], banned: list[dict[str, Any]]) -> dict[str, Any] | None:
-    key = _call_key(tool, normalized_args(tool, args))
-    return next((call for call in banned if _call_key(call["tool"], call["args"]) == key), None)
-
-
-def _is_banned(action: Action, banned: list[dict[str, Any]]) -> bool:
-    return _banned_call(action.tool, action.args, banned) is not None
-
-
-def diff_sha(diff: str) -> str:
-    """Identifies a workspace state: two tool results with the same diff_sha left the same files."""
-    return hashlib.sha1(diff.encode("utf-8", "replace")).hexdigest()[:16]
-
-
-def normalized_args(tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Arguments with defaults filled in, so `list_dir {}` and `list_dir {"path": "."}` are the same call."""
-    model = TOOL_ARGS.get(tool)
-    if model is None:
-        return args
-    try:
-        return model.model_validate(args).model_dump(exclude_none=True)
-    except ValueError:
-        return args
-
-
-def next_prompt(plan: TurnPlan) -> str:
-    lines = []
-    banned = plan.banned
-    if banned:
-        calls = "; ".join(f"{b['tool']} {json.dumps(b['args'])[:80]}" for b in banned)
-        lines.append(f"Not allowed now (failed or changed nothing, and nothing changed since): {calls}.")
-    if plan.tools != list(TOOL_SCHEMAS):
-        lines.append(f"Next tool call as JSON. Allowed now: {', '.join(plan.tools)}.")
-    else:
-        lines.append("Next tool call as JSON.")
-    return "\n".join(lines)
-
-
-def render_result(tool: str, detail: dict[str, Any], output: str, ask_reflection: bool = True) -> str:
-    if len(output) > PROMPT_OUTPUT_CHARS:
-        half = PROMPT_OUTPUT_CHARS // 2
-        output = f"{output[:half]}\n[... cut ...]\n{output[-half:]}"
-    status = "ok" if detail.get("ok") else f"error: {detail.get('error_kind') or 'failed'}"
-    code = detail.get("exit_code")
-    head = f"Result of {tool} ({status}{'' if code is None else f', exit {code}'}):"
-    tail = "\nReflect on this result as JSON." if ask_reflection else ""
-    return f"{head}\n{output}{tail}"
 
 
 class Heartbeat:
@@ -379,28 +132,33 @@ class Heartbeat:
 
 class Agent:
     def __init__(self, store: TaskStore, backend: ModelBackend, settings: Settings, task_id: int) -> None:
+        """Everything the loop reads is set here (the task, its budget and deadline, the workspace and
+        its tools, the affect model); `run` prepares the workspace and works the task."""
         self.store, self.backend, self.settings, self.task_id = store, backend, settings, task_id
         self.gen = settings.generation
         self.baseline = baseline_from_config(settings.emotions.baseline.model_dump())
         self.engine = EmotionEngine(
             self.baseline, settings.emotions.decay_rate, modulation=settings.emotions.modulation
         )
-
-    # --- entry point ----------------------------------------------------------------------
-    def run(self) -> TaskStatus:
-        task = self.store.load_task(self.task_id)
-        self.task = task
-        self.budget = Budget.for_task(task, self.settings)
+        self.task = task = store.load_task(task_id)
+        self.budget = Budget.for_task(task, settings)
         started = task.started_at or datetime.now(UTC)
         self.deadline = (
             time.monotonic() + self.budget.max_seconds - (datetime.now(UTC) - started).total_seconds()
         )
-        root = self.settings.workspace_root / f"task-{task.id}"
+        self.root = settings.workspace_root / f"task-{task.id}"
+        self.toolbox: Toolbox  # the tools need the workspace: `run` makes them once it is prepared
+        # The persisted history, loaded by the loop (a resumed task starts from what is stored).
+        self.observations: list[Step] = []
+        self.turns: list[TurnSteps] = []
+
+    # --- entry point ----------------------------------------------------------------------
+    def run(self) -> TaskStatus:
+        task, root = self.task, self.root
         try:
             prepare_workspace(task.repo, task.ref, root, diff=task.workspace_diff)
         except WorkspaceError as exc:
             return self.store.finish(task.id, TaskStatus.failed, reason=f"workspace: {exc}")
-        self.root = root
         self.toolbox = Toolbox(
             root,
             task.test_command,
@@ -594,7 +352,7 @@ class Agent:
         step = self.store.append_step(
             self.task_id, kind, turn.number, workspace_diff=workspace_diff, **fields
         )
-        turn.steps[_turn_key(step)] = step
+        turn.steps[turn_key(step)] = step
         log.info(
             "task %s step %s %s",
             self.task_id,
@@ -721,7 +479,7 @@ class Agent:
                 )
                 # A banned call no grammar pattern could express (long or multi-line arguments) is
                 # rejected here instead and sampled again, hotter: the turn is not spent on a refusal.
-                if resampled >= RESAMPLE_BANNED or not _is_banned(parse_action(completion.text), banned):
+                if resampled >= RESAMPLE_BANNED or not is_banned(parse_action(completion.text), banned):
                     break
                 resampled += 1
                 temperature = min(RESAMPLE_TEMPERATURE_MAX, max(0.6, temperature + 0.3))
@@ -792,7 +550,7 @@ class Agent:
                 output=f"your reply was not a valid tool call: {action.error}",
                 error_kind="bad_args",
             )
-        call = _banned_call(action.tool, action.args, plan.banned)
+        call = banned_call(action.tool, action.args, plan.banned)
         if call is not None:
             return ToolResult(
                 ok=False,
@@ -1050,7 +808,7 @@ class Agent:
             if upto.number - t.number >= REPEAT_WINDOW or call.tool_name not in TOOL_SCHEMAS:
                 continue
             args = normalized_args(call.tool_name, call.tool_args or {})
-            same = [b for b in banned if _call_key(b["tool"], b["args"]) == _call_key(call.tool_name, args)]
+            same = [b for b in banned if call_key(b["tool"], b["args"]) == call_key(call.tool_name, args)]
             if same:
                 same[0]["repeats"] = same[0].get("repeats", 1) + 1
             else:

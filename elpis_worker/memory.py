@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from configs.settings import MemorySettings
 from elpis_worker.embedding import EmbeddingMismatchError
 from elpis_worker.metrics import observe_memories_written
+from elpis_worker.turns import group_turns
 from models import Step, StepKind, Task, TaskStatus, session_scope
 from models.memory import ConsolidatedTask, EmbeddingModel, Memory, MemoryKind
 
@@ -415,13 +416,10 @@ def _sequence(labels: list[str]) -> str:
 
 def form_memories(task: Task, steps: Sequence[Step]) -> list[Draft]:
     """What a finished task teaches, extracted from its steps (deterministic: no model call)."""
-    by_turn: dict[int, dict[StepKind, Step]] = {}
-    for step in steps:
-        by_turn.setdefault(step.turn, {})[step.kind] = step
     calls = [
-        (t[StepKind.tool_call], t.get(StepKind.tool_result))
-        for _, t in sorted(by_turn.items())
-        if StepKind.tool_call in t
+        (call, t.get(StepKind.tool_result))
+        for t in group_turns(list(steps))
+        if (call := t.get(StepKind.tool_call)) is not None
     ]
     if not calls and task.status == TaskStatus.cancelled:
         return []  # cancelled before it did anything: nothing was learned

@@ -15,8 +15,8 @@ import pytest
 
 from configs.settings import ModelSettings, load_settings
 from elpis_worker import lazy_grammar
-from elpis_worker.agent import parse_action
 from elpis_worker.backend import LlamaBackend
+from elpis_worker.turns import parse_action
 
 SYSTEM = (
     "You are a coding agent working in a Python repository. Each turn you call exactly one tool and "
@@ -143,7 +143,7 @@ def test_greedy_lazy_reply_equals_the_eager_one(backend: LlamaBackend):
 
 @slow
 def test_the_agents_think_schema(backend: LlamaBackend):
-    from elpis_worker.agent import think_schema
+    from elpis_worker.grammar import think_schema
 
     schema = think_schema()
     ended = 0

@@ -20,8 +20,9 @@ from helpers import SAMPLES, free_port, steps_of, wait_for
 
 from configs import ConfigError
 from configs.settings import load_settings
-from elpis_worker.agent import REFLECT_SCHEMA, THINK_REFLECT_SCHEMA, THINK_SCHEMA, run_agent, think_schema
+from elpis_worker.agent import run_agent
 from elpis_worker.backend import ModelServerError, OpenAIBackend, resolve_model_path
+from elpis_worker.grammar import REFLECT_SCHEMA, THINK_REFLECT_SCHEMA, THINK_SCHEMA, think_schema
 from elpis_worker.store import TaskStore
 from models import StepKind, TaskStatus
 

@@ -236,7 +236,7 @@ def test_not_one_of_excludes_exactly_the_values_and_converts_to_a_grammar():
 
     from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
 
-    from elpis_worker.agent import not_one_of, think_schema
+    from elpis_worker.grammar import not_one_of, think_schema
 
     values = ["calc/ops.py", "a-b", "x.y (z)"]
     pattern = not_one_of(values)
