@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from sqlalchemy import Integer, cast, func, select, update
 
 from configs.settings import Settings, WebhookProviderSettings
-from elpis_worker.forges import ForgeError, api_headers, clone_url
+from elpis_worker.forges import FORGES, ForgeError
 from elpis_worker.store import LostClaim, TaskStore
 from elpis_worker.workspace import (
     BASE_REF,
@@ -219,7 +219,7 @@ def _pull_request_head(settings: Settings, source: _Source) -> tuple[str, str, s
     if not isinstance(name, str) or not name:
         raise PublishError("the pull request's head repository no longer exists (the answer names none)")
     try:
-        head_url = clone_url(settings.webhooks, source.provider, name)
+        head_url = FORGES[source.provider].clone_url(settings.webhooks, name)
         checked = TaskIn(repo=head_url, ref=head["ref"], instruction="-")
     except ForgeError as exc:
         raise PublishError(f"GET {url}: bad head repository: {exc}") from None
@@ -581,7 +581,9 @@ def _post_comment(settings: Settings, source: _Source, text: str) -> dict[str, A
 def _api_call(
     settings: Settings, provider: Provider, method: str, url: str, body: dict[str, Any] | None
 ) -> Any:
-    headers = api_headers(provider, _provider_settings(settings, provider).api_token.get_secret_value())
+    headers = FORGES[provider].api_headers(
+        _provider_settings(settings, provider).api_token.get_secret_value()
+    )
     try:
         response = httpx.request(
             method, url, headers=headers, json=body, timeout=settings.webhooks.api_timeout

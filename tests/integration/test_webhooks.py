@@ -389,13 +389,13 @@ def test_a_redelivery_racing_the_first_waits_for_it(db_url, configure):
     window in which both would make a task)."""
     from sqlalchemy import text
 
-    from elpis_api.webhooks import ADAPTERS, Rules
-    from elpis_api.webhooks.intake import record_delivery, validate_plan, write_delivery
+    from elpis_worker.deliveries import record_delivery, validate_plan, write_delivery
+    from elpis_worker.forges import FORGES, Rules
     from models import sessionmaker_for
 
     repo = unique_repo()
     rules = Rules(Provider.github, get_settings().webhooks)
-    interpretation = ADAPTERS[Provider.github].interpret(
+    interpretation = FORGES[Provider.github].interpret(
         "issues", load("github", "issues_labeled", repo), rules
     )
     task_in = validate_plan(interpretation.plan, None)
