@@ -2,12 +2,12 @@
 
 Inbound, a webhook delivery is verified, read through pydantic payload models and made into at most one
 task (`Forge.interpret`, then `Forge.vet_commenter` where the commenter's role must be asked of the API).
-Outbound, the same adapter builds clone and push URLs from the configuration and asks the provider's API
-for a commenter's role. `FORGES[provider]` is the adapter; base.py holds what every provider shares,
-each provider's module what is its own.
+Outbound, the same adapter builds clone and push URLs and push credentials from the configuration, looks
+up a pull request's head, and comments back (`elpis_worker.results` uses it). `FORGES[provider]` is the
+adapter; base.py holds what every provider shares, each provider's module what is its own.
 """
 
-from elpis_worker.forges.base import ROLE_NONE, Forge
+from elpis_worker.forges.base import ROLE_NONE, Forge, PullRequestHead
 from elpis_worker.forges.errors import ForgeError, ForgeUnavailable, PayloadError, Unverified
 from elpis_worker.forges.gitea import Gitea
 from elpis_worker.forges.github import GitHub
@@ -31,6 +31,7 @@ __all__ = [
     "ForgeUnavailable",
     "Interpretation",
     "PayloadError",
+    "PullRequestHead",
     "Rules",
     "TaskPlan",
     "Unverified",

@@ -7,21 +7,22 @@ provider's module says only what is its own: headers and signatures, payload sha
 puts a label on, who wrote a comment and whether the payload says their role.
 
 Outbound, the same adapter builds the URL a repository is cloned from and pushed to (from the
-operator's `webhooks.<provider>.web_url` and a checked full name, never from a payload), and asks the
-provider's REST API what role a commenter holds. An answer that cannot be had is an error, never a
-permission.
+operator's `webhooks.<provider>.web_url` and a checked full name, never from a payload), the push
+credential, and calls the provider's REST API: a commenter's role, a pull request's head, a comment.
+An answer that cannot be had is an error, never a permission.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from configs.settings import WebhookProviderSettings, WebhookSettings
 from elpis_worker.forges import api
@@ -31,7 +32,7 @@ from elpis_worker.forges.plans import Commenter, Interpretation, TaskPlan
 from elpis_worker.forges.rules import Rules
 from models.webhooks import Provider, Trigger
 
-__all__ = ["ROLE_NONE", "Forge"]
+__all__ = ["ROLE_NONE", "Forge", "PullRequestHead"]
 
 ROLE_NONE = "NONE"
 # TaskIn's cap on an instruction; a long issue body is cut to fit rather than refused.
@@ -44,6 +45,19 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,99}")
 _MAX_FULL_NAME = 255
 # What a fork the payload does not name (a deleted one) is called.
 UNKNOWN_FORK = "an unknown (deleted?) fork"
+
+
+@dataclass(frozen=True)
+class PullRequestHead:
+    """A pull request's head as the provider's API says it, with its clone URL built from the
+    configuration (the API's own clone_url is never used)."""
+
+    repository: str
+    clone_url: str
+    ref: str
+    sha: str | None
+    # The API request it came from, for messages.
+    source: str
 
 
 class Forge(ABC):
@@ -348,6 +362,26 @@ class Forge(ABC):
             raise PayloadError(f"payload field {name_field}: {problem}")
         return self.clone_url(rules.settings, full_name)
 
+    def push_env(self, settings: WebhookSettings, push_url: str) -> dict[str, str]:
+        """An Authorization header for git over HTTPS, from the config, for the configured push_hosts
+        only. Passed in the environment (GIT_CONFIG_*), so it is neither in the URL, the command line nor
+        the repository."""
+        ps = self.settings(settings)
+        parts = urlsplit(push_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return {}
+        if parts.hostname.lower() not in {host.lower() for host in ps.push_hosts}:
+            return {}
+        token = ps.push_token.get_secret_value() or ps.api_token.get_secret_value()
+        if not token:
+            return {}
+        basic = base64.b64encode(f"{ps.push_user}:{token}".encode()).decode()
+        return {
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "http.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+        }
+
     # --- the REST API ------------------------------------------------------------------------------------
 
     @abstractmethod
@@ -387,6 +421,40 @@ class Forge(ABC):
         if not isinstance(answer, dict):
             raise ForgeError(f"GET {url} did not answer a JSON object")
         return self.role_of(answer, url)
+
+    def pull_request_head(self, settings: WebhookSettings, repository: str, number: int) -> PullRequestHead:
+        """A pull request's head (repository, branch, commit), asked of the API: a comment's payload does
+        not say it."""
+        raise ForgeError(f"{self.display}'s payloads name a pull request's head: there is none to look up")
+
+    @abstractmethod
+    def comment_url(
+        self, api_url: str, *, repository: str, project_id: str | None, number: int, is_pull_request: bool
+    ) -> str:
+        """Where a comment on the issue or pull request is posted."""
+
+    def post_comment(
+        self,
+        settings: WebhookSettings,
+        *,
+        repository: str,
+        project_id: str | None,
+        number: int,
+        is_pull_request: bool,
+        text: str,
+    ) -> str:
+        """Comment on the issue or pull request; the comment's URL (the request's when the answer has
+        none). ForgeUnavailable when another try may work."""
+        url = self.comment_url(
+            self._api(settings),
+            repository=repository,
+            project_id=project_id,
+            number=number,
+            is_pull_request=is_pull_request,
+        )
+        answer = self._call(settings, "POST", url, body={"body": text})
+        link = answer.get("html_url") or answer.get("url") if isinstance(answer, dict) else None
+        return link if isinstance(link, str) else url
 
 
 # --- helpers shared by the providers -------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Events: ping; issues (labeled); issue_comment and pull_request_review_comment (created, starting with
 the command prefix; the commenter's role is the comment's author_association, signed into the
-payload); pull_request (opened, reopened, synchronize, labeled); push.
+payload); pull_request (opened, reopened, synchronize, labeled); push. A comment on a pull request
+does not name its head: the worker asks `GET /repos/<owner>/<repo>/pulls/<n>` before the task runs.
 
 The payload models are Gitea's too (gitea.py): its payloads are GitHub's shapes.
 """
@@ -12,8 +13,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from configs.settings import WebhookSettings
 from elpis_worker.forges import events
-from elpis_worker.forges.base import ROLE_NONE, Forge, hmac_sha256_hex, same
+from elpis_worker.forges.base import (
+    ROLE_NONE,
+    Forge,
+    PullRequestHead,
+    hmac_sha256_hex,
+    quoted,
+    same,
+)
+from elpis_worker.forges.errors import ForgeError, PayloadError
 from elpis_worker.forges.events import Delivery, Ignored, Kind
 from elpis_worker.forges.payloads import Flag, Labels, Maybe, MaybeText, Number, Payload, Text, parse
 from elpis_worker.forges.rules import Rules
@@ -150,6 +160,12 @@ class PushEvent(Payload):
     deleted: Flag = False
 
 
+class PullRequestAnswer(Payload):
+    """`GET /repos/<owner>/<repo>/pulls/<n>`: the REST API's pull request, the webhook's shape."""
+
+    head: Head
+
+
 # --- the adapter ---------------------------------------------------------------------------------------
 
 
@@ -258,3 +274,23 @@ class GitHub(Forge):
         if token:
             headers["Authorization"] = f"Bearer {token}"
         return headers
+
+    def pull_request_head(self, settings: WebhookSettings, repository: str, number: int) -> PullRequestHead:
+        url = f"{self._api(settings)}/repos/{quoted(repository)}/pulls/{number}"
+        try:
+            head = parse(PullRequestAnswer, self._call(settings, "GET", url)).head
+        except PayloadError:
+            raise ForgeError(f"GET {url} answered without head.ref") from None
+        name = head.repo.full_name if head.repo else None
+        if name is None:
+            raise ForgeError("the pull request's head repository no longer exists (the answer names none)")
+        try:
+            clone_url = self.clone_url(settings, name)
+        except ForgeError as exc:
+            raise ForgeError(f"GET {url}: bad head repository: {exc}") from None
+        return PullRequestHead(name, clone_url, head.ref, head.sha, source=f"GET {url}")
+
+    def comment_url(
+        self, api_url: str, *, repository: str, project_id: str | None, number: int, is_pull_request: bool
+    ) -> str:
+        return f"{api_url}/repos/{quoted(repository)}/issues/{number}/comments"

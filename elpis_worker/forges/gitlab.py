@@ -324,3 +324,9 @@ class GitLab(Forge):
             if level >= floor:
                 return _ROLES[floor]
         return ROLE_NONE
+
+    def comment_url(
+        self, api_url: str, *, repository: str, project_id: str | None, number: int, is_pull_request: bool
+    ) -> str:
+        kind = "merge_requests" if is_pull_request else "issues"
+        return f"{api_url}/projects/{project_id or quoted(repository, '')}/{kind}/{number}/notes"
