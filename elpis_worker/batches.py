@@ -1,6 +1,6 @@
 """Creating work: a batch of tasks written in one transaction, then each task's id enqueued.
 
-REST batches (elpis_api/routes/batches.py) and webhook deliveries (elpis_api/webhooks/intake.py) both
+REST batches (elpis_api/routes/batches.py) and webhook deliveries (elpis_worker/deliveries.py) both
 write their rows through `add_batch`, and `TaskIn` is what a task submission is, wherever it comes from.
 Requests forbid unknown fields so a typo is a 422, not a silent drop.
 """

@@ -4,15 +4,15 @@ comment on the issue or pull request it came from.
 `prepare_source` runs before the loop (a comment on a GitHub/Gitea pull request learns its head branch
 from the provider's API); `publish_result` is one try of the Celery task `elpis.publish_result`, which
 runs after the task's outcome is stored and is retried on transient failures. Both do nothing for a task
-without a `task_source` row (a REST task). Push credentials and API tokens come from the config only,
-and a push credential is only sent to the configured `push_hosts`; a pull request's head repository is
-cloned from the configured `web_url` and its full name, never from a URL the API answers.
+without a `task_source` row (a REST task). What differs between providers (their API paths and headers,
+push credentials, where a repository lives) is asked of the task's forge (`elpis_worker.forges`):
+credentials and tokens come from the config only, a push credential is only sent to the configured
+`push_hosts`, and a pull request's head repository is cloned from the configured `web_url` and its full
+name, never from a URL the API answers.
 """
 
 from __future__ import annotations
 
-import base64
-import email.utils
 import logging
 import re
 import subprocess
@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
-import httpx
 from pydantic import ValidationError
 from sqlalchemy import Integer, cast, func, select, update
 
-from configs.settings import Settings, WebhookProviderSettings
-from elpis_worker.forges import ForgeError, api_headers, clone_url
+from configs.settings import Settings
+from elpis_worker.batches import TaskIn
+from elpis_worker.forges import FORGES, ForgeError, ForgeUnavailable
 from elpis_worker.store import LostClaim, TaskStore
 from elpis_worker.workspace import (
     BASE_REF,
@@ -149,10 +149,6 @@ def _record(database_url: str, task_id: int, **values: Any) -> None:
         s.execute(update(TaskSource).where(TaskSource.task_id == task_id).values(**values))
 
 
-def _provider_settings(settings: Settings, provider: Provider) -> WebhookProviderSettings:
-    return getattr(settings.webhooks, provider.value)
-
-
 # --- before the loop --------------------------------------------------------------------------------
 
 
@@ -165,7 +161,7 @@ def prepare_source(store: TaskStore, settings: Settings, task_id: int) -> TaskSt
         return None
     try:
         clone_url, ref, sha, fork = _pull_request_head(settings, source)
-    except PublishError as exc:
+    except (ForgeError, PublishError) as exc:
         reason = f"could not find the head branch of pull request #{source.number}: {exc}"
         log.warning("task %s: %s", task_id, reason)
         try:
@@ -203,31 +199,15 @@ def _pull_request_head(settings: Settings, source: _Source) -> tuple[str, str, s
     """The pull request's head: clone URL (the configured web_url and the head repository's full name),
     branch, commit, and the fork's full name when the head is in another repository than the pull
     request's own (else None)."""
-    from elpis_worker.batches import TaskIn
-
-    ps = _provider_settings(settings, source.provider)
-    api = ps.api_url.rstrip("/")
-    if not api:
-        raise PublishError(f"webhooks.{source.provider.value}.api_url is not set")
-    url = f"{api}/repos/{quote(source.repository, safe='/')}/pulls/{source.number}"
-    data = _api_call(settings, source.provider, "GET", url, None)
-    head = data.get("head") if isinstance(data, dict) else None
-    if not isinstance(head, dict) or not isinstance(head.get("ref"), str):
-        raise PublishError(f"GET {url} answered without head.ref")
-    repo = head.get("repo")
-    name = repo.get("full_name") if isinstance(repo, dict) else None
-    if not isinstance(name, str) or not name:
-        raise PublishError("the pull request's head repository no longer exists (the answer names none)")
+    if source.number is None:
+        raise PublishError("the task's source names no pull request")
+    head = FORGES[source.provider].pull_request_head(settings.webhooks, source.repository, source.number)
     try:
-        head_url = clone_url(settings.webhooks, source.provider, name)
-        checked = TaskIn(repo=head_url, ref=head["ref"], instruction="-")
-    except ForgeError as exc:
-        raise PublishError(f"GET {url}: bad head repository: {exc}") from None
+        checked = TaskIn(repo=head.clone_url, ref=head.ref, instruction="-")
     except ValidationError as exc:
-        raise PublishError(f"GET {url}: bad head: {exc.errors()[0]['msg']}") from None
-    sha = head.get("sha") if isinstance(head.get("sha"), str) else None
-    fork = name if name.lower() != source.repository.lower() else None
-    return checked.repo, checked.ref or head["ref"], sha, fork
+        raise PublishError(f"{head.source}: bad head: {exc.errors()[0]['msg']}") from None
+    fork = head.repository if head.repository.lower() != source.repository.lower() else None
+    return checked.repo, checked.ref or head.ref, head.sha, fork
 
 
 # --- after the loop ---------------------------------------------------------------------------------
@@ -353,7 +333,8 @@ def _push_result(settings: Settings, task: Task, source: _Source) -> dict[str, A
         # did land before its worker died is not a new one when made again.
         sha = commit_diff(root, diff, _commit_message(task, source), date=task.finished_at)
         values["result_commit"] = sha
-        push_branch(root, sha, branch, source.push_url, _push_env(settings, source))
+        push_env = FORGES[source.provider].push_env(settings.webhooks, source.push_url)
+        push_branch(root, sha, branch, source.push_url, push_env)
     except (PublishError, WorkspaceError) as exc:
         if isinstance(exc, TransientPublishError) or _TRANSIENT_GIT.search(str(exc)):
             raise TransientPublishError(str(exc)) from exc
@@ -490,26 +471,6 @@ def _redact(url: str) -> str:
     return url
 
 
-def _push_env(settings: Settings, source: _Source) -> dict[str, str]:
-    """An Authorization header for git over HTTPS, from the config, for configured hosts only. Passed in
-    the environment (GIT_CONFIG_*), so it is neither in the URL, the command line nor the repository."""
-    ps = _provider_settings(settings, source.provider)
-    parts = urlsplit(source.push_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return {}
-    if parts.hostname.lower() not in {host.lower() for host in ps.push_hosts}:
-        return {}
-    token = ps.push_token.get_secret_value() or ps.api_token.get_secret_value()
-    if not token:
-        return {}
-    basic = base64.b64encode(f"{ps.push_user}:{token}".encode()).decode()
-    return {
-        "GIT_CONFIG_COUNT": "1",
-        "GIT_CONFIG_KEY_0": "http.extraHeader",
-        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
-    }
-
-
 def _commit_message(task: Task, source: _Source) -> str:
     text = (task.summary or task.instruction or "").strip()
     first = text.splitlines()[0][:72] if text else f"task {task.id}"
@@ -549,76 +510,29 @@ def comment_text(task: Task, values: dict[str, Any]) -> str:
 
 
 def _post_comment(settings: Settings, source: _Source, text: str) -> dict[str, Any]:
-    ps = _provider_settings(settings, source.provider)
-    token = ps.api_token.get_secret_value()
-    api = ps.api_url.rstrip("/")
+    forge = FORGES[source.provider]
+    ps = forge.settings(settings.webhooks)
     if source.number is None:
         return {"comment_status": CommentStatus.skipped, "comment_error": "no issue or pull request"}
-    if not token or not api:
+    token, api_url = ps.api_token.get_secret_value(), ps.api_url.rstrip("/")
+    if not token or not api_url:
         missing = "api_token" if not token else "api_url"
         return {
             "comment_status": CommentStatus.skipped,
             "comment_error": f"webhooks.{source.provider.value}.{missing} is not set",
         }
-    repo = quote(source.repository, safe="/")
-    if source.provider == Provider.gitlab:
-        project = source.project_id or quote(source.repository, safe="")
-        kind = "merge_requests" if source.is_pull_request else "issues"
-        url = f"{api}/projects/{project}/{kind}/{source.number}/notes"
-    else:
-        url = f"{api}/repos/{repo}/issues/{source.number}/comments"
     try:
-        data = _api_call(settings, source.provider, "POST", url, {"body": text})
-    except TransientPublishError:
-        raise
-    except PublishError as exc:
+        link = forge.post_comment(
+            settings.webhooks,
+            repository=source.repository,
+            project_id=source.project_id,
+            number=source.number,
+            is_pull_request=source.is_pull_request,
+            text=text,
+        )
+    except ForgeUnavailable as exc:
+        raise TransientPublishError(str(exc), retry_after=exc.retry_after) from exc
+    except ForgeError as exc:
         log.warning("task %s: %s", source.task_id, exc)
         return {"comment_status": CommentStatus.failed, "comment_error": str(exc)}
-    link = data.get("html_url") or data.get("url") if isinstance(data, dict) else None
-    return {"comment_status": CommentStatus.posted, "comment_url": link if isinstance(link, str) else url}
-
-
-def _api_call(
-    settings: Settings, provider: Provider, method: str, url: str, body: dict[str, Any] | None
-) -> Any:
-    headers = api_headers(provider, _provider_settings(settings, provider).api_token.get_secret_value())
-    try:
-        response = httpx.request(
-            method, url, headers=headers, json=body, timeout=settings.webhooks.api_timeout
-        )
-    except httpx.UnsupportedProtocol as exc:
-        raise PublishError(f"{method} {url} failed: {exc}") from exc
-    except httpx.TransportError as exc:
-        raise TransientPublishError(f"{method} {url} failed: {exc}") from exc
-    except httpx.HTTPError as exc:
-        raise PublishError(f"{method} {url} failed: {exc}") from exc
-    status = response.status_code
-    if status >= 400:
-        message = f"{method} {url} answered {status}: {response.text[:200]}"
-        retry_after = _retry_after(response)
-        # 403 with Retry-After: GitHub's secondary rate limit.
-        if status == 429 or status >= 500 or (status == 403 and retry_after is not None):
-            raise TransientPublishError(message, retry_after=retry_after)
-        raise PublishError(message)
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Retry-After in seconds (it may be a number of seconds or an HTTP date), None when absent."""
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return {"comment_status": CommentStatus.posted, "comment_url": link}

@@ -8,6 +8,9 @@ an ignored delivery). Only then is anything written: the delivery record
 and its task in one transaction; the task id is enqueued after the commit (one the broker refuses stays
 queued for the reconciler), and the answer is 202 with
 `{"delivery", "tasks"}` (200 for GitHub's ping). Reading endpoints show a delivery and a task's source.
+
+This module does the HTTP: the capped body, the status codes, the answer. What a provider's headers and
+payloads mean is its forge's (`elpis_worker.forges`); writing the delivery is `elpis_worker.deliveries`.
 """
 
 from __future__ import annotations
@@ -27,21 +30,15 @@ from starlette.concurrency import run_in_threadpool
 from configs import get_settings
 from configs.settings import WebhookSettings
 from elpis_api.deps import DbId, ReadScope, SessionDep, task_or_404
-from elpis_api.webhooks import ADAPTERS, PayloadError, Rules, vet_commenter
-from elpis_api.webhooks.intake import IntakeResult, payload_sha256, record_delivery, validate_plan
 from elpis_worker.batches import enqueue_tasks
+from elpis_worker.deliveries import IntakeResult, payload_sha256, record_delivery, validate_plan
+from elpis_worker.forges import FORGES, PayloadError, Rules, Unverified
 from elpis_worker.metrics import observe_webhook
 from models import sessionmaker_for
 from models.webhooks import DeliveryOutcome, Provider, TaskSource, WebhookDelivery
 
 router = APIRouter(tags=["webhooks"])
 log = logging.getLogger(__name__)
-
-_SECRET_ENV = {
-    Provider.github: "ELPIS_GITHUB_WEBHOOK_SECRET",
-    Provider.gitlab: "ELPIS_GITLAB_WEBHOOK_TOKEN",
-    Provider.gitea: "ELPIS_GITEA_WEBHOOK_SECRET",
-}
 
 
 async def read_capped_body(request: Request, cap: int) -> bytes:
@@ -86,59 +83,55 @@ def _payload(body: bytes, content_type: str) -> Any:
 
 
 def _receive(provider: Provider, request: Request, body: bytes, settings: WebhookSettings) -> JSONResponse:
-    adapter = ADAPTERS[provider]
+    forge = FORGES[provider]
     rules = Rules(provider, settings)
     headers = request.headers
     content_type = headers.get("content-type", "")
     if not rules.any_secret():
         raise HTTPException(
             403,
-            f"{adapter.display} webhooks are refused: no secret is configured "
-            f"(set {_SECRET_ENV[provider]} or webhooks.{provider.value}.secret)",
+            f"{forge.display} webhooks are refused: no secret is configured "
+            f"(set {forge.secret_env} or webhooks.{provider.value}.secret)",
         )
     if not rules.provider_settings.web_url:
         raise HTTPException(
             403,
-            f"{adapter.display} webhooks are refused: webhooks.{provider.value}.web_url is not set "
+            f"{forge.display} webhooks are refused: webhooks.{provider.value}.web_url is not set "
             "(where its repositories are cloned from and pushed to; payload URLs are never used)",
         )
-    # The signature over the raw bytes first, against every configured secret (constant-time each):
-    # nothing of an unverified body is parsed, not even to pick a repository's secret.
-    signed_with, problem = None, None
-    for candidate in rules.candidate_secrets():
-        problem = adapter.verify(headers, body, candidate)
-        if problem is None:
-            signed_with = candidate
-            break
-    if signed_with is None:
-        raise HTTPException(401, problem or "missing signature")
+    # The signature over the raw bytes first, against every configured secret: nothing of an unverified
+    # body is parsed, not even to pick a repository's secret.
+    try:
+        signed_with = forge.signed_with(headers, body, rules.candidate_secrets())
+    except Unverified as exc:
+        raise HTTPException(401, str(exc)) from None
     payload = _payload(body, content_type)
     if not isinstance(payload, Mapping):
         raise HTTPException(400, f"payload must be a JSON object, not {type(payload).__name__}")
-    repository = adapter.repository(payload)
+    repository = forge.repository(payload)
     secret = rules.secret_for(repository)
     if not secret:
         raise HTTPException(
             403,
-            f"{adapter.display} webhooks for {repository or 'this repository'} are refused: no secret is "
+            f"{forge.display} webhooks for {repository or 'this repository'} are refused: no secret is "
             f"configured for it (set webhooks.{provider.value}.secret or its webhooks.repositories secret)",
         )
     if not hmac.compare_digest(signed_with.encode(), secret.encode()):
         # Signed, but with a secret that is not this repository's (another repository's own secret, or
         # the provider's where the repository has its own).
         raise HTTPException(401, f"the signature does not match the secret configured for {repository}")
-    event = adapter.event(headers)
+    event = forge.event(headers)
     if not event:
-        raise HTTPException(400, f"missing {adapter.event_header} header: which event is this?")
+        raise HTTPException(400, f"missing {forge.event_header} header: which event is this?")
     digest = payload_sha256(body)
     # A delivery without an id (old GitLab) is known by its content: the same bytes are the same event.
-    delivery_id = (adapter.delivery_id(headers) or f"sha256:{digest}")[:255]
+    delivery_id = (forge.delivery_id(headers) or f"sha256:{digest}")[:255]
     try:
-        interpretation = vet_commenter(adapter.interpret(event, payload, rules), rules)
+        interpretation = forge.vet_commenter(forge.interpret(event, payload, rules), rules)
         plan = interpretation.plan
         task_in = validate_plan(plan, rules.test_command(plan.repository)) if plan else None
     except PayloadError as exc:
-        raise HTTPException(422, f"{adapter.display} {event} delivery: {exc}") from None
+        raise HTTPException(422, f"{forge.display} {event} delivery: {exc}") from None
 
     with sessionmaker_for(request.app.state.database_url)() as session:
         result = record_delivery(session, provider, delivery_id, digest, interpretation, task_in)

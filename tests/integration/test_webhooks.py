@@ -30,6 +30,8 @@ from configs import get_settings
 from configs.settings import load_settings
 from elpis_worker import results, tasks
 from elpis_worker.backend import ScriptedBackend
+from elpis_worker.forges import FORGES
+from elpis_worker.forges.api import retry_after
 from elpis_worker.store import TaskStore
 from models import Batch, Task, TaskStatus, session_scope
 from models.webhooks import CommentStatus, Provider, ResultStatus, TaskSource, WebhookDelivery
@@ -389,13 +391,13 @@ def test_a_redelivery_racing_the_first_waits_for_it(db_url, configure):
     window in which both would make a task)."""
     from sqlalchemy import text
 
-    from elpis_api.webhooks import ADAPTERS, Rules
-    from elpis_api.webhooks.intake import record_delivery, validate_plan, write_delivery
+    from elpis_worker.deliveries import record_delivery, validate_plan, write_delivery
+    from elpis_worker.forges import FORGES, Rules
     from models import sessionmaker_for
 
     repo = unique_repo()
     rules = Rules(Provider.github, get_settings().webhooks)
-    interpretation = ADAPTERS[Provider.github].interpret(
+    interpretation = FORGES[Provider.github].interpret(
         "issues", load("github", "issues_labeled", repo), rules
     )
     task_in = validate_plan(interpretation.plan, None)
@@ -1047,7 +1049,7 @@ def test_a_cancel_before_the_outcome_is_stored_wins_and_nothing_is_pushed(
 def test_retry_after_may_be_a_date():
     later = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
     waits = [
-        results._retry_after(httpx.Response(429, headers=headers))
+        retry_after(httpx.Response(429, headers=headers))
         for headers in ({"Retry-After": "7"}, {"Retry-After": later}, {"Retry-After": "soon"}, {})
     ]
     assert waits[0] == 7.0 and 25 < waits[1] <= 30 and waits[2] is None and waits[3] is None
@@ -1058,8 +1060,7 @@ def test_push_credentials_go_only_to_configured_hosts(configure):
     settings = get_settings()
 
     def env_for(url: str) -> dict[str, str]:
-        source = results._Source(1, Provider.github, "acme/calc", None, 5, False, url, False, False)
-        return results._push_env(settings, source)
+        return FORGES[Provider.github].push_env(settings.webhooks, url)
 
     header = env_for("https://github.com/acme/calc.git")["GIT_CONFIG_VALUE_0"]
     assert header.startswith("Authorization: Basic ")

@@ -1,4 +1,6 @@
-"""Write one verified delivery: its record, and its batch, task and task-source rows, in one transaction.
+"""Write one verified webhook delivery: its record, and its batch, task and task-source rows, in one
+transaction. The webhook route (elpis_api/routes/webhooks.py) calls these once the delivery's forge
+(`elpis_worker.forges`) has verified and interpreted it.
 
 Idempotency rests on unique constraints, not on looking first: (provider, delivery_id) makes a
 redelivery find the first delivery's row, even when the two arrive at the same moment (the second
@@ -17,8 +19,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from elpis_api.webhooks.common import Interpretation, PayloadError, TaskPlan
 from elpis_worker.batches import TaskIn, add_batch
+from elpis_worker.forges import Interpretation, PayloadError, TaskPlan
 from models import Task
 from models.webhooks import DeliveryOutcome, Provider, TaskSource, WebhookDelivery
 
