@@ -28,8 +28,7 @@ from pathlib import Path
 
 import pytest
 from helpers import AUTH, SAMPLES, free_port, steps_of, task_row, wait_for
-from test_reconcile import config
-from test_webhooks import (  # noqa: F401
+from integration.test_webhooks import (  # noqa: F401 - the webhook tests' helpers and fixtures
     configure,
     deliver,
     forge,
@@ -40,6 +39,7 @@ from test_webhooks import (  # noqa: F401
     source_row,
     unique_repo,
 )
+from test_reconcile import config
 from test_worker import FIXED_OPS, create_tasks, scripted_env
 
 from elpis_worker.reconcile import reconcile
