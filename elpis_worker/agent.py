@@ -369,9 +369,11 @@ class Agent:
             record = EmotionRecord.model_validate(previous[-1].get(StepKind.emotion).emotion)
             state = AffectState.from_dict(record.after.model_dump())
             mod = record.modulation
+            # A record without a sampling value (older rows) falls back to the configured one.
+            temperature, top_p = (mod.temperature, mod.top_p) if mod else (None, None)
             modulation = Modulation(
-                temperature=mod.temperature if mod else self.gen.temperature,
-                top_p=mod.top_p if mod else self.gen.top_p,
+                temperature=self.gen.temperature if temperature is None else temperature,
+                top_p=self.gen.top_p if top_p is None else top_p,
                 strategy=mod.strategy.value if mod else Strategy.continue_.value,
                 prompt_line=mod.prompt_line if mod else "",
                 reasons=list(mod.reasons) if mod else [],

@@ -95,9 +95,9 @@ class Trajectory(Record):
 class Modulation(Record):
     """What the affect did to sampling and strategy, with the reasons."""
 
-    temperature: float
-    top_p: float
-    strategy: Strategy
+    temperature: float | None = None
+    top_p: float | None = None
+    strategy: Strategy = Strategy.continue_
     prompt_line: str = ""
     reasons: list[str] = Field(default_factory=list)
     mood: str | None = None

@@ -34,9 +34,10 @@ def test_strategies_are_the_emotion_models() -> None:
 
 def test_records_read_what_older_rows_stored_and_refuse_nonsense() -> None:
     # A row written before a field existed (no plan, no appraisals) still parses; unknown keys are ignored.
-    old = {"after": {"valence": 0.1, "arousal": 0.2}, "extra": 1}
+    old = {"after": {"valence": 0.1, "arousal": 0.2}, "modulation": {"strategy": "replan"}, "extra": 1}
     record = EmotionRecord.model_validate(old)
     assert record.plan is None and record.appraisals == [] and record.after.dominance == 0.0
+    assert record.modulation.strategy == Strategy.replan and record.modulation.temperature is None
     with pytest.raises(ValueError, match="after"):
         EmotionRecord.model_validate({"before": {"valence": 0, "arousal": 0}})
     with pytest.raises(ValueError, match="tools"):
