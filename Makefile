@@ -39,6 +39,7 @@ format: install
 bench: install
 	$(BIN)/python bench/bench_grammar.py
 	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_threads.py
 	$(BIN)/python bench/ablation.py
 	$(BIN)/python bench/bench_memory.py
 

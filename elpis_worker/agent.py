@@ -38,6 +38,7 @@ from elpis_worker.observe import (
     traceback_files,
     trim_test_output,
 )
+from elpis_worker.policy import REPEAT_WINDOW, ToolPolicy
 from elpis_worker.prompts import REPLAN_PROMPT, SYSTEM_PROMPT, next_prompt, render_result
 from elpis_worker.shutdown import WorkerShuttingDown, stop_requested
 from elpis_worker.store import Cancelled, LostClaim, TaskStore
@@ -53,12 +54,10 @@ from elpis_worker.turns import (
     Action,
     TurnSteps,
     banned_call,
-    call_key,
     default_plan,
     diff_sha,
     group_turns,
     is_banned,
-    normalized_args,
     parse_action,
     stored_plan,
     turn_key,
@@ -80,7 +79,6 @@ from models.records import Modulation as ModulationRecord
 log = logging.getLogger(__name__)
 
 PHASES = (StepKind.think, StepKind.tool_call, StepKind.tool_result, StepKind.reflect, StepKind.emotion)
-REPEAT_WINDOW = 3
 # Extra samples of a think whose call is a banned one the grammar could not express.
 RESAMPLE_BANNED = 2
 # Their temperature: high enough to leave the banned call, low enough that a small model's code stays
@@ -88,10 +86,6 @@ RESAMPLE_BANNED = 2
 RESAMPLE_TEMPERATURE_MAX = 0.9
 # What the first turn may do when the observations already show the failure and its source.
 REPAIR_TOOLS = ("write_file", "edit_file")
-
-
-# Turns after a replanning step during which the spiral does not trigger another one.
-REPLAN_COOLDOWN = 3
 
 
 @dataclass(frozen=True)
@@ -147,6 +141,7 @@ class Agent:
             time.monotonic() + self.budget.max_seconds - (datetime.now(UTC) - started).total_seconds()
         )
         self.root = settings.workspace_root / f"task-{task.id}"
+        self.policy = ToolPolicy(settings.tools.exclude_repeats, has_tests=bool(task.test_command))
         self.toolbox: Toolbox  # the tools need the workspace: `run` makes them once it is prepared
         # The persisted history, loaded by the loop (a resumed task starts from what is stored).
         self.observations: list[Step] = []
@@ -742,7 +737,7 @@ class Agent:
             tests_passing=tests_passing,
             budget_used=budget_used,
         )
-        plan = self._plan_next(turn, modulation, detail, tests_passing)
+        plan = self.policy.plan_next(self.turns, turn, modulation.strategy, detail, tests_passing)
         lines = [modulation.prompt_line] if modulation.prompt_line else []
         lines.append(REPLAN_PROMPT if plan.replan else next_prompt(plan))
         return self._record(
@@ -763,77 +758,6 @@ class Agent:
                 temperature=modulation.temperature, top_p=modulation.top_p, strategy=modulation.strategy
             ).stored(),
         )
-
-    def _plan_next(
-        self, turn: TurnSteps, modulation: Modulation, detail: dict[str, Any], tests_passing: bool | None
-    ) -> dict[str, Any]:
-        """Turn the strategy into what the next turn may do. Replanning takes a reflect step and shuts
-        the failing tool (unless it is an edit tool) out of the next think's grammar, so the agent
-        cannot repeat it; wrapping up
-        (unless the tests fail) narrows the tools to running the tests and finishing; confidence with
-        passing tests and a change made narrows them to finish."""
-        plan = default_plan(modulation.strategy)
-        plan.banned = self._banned_calls(turn) if self.settings.tools.exclude_repeats else []
-        if modulation.strategy == "replan":
-            recent = [t for t in self.turns if turn.number - REPLAN_COOLDOWN < t.number <= turn.number]
-            if any(t.get(REPLAN) for t in recent):
-                return plan
-            plan.replan = True
-            failing = self._failing_tool(turn)
-            # An edit tool stays: the failed edits themselves are banned call by call, and without an
-            # edit tool the replanned turn cannot fix anything (the eval's replans lost a turn that way).
-            if failing is not None and failing not in EDIT_TOOLS:
-                plan.excluded = [failing]
-                plan.tools = [t for t in plan.tools if t != failing]
-        elif modulation.strategy == "wrap_up" and tests_passing is not False:
-            # With the tests failing, running them again or finishing cannot help: the last turns stay
-            # open for a fix (the prompt line says the budget is nearly spent).
-            plan.tools = ["run_tests", "finish"] if self.task.test_command else ["finish"]
-        elif modulation.strategy == "finish" and tests_passing and detail.get("diff_lines"):
-            plan.tools = ["finish"]
-        return plan
-
-    def _banned_calls(self, upto: TurnSteps) -> list[dict[str, Any]]:
-        """Calls of the last REPEAT_WINDOW turns that failed or changed nothing, made since the workspace
-        last changed: repeating one cannot give a different result, so the next think may not."""
-        banned: list[dict[str, Any]] = []
-        previous_sha = diff_sha("")
-        for t in self.turns:
-            result, call = t.get(StepKind.tool_result), t.get(StepKind.tool_call)
-            if t.number > upto.number or result is None or call is None:
-                continue
-            sha = (result.detail or {}).get("diff_sha", previous_sha)
-            changed, previous_sha = sha != previous_sha, sha
-            if changed:
-                banned = []
-                continue
-            if upto.number - t.number >= REPEAT_WINDOW or call.tool_name not in TOOL_SCHEMAS:
-                continue
-            args = normalized_args(call.tool_name, call.tool_args or {})
-            same = [b for b in banned if call_key(b["tool"], b["args"]) == call_key(call.tool_name, args)]
-            if same:
-                same[0]["repeats"] = same[0].get("repeats", 1) + 1
-            else:
-                banned.append({"tool": call.tool_name, "args": args, "turn": t.number})
-        return banned
-
-    def _failing_tool(self, turn: TurnSteps) -> str | None:
-        """The tool that kept failing lately (most failures in the recent window, latest on a tie)."""
-        window = [t for t in self.turns if turn.number - REPLAN_COOLDOWN < t.number <= turn.number]
-        failures: dict[str, int] = {}
-        for t in window:
-            result = t.get(StepKind.tool_result)
-            if (
-                result is not None
-                and not (result.detail or {}).get("ok")
-                and result.tool_name in TOOL_SCHEMAS
-            ):
-                failures[result.tool_name] = failures.get(result.tool_name, 0) + 1
-        if not failures:
-            return None
-        best = max(failures.values())
-        latest = [r.tool_name for t in reversed(window) if (r := t.get(StepKind.tool_result)) is not None]
-        return next(name for name in latest if failures.get(name) == best)
 
     @staticmethod
     def _action_of(turn: TurnSteps) -> Action:

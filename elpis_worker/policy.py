@@ -1,0 +1,100 @@
+"""The tool policy: what the next turn may do, from the strategy the emotion model chose and what the
+turns so far did. Replanning shuts a failing tool out; wrapping up and confidence narrow the tools;
+calls that failed or changed nothing since the workspace last changed may not be repeated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from elpis_worker.tools import TOOL_SCHEMAS
+from elpis_worker.turns import REPLAN, TurnSteps, call_key, default_plan, diff_sha, normalized_args
+from models import StepKind
+from models.records import EDIT_TOOLS, TurnPlan
+
+# Turns back that a failed or useless call stays banned (while the workspace does not change).
+REPEAT_WINDOW = 3
+# Turns after a replanning step during which the spiral does not trigger another one.
+REPLAN_COOLDOWN = 3
+
+
+@dataclass(frozen=True)
+class ToolPolicy:
+    exclude_repeats: bool  # tools.exclude_repeats: ban exact repeats of useless calls
+    has_tests: bool  # the task has a test command (wrapping up may run it)
+
+    def plan_next(
+        self,
+        turns: list[TurnSteps],
+        turn: TurnSteps,
+        strategy: str,
+        detail: dict[str, Any],
+        tests_passing: bool | None,
+    ) -> TurnPlan:
+        """Turn the strategy into what the next turn may do. Replanning takes a reflect step and shuts
+        the failing tool (unless it is an edit tool) out of the next think's grammar, so the agent
+        cannot repeat it; wrapping up (unless the tests fail) narrows the tools to running the tests
+        and finishing; confidence with passing tests and a change made narrows them to finish."""
+        plan = default_plan(strategy)
+        plan.banned = self.banned_calls(turns, turn) if self.exclude_repeats else []
+        if strategy == "replan":
+            recent = [t for t in turns if turn.number - REPLAN_COOLDOWN < t.number <= turn.number]
+            if any(t.get(REPLAN) for t in recent):
+                return plan
+            plan.replan = True
+            failing = self.failing_tool(turns, turn)
+            # An edit tool stays: the failed edits themselves are banned call by call, and without an
+            # edit tool the replanned turn cannot fix anything (the eval's replans lost a turn that way).
+            if failing is not None and failing not in EDIT_TOOLS:
+                plan.excluded = [failing]
+                plan.tools = [t for t in plan.tools if t != failing]
+        elif strategy == "wrap_up" and tests_passing is not False:
+            # With the tests failing, running them again or finishing cannot help: the last turns stay
+            # open for a fix (the prompt line says the budget is nearly spent).
+            plan.tools = ["run_tests", "finish"] if self.has_tests else ["finish"]
+        elif strategy == "finish" and tests_passing and detail.get("diff_lines"):
+            plan.tools = ["finish"]
+        return plan
+
+    def banned_calls(self, turns: list[TurnSteps], upto: TurnSteps) -> list[dict[str, Any]]:
+        """Calls of the last REPEAT_WINDOW turns that failed or changed nothing, made since the workspace
+        last changed: repeating one cannot give a different result, so the next think may not."""
+        banned: list[dict[str, Any]] = []
+        previous_sha = diff_sha("")
+        for t in turns:
+            result, call = t.get(StepKind.tool_result), t.get(StepKind.tool_call)
+            if t.number > upto.number or result is None or call is None:
+                continue
+            sha = (result.detail or {}).get("diff_sha", previous_sha)
+            changed, previous_sha = sha != previous_sha, sha
+            if changed:
+                banned = []
+                continue
+            if upto.number - t.number >= REPEAT_WINDOW or call.tool_name not in TOOL_SCHEMAS:
+                continue
+            args = normalized_args(call.tool_name, call.tool_args or {})
+            same = [b for b in banned if call_key(b["tool"], b["args"]) == call_key(call.tool_name, args)]
+            if same:
+                same[0]["repeats"] = same[0].get("repeats", 1) + 1
+            else:
+                banned.append({"tool": call.tool_name, "args": args, "turn": t.number})
+        return banned
+
+    def failing_tool(self, turns: list[TurnSteps], turn: TurnSteps) -> str | None:
+        """The tool that kept failing lately (most failures in the recent window, latest on a tie)."""
+        window = [t for t in turns if turn.number - REPLAN_COOLDOWN < t.number <= turn.number]
+        failures: dict[str, int] = {}
+        for t in window:
+            result = t.get(StepKind.tool_result)
+            if (
+                result is not None
+                and not (result.detail or {}).get("ok")
+                and result.tool_name in TOOL_SCHEMAS
+            ):
+                failures[result.tool_name] = failures.get(result.tool_name, 0) + 1
+        if not failures:
+            return None
+        best = max(failures.values())
+        latest = [r.tool_name for t in reversed(window) if (r := t.get(StepKind.tool_result)) is not None]
+        return next(name for name in latest if failures.get(name) == best)

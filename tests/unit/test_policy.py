@@ -1,0 +1,65 @@
+"""The tool policy on its own: what the next turn may do, from the strategy and the turns so far."""
+
+from __future__ import annotations
+
+from elpis_worker.policy import ToolPolicy
+from elpis_worker.tools import TOOL_SCHEMAS
+from elpis_worker.turns import TurnSteps, diff_sha
+from models import Step, StepKind
+
+UNCHANGED = diff_sha("")
+
+
+def turn(number: int, tool: str, args: dict, ok: bool, sha: str = UNCHANGED) -> TurnSteps:
+    call = Step(turn=number, kind=StepKind.tool_call, tool_name=tool, tool_args=args, content="")
+    result = Step(
+        turn=number,
+        kind=StepKind.tool_result,
+        tool_name=tool,
+        content="",
+        detail={"ok": ok, "diff_sha": sha},
+    )
+    return TurnSteps(number, {StepKind.tool_call.value: call, StepKind.tool_result.value: result})
+
+
+POLICY = ToolPolicy(exclude_repeats=True, has_tests=True)
+
+
+def test_a_replan_shuts_out_a_failing_tool_but_never_an_edit_tool() -> None:
+    runs = [turn(n, "run_tests", {}, ok=False) for n in (1, 2, 3)]
+    plan = POLICY.plan_next(runs, runs[-1], "replan", {}, tests_passing=False)
+    assert plan.replan and plan.excluded == ["run_tests"] and "run_tests" not in plan.tools
+
+    edit = {"path": "a.py", "search": "x", "replace": "y"}
+    edits = [turn(n, "edit_file", edit, ok=False) for n in (1, 2, 3)]
+    plan = POLICY.plan_next(edits, edits[-1], "replan", {}, tests_passing=False)
+    assert plan.replan and plan.excluded == [] and "edit_file" in plan.tools
+    # The failed edit itself may not be sent again, once, with how often it was repeated.
+    assert [(b["tool"], b["repeats"]) for b in plan.banned] == [("edit_file", 3)]
+
+
+def test_wrap_up_narrows_only_while_the_tests_do_not_fail() -> None:
+    turns = [turn(1, "read_file", {"path": "a.py"}, ok=True)]
+    assert POLICY.plan_next(turns, turns[0], "wrap_up", {}, tests_passing=True).tools == [
+        "run_tests",
+        "finish",
+    ]
+    assert POLICY.plan_next(turns, turns[0], "wrap_up", {}, tests_passing=False).tools == list(TOOL_SCHEMAS)
+    untested = ToolPolicy(exclude_repeats=True, has_tests=False)
+    assert untested.plan_next(turns, turns[0], "wrap_up", {}, tests_passing=None).tools == ["finish"]
+
+
+def test_finish_only_with_passing_tests_and_a_change() -> None:
+    turns = [turn(1, "write_file", {"path": "a.py", "content": "x = 1\n"}, ok=True, sha="abc")]
+    assert POLICY.plan_next(turns, turns[0], "finish", {"diff_lines": 2}, True).tools == ["finish"]
+    assert POLICY.plan_next(turns, turns[0], "finish", {"diff_lines": 0}, True).tools == list(TOOL_SCHEMAS)
+
+
+def test_a_change_to_the_workspace_lifts_the_bans() -> None:
+    read = {"path": "a.py"}
+    turns = [turn(1, "read_file", read, ok=True), turn(2, "read_file", read, ok=True)]
+    assert [b["tool"] for b in POLICY.banned_calls(turns, turns[-1])] == ["read_file"]
+    turns.append(turn(3, "write_file", {"path": "a.py", "content": "x = 2\n"}, ok=True, sha="changed"))
+    assert POLICY.banned_calls(turns, turns[-1]) == []
+    off = ToolPolicy(exclude_repeats=False, has_tests=True)
+    assert off.plan_next(turns[:2], turns[1], "continue", {}, None).banned == []
