@@ -84,8 +84,9 @@ RESAMPLE_BANNED = 2
 # Their temperature: high enough to leave the banned call, low enough that a small model's code stays
 # intact (at 1.2 the 1.5B model's edits came out garbled).
 RESAMPLE_TEMPERATURE_MAX = 0.9
-# What the first turn may do when the observations already show the failure and its source.
-REPAIR_TOOLS = ("write_file", "edit_file")
+# What the first turn may do when the observations already show the failure and its source: the edit
+# tools, in the tools' own order.
+REPAIR_TOOLS = tuple(name for name in TOOL_SCHEMAS if name in EDIT_TOOLS)
 
 
 @dataclass(frozen=True)

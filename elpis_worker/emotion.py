@@ -54,9 +54,8 @@ STUCK_TURNS = 2
 STUCK_TEMPERATURE_STEP = 0.2
 STUCK_TEMPERATURE_MAX = 0.7
 
-# Budget fraction at which budget pressure starts, and tools whose job is to change the workspace.
+# Budget fraction at which budget pressure starts.
 BUDGET_PRESSURE_START = 0.5
-WRITE_TOOLS = EDIT_TOOLS
 
 
 # --------------------------------------------------------------------------------------------------
@@ -488,7 +487,7 @@ def appraise(obs: Observation) -> list[Appraisal]:
             fired.append(_fire("diff_grew"))
         elif obs.diff_lines <= 0 < before_diff:
             fired.append(_fire("diff_emptied"))
-        elif obs.diff_lines == before_diff and obs.tool in WRITE_TOOLS:
+        elif obs.diff_lines == before_diff and obs.tool in EDIT_TOOLS:  # an edit that changed nothing
             fired.append(_fire("no_change"))
 
     budget = _finite(obs.budget_used, 0.0, 1.0)
