@@ -457,6 +457,7 @@ class Agent:
         reflecting = merged and turn.number > 1
         earlier = turn.get(StepKind.reflect)
         temperature, resampled = modulation.temperature, 0
+        max_tokens = self.gen.max_tokens + (self.gen.reflect_max_tokens if reflecting else 0)
         if reflecting and earlier is not None and (earlier.detail or {}).get("completion") is not None:
             # Resumed between the two writes of one generation: the think step comes from the same reply.
             completion = Completion(earlier.detail["completion"], 0, 0, 0.0)
@@ -465,7 +466,6 @@ class Agent:
                 schema = think_schema(plan.tools, banned, reflect=reflecting)
             else:
                 schema = THINK_REFLECT_SCHEMA if reflecting else THINK_SCHEMA
-            max_tokens = self.gen.max_tokens + (self.gen.reflect_max_tokens if reflecting else 0)
             messages = self._messages(upto=turn)
             while True:
                 completion = self.backend.chat(
@@ -483,6 +483,8 @@ class Agent:
                 temperature = min(RESAMPLE_TEMPERATURE_MAX, max(0.6, temperature + 0.3))
                 log.info("task %s: think repeated a banned call; sampling again", self.task_id)
         action = parse_action(completion.text)
+        if action.error and completion.finish_reason == "length":
+            action.error = f"reply was cut by max_tokens ({max_tokens}) before its JSON closed"
         reflect_tokens = 0
         if reflecting and earlier is None:
             reflect_tokens = self._record_reflection(turn, completion, modulation)
@@ -511,6 +513,7 @@ class Agent:
             detail={
                 "thought": action.thought,
                 "parse_error": action.error,
+                "finish_reason": completion.finish_reason,
                 "merged": merged,
                 # Prompt tokens llama.cpp evaluated for this call; the rest came from its KV cache.
                 "evaluated_prompt_tokens": completion.evaluated_prompt_tokens,

@@ -29,6 +29,9 @@ class Completion:
     duration_s: float
     # Prompt tokens the model actually evaluated (the rest came from the KV cache); None where unknown.
     evaluated_prompt_tokens: int | None = None
+    # "stop" when the model ended the reply, "length" when max_tokens (or the context) cut it short;
+    # None where the backend does not say.
+    finish_reason: str | None = None
 
 
 class ModelBackend(Protocol):
@@ -136,6 +139,7 @@ class LlamaBackend:
                 completion_tokens=generation.completion_tokens,
                 duration_s=time.perf_counter() - started,
                 evaluated_prompt_tokens=generation.evaluated_prompt_tokens,
+                finish_reason=generation.finish_reason,
             )
         kwargs: dict[str, Any] = {}
         if schema is not None:
@@ -150,12 +154,13 @@ class LlamaBackend:
             **kwargs,
         )
         usage = result.get("usage") or {}
-        text = result["choices"][0]["message"].get("content") or ""  # type: ignore[index]
+        choice = result["choices"][0]  # type: ignore[index]
         return Completion(
-            text=text,
+            text=choice["message"].get("content") or "",
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
             duration_s=time.perf_counter() - started,
+            finish_reason=choice.get("finish_reason"),
         )
 
     def count_tokens(self, text: str) -> int:
@@ -381,7 +386,8 @@ class OpenAIBackend:
             body["response_format"] = self._response_format(schema)
         result = self._post(body)
         try:
-            text = result["choices"][0]["message"].get("content") or ""
+            choice = result["choices"][0]
+            text = choice["message"].get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError):
             raise ModelServerError(
                 f"{self.base_url} answered without a message: {str(result)[:300]}"
@@ -392,6 +398,7 @@ class OpenAIBackend:
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             duration_s=time.perf_counter() - started,
+            finish_reason=choice.get("finish_reason") if isinstance(choice, dict) else None,
         )
 
     def count_tokens(self, text: str) -> int:

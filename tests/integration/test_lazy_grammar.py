@@ -160,7 +160,7 @@ def test_a_max_tokens_cut_reaches_the_parse_error_path(backend: LlamaBackend):
     generation = _generate(backend, MESSAGES, TOOL_SCHEMA, max_tokens=4)
     assert generation.finish_reason == "length" and generation.completion_tokens == 4
     completion = backend.chat(MESSAGES, schema=TOOL_SCHEMA, temperature=0.7, top_p=0.9, max_tokens=4)
-    assert completion.completion_tokens == 4
+    assert completion.completion_tokens == 4 and completion.finish_reason == "length"
     with pytest.raises(json.JSONDecodeError):
         json.loads(completion.text)
     action = parse_action(completion.text)
