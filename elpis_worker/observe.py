@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import re
 import sys
 from pathlib import Path
@@ -211,6 +212,10 @@ def render_source(root: Path, relative: str, lines_of_interest: list[int] | None
 
 
 _NAME_ERROR = re.compile(r"NameError: name '(\w+)' is not defined")
+# pytest's long traceback ends a frame with `E   NameError: ...` then `path.py:LINE: NameError`.
+_NAME_ERROR_AT = re.compile(
+    r"NameError: name '(\w+)' is not defined\s*\n\s*([\w./-]+\.py):\d+: NameError", re.MULTILINE
+)
 _IMPORT_NAME = re.compile(r"ImportError: cannot import name '(\w+)' from '([\w.]+)'")
 _MISSING_FIXTURE = re.compile(r"fixture '(\w+)' not found")
 _MISSING_TEST_FILE = re.compile(r"ERROR: file or directory not found: (\S+)")
@@ -271,18 +276,28 @@ def failure_hints(output: str, root: Path) -> list[str]:
     does not define it, a test function given parameters pytest cannot fill, a test file the test
     command names that does not exist yet, or one that holds no test."""
     hints: list[str] = []
+    raised_in = {name: path for name, path in _NAME_ERROR_AT.findall(output) if (root / path).is_file()}
     for name in dict.fromkeys(_NAME_ERROR.findall(output)):
         where = _defined_in(root, name)
         if where:
             module = where[0].removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+            statement = f"from {module} import {name}"
+            origin = f"is defined in {where[0]} but"
+        elif found := _stdlib_import(name):
+            statement, origin = found, "comes from Python's standard library but"
+        else:
+            continue
+        if name in raised_in:
+            # The exact call: a small model given the file and the line makes the change in one turn.
+            call = json.dumps({"path": raised_in[name], "content": statement + "\n"})
             hints.append(
-                f"hint: {name} is defined in {where[0]} but not imported where it is used: "
-                f"add `from {module} import {name}` to that file."
+                f"hint: {name} {origin} is not imported in {raised_in[name]}: add `{statement}` to it "
+                f"with write_file {call} (import lines alone are added to the file's imports)."
             )
-        elif statement := _stdlib_import(name):
+        else:
             hints.append(
-                f"hint: {name} comes from Python's standard library but is not imported where it is "
-                f"used: add `{statement}` at the top of that file."
+                f"hint: {name} {origin} is not imported where it is used: add `{statement}` at the top "
+                "of that file."
             )
     for path in dict.fromkeys(_MISSING_TEST_FILE.findall(output)):
         if not (root / path).exists():

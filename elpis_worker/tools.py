@@ -457,19 +457,37 @@ class Toolbox:
         if target.exists() and not target.is_file():
             return ToolResult(ok=False, output=f"'{path}' is not a regular file", error_kind="bad_args")
         problem = _python_syntax_error(target, content)
-        if problem is not None and textwrap.dedent(content) != content:
+        repair = ""
+        if problem is not None:
+            old = target.read_text("utf-8", "replace") if target.is_file() else ""
             # A method copied out of its class keeps the class's indentation: read it as written there.
+            # A docstring's triple quotes are what a small model most often mangles inside a JSON string.
             dedented = textwrap.dedent(content)
-            if _python_syntax_error(target, dedented) is None:
-                content, problem = dedented, None
+            for candidate, how in [
+                (dedented, ""),
+                (_repair_docstrings(content, old), _DOCSTRING_NOTE),
+                (_repair_docstrings(dedented, old), _DOCSTRING_NOTE),
+            ]:
+                if candidate and candidate != content and _python_syntax_error(target, candidate) is None:
+                    content, problem, repair = candidate, None, how
+                    break
         if problem is not None:
             return ToolResult(
                 ok=False, output=f"not written: {problem}; the file is unchanged", error_kind="syntax_error"
             )
         lost = _lost_definitions(target, content)
         note = ""
-        if lost:
+        # Definitions and imports alone, for an existing module, are merged into it: the module's other
+        # imports, constants and docstring stay (a model rewriting its functions leaves them out).
+        if lost or (target.suffix == ".py" and target.is_file() and _snippet_only(content)):
             merged = merge_definitions(target.read_text("utf-8", "replace"), content)
+            if merged is None and not lost:
+                return ToolResult(
+                    ok=False,
+                    output=f"not written: {self._display(target)} does not parse as Python, so these "
+                    "imports cannot be added to it; fix the file with edit_file first",
+                    error_kind="syntax_error",
+                )
             if merged is None:
                 return ToolResult(
                     ok=False,
@@ -489,7 +507,9 @@ class Toolbox:
         with target.open("wb") as f:
             f.write(data)
         return ToolResult(
-            ok=True, output=f"wrote {len(data)} bytes to {self._display(target)}{note}", changed_files=True
+            ok=True,
+            output=f"wrote {len(data)} bytes to {self._display(target)}{note}{repair}",
+            changed_files=True,
         )
 
     def edit_file(self, path: str, search: str, replace: str) -> ToolResult:
@@ -507,6 +527,13 @@ class Toolbox:
             return ToolResult(ok=False, output=f"'{path}' is not a regular file", error_kind="bad_args")
         text = target.read_bytes().decode("utf-8", "replace")
         note = ""
+        if search == replace:
+            return ToolResult(
+                ok=False,
+                output="edit not applied: 'search' and 'replace' are the same text, so nothing would "
+                "change; 'replace' must hold the corrected lines",
+                error_kind="bad_args",
+            )
         if not search.strip():  # append after the last non-blank character
             new_text, at, replace = _appended(text, replace)
         elif (count := text.count(search)) > 1:
@@ -528,8 +555,7 @@ class Toolbox:
             merged = merge_definitions(text, replace) if found is None and target.suffix == ".py" else None
             if merged is not None:
                 # `replace` is a whole function or class: what the model means is that definition.
-                name = (merged[1] + merged[2])[0]
-                found = (merged[0], max(0, re.search(rf"(def|class) {name}\b", merged[0]).start()))
+                found = (merged[0], _merged_at(merged[0], merged[1] + merged[2]))
                 note = f" ('search' was not found){_merge_note(merged[1], merged[2])}"
             if found is None:
                 return ToolResult(
@@ -543,13 +569,15 @@ class Toolbox:
         if new_text == text:
             return ToolResult(ok=True, output=f"no change: {path} already holds exactly this")
         problem = _python_syntax_error(target, new_text)
+        repaired = _repair_docstrings(new_text, text) if problem else None
+        if repaired and _python_syntax_error(target, repaired) is None:
+            new_text, problem, note = repaired, None, note + _DOCSTRING_NOTE
         merged = merge_definitions(text, replace) if problem and target.suffix == ".py" else None
         if merged is not None and merged[0] != text:
             # `search` named a function (e.g. just its name) and `replace` is that whole function: the
             # literal replacement breaks the file, the definition merge is what was meant.
             new_text, problem = merged[0], None
-            name = (merged[1] + merged[2])[0]
-            at = max(0, re.search(rf"(def|class) {name}\b", new_text).start())
+            at = _merged_at(new_text, merged[1] + merged[2])
             note = f" (as a whole definition){_merge_note(merged[1], merged[2])}"
         if problem is not None:
             return ToolResult(
@@ -792,7 +820,8 @@ def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]
         return None
     definitions = [n for n in new_tree.body if isinstance(n, _DEFINITIONS)]
     imports = [n for n in new_tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
-    if not definitions or len(definitions) + len(imports) != len(new_tree.body):
+    # Imports alone are a snippet too: "add `import math` to this file" is what a model means by them.
+    if not (definitions or imports) or len(definitions) + len(imports) != len(new_tree.body):
         return None
     spans = _definition_spans(old_tree)
     snippet_lines = snippet.splitlines(keepends=True)
@@ -837,7 +866,7 @@ def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]
         after_docstring = bool(head) and isinstance(head[0], ast.Expr)
         result = "".join(out[:at]) + ("\n" if after_docstring else "") + block + "".join(out[at:])
     names = [n.name for n in definitions if n.name not in replaced and n.name not in merged]
-    return result, replaced, [*names, *new_methods]
+    return result, replaced, [*names, *new_methods, *new_imports]
 
 
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
@@ -887,6 +916,81 @@ def _merge_methods(
     return changes
 
 
+_DEF_LINE = re.compile(r"^\s*(?:async\s+def|def|class)\s+(\w+)\b.*:\s*(#.*)?$")
+_DOCSTRING_NOTE = " (a docstring whose quotes did not close was put back as a docstring)"
+
+
+def _docstrings(source: str) -> dict[str, str]:
+    """name -> the docstring of each function and class of `source` as written there (dedented)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return {}
+    lines = source.splitlines()
+    found: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, _DEFINITIONS) and node.body and isinstance(node.body[0], ast.Expr):
+            value = node.body[0].value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                written = lines[node.body[0].lineno - 1 : node.body[0].end_lineno]
+                found.setdefault(node.name, textwrap.dedent("\n".join(written)))
+    return found
+
+
+def _repair_docstrings(content: str, old: str) -> str | None:
+    """`content` with each broken one-line docstring fixed: the line after a `def`/`class` line that
+    starts with a quote but is not a string (`"Docs."...`, `"Docs".`, `"Docs. ` unterminated: a
+    `\"\"\"` the model wrote into its JSON as one quote) becomes that definition's docstring from `old`
+    when it has one, else a triple-quoted docstring of the same words. None when nothing was broken."""
+    lines = content.splitlines()
+    originals = _docstrings(old)
+    out: list[str] = []
+    changed = False
+    for i, line in enumerate(lines):
+        previous = _DEF_LINE.match(lines[i - 1]) if i else None
+        text = line.strip()
+        if previous and text[:1] in "\"'" and not text.startswith(('"""', "'''")) and not _parses(text):
+            indent = line[: len(line) - len(line.lstrip())]
+            words = text.strip("\"'. ").replace('"""', "")
+            docstring = originals.get(previous.group(1)) or f'"""{words}."""'
+            out.extend(textwrap.indent(docstring, indent).splitlines())
+            changed = True
+        else:
+            out.append(line)
+    return "\n".join(out) + ("\n" if content.endswith("\n") else "") if changed else None
+
+
+def _parses(source: str) -> bool:
+    try:
+        ast.parse(source)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+def _merged_at(text: str, names: list[str]) -> int:
+    """Where the first of merge_definitions' replaced or added names (a definition, or an import
+    statement) now is in `text`."""
+    for name in names:
+        short = name.rsplit(".", 1)[-1]
+        if name.startswith(("import ", "from ")):
+            found = re.search(rf"^{re.escape(name)}$", text, re.MULTILINE)
+        else:
+            found = re.search(rf"(def|class) {re.escape(short)}\b", text)
+        if found:
+            return found.start()
+    return 0
+
+
+def _snippet_only(content: str) -> bool:
+    """Python source of functions, classes and imports and nothing else."""
+    try:
+        body = ast.parse(textwrap.dedent(content)).body
+    except (SyntaxError, ValueError):
+        return False
+    return bool(body) and all(isinstance(n, (ast.Import, ast.ImportFrom, *_DEFINITIONS)) for n in body)
+
+
 def _merge_note(replaced: list[str], added: list[str]) -> str:
     parts = []
     if replaced:
@@ -915,7 +1019,10 @@ def _python_syntax_error(target: Path, content: str) -> str | None:
     try:
         compile(content, target.name, "exec", dont_inherit=True)
     except SyntaxError as exc:
-        return f"the result would not be valid Python (line {exc.lineno}: {exc.msg})"
+        # The offending line as written, so the model sees what to change (a `...` it elided, a quote).
+        line = (exc.text or "").rstrip("\n")
+        shown = f"; that line is: {line.strip()[:160]}" if line.strip() else ""
+        return f"the result would not be valid Python (line {exc.lineno}: {exc.msg}{shown})"
     except ValueError as exc:  # NUL bytes
         return f"the result would not be valid Python ({exc})"
     return None

@@ -22,7 +22,7 @@ def repo(tmp_path: Path) -> Path:
     [
         (
             "E   NameError: name 'PRICES' is not defined",
-            "PRICES is defined in shop/prices.py but not imported where it is used: "
+            "PRICES is defined in shop/prices.py but is not imported where it is used: "
             "add `from shop.prices import PRICES`",
         ),
         ("E   NameError: name 'timedelta' is not defined", "add `from datetime import timedelta`"),
@@ -44,6 +44,25 @@ def repo(tmp_path: Path) -> Path:
 def test_failure_hints_say_what_a_linter_would(repo: Path, output: str, hint: str) -> None:
     hints = failure_hints(output, repo)
     assert len(hints) == 1 and hint in hints[0], hints
+
+
+def test_a_name_error_in_a_known_file_gets_the_exact_call(repo: Path) -> None:
+    """From pytest's traceback the hint knows which file lacks the import and gives the write_file call
+    that adds it (a write_file of import lines alone adds them to the module)."""
+    output = (
+        ">       return PRICES[fruit]\nE       NameError: name 'PRICES' is not defined\n\n"
+        "shop/order.py:2: NameError\n"
+        ">       return borrowed + timedelta(days=days)\nE       NameError: name 'timedelta' is not defined\n"
+        "\nlibrary/gone.py:10: NameError\n"
+    )
+    prices, timedelta = failure_hints(output, repo)
+    assert prices == (
+        "hint: PRICES is defined in shop/prices.py but is not imported in shop/order.py: add `from "
+        'shop.prices import PRICES` to it with write_file {"path": "shop/order.py", "content": "from '
+        "shop.prices import PRICES\\n\"} (import lines alone are added to the file's imports)."
+    )
+    # A file the workspace does not have: the general hint.
+    assert "add `from datetime import timedelta` at the top of that file" in timedelta
 
 
 def test_no_hint_for_an_unknown_name_or_a_plain_assertion(repo: Path) -> None:

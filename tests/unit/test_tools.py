@@ -707,7 +707,7 @@ def test_write_file_with_some_definitions_merges_them(workspace: Path) -> None:
             "def power(a, b):\n    return a**b\n",
         },
     )
-    assert merged.ok and "replaced add; added power; the rest of the file is unchanged" in merged.output
+    assert merged.ok and "replaced add; added power, import math; the rest of the file" in merged.output
     method = tools.call("write_file", {"path": "m.py", "content": "def size(self):\n    return 1\n"})
     assert method.ok and "replaced size" in method.output
     assert (workspace / "m.py").read_text() == (
@@ -727,6 +727,88 @@ def test_write_file_with_some_definitions_merges_them(workspace: Path) -> None:
     assert (
         edited.ok and "replaced add" in edited.output and "return b + a" in (workspace / "m.py").read_text()
     )
+
+
+def test_write_file_of_imports_alone_adds_them_to_the_module(workspace: Path) -> None:
+    """Seen in the eval: told `timedelta` is not imported, Qwen 1.5B wrote just the import line. That
+    is added after the module's imports; the rest of the file is kept, in a module with definitions or
+    without, and an import the file already has changes nothing."""
+    (workspace / "loans.py").write_text(
+        '"""Loans."""\n\nfrom datetime import date\n\n\ndef due(d: date):\n    return d + timedelta(days=1)\n'
+    )
+    (workspace / "config.py").write_text("UNIT = 'F'\n")
+    tools = make_toolbox(workspace)
+    added = tools.call("write_file", {"path": "loans.py", "content": "from datetime import timedelta\n"})
+    assert added.ok and "added from datetime import timedelta" in added.output
+    assert (workspace / "loans.py").read_text() == (
+        '"""Loans."""\n\nfrom datetime import date\nfrom datetime import timedelta\n\n\n'
+        "def due(d: date):\n    return d + timedelta(days=1)\n"
+    )
+    again = tools.call("write_file", {"path": "loans.py", "content": "from datetime import timedelta"})
+    assert again.ok and again.output.startswith("no change") and not again.changed_files
+    assert tools.call("write_file", {"path": "config.py", "content": "import os\n"}).ok
+    assert (workspace / "config.py").read_text() == "import os\nUNIT = 'F'\n"
+    # Through edit_file with a search that is not there, imports are added the same way.
+    edited = tools.call("edit_file", {"path": "config.py", "search": "import sys", "replace": "import json"})
+    assert edited.ok and (workspace / "config.py").read_text() == "import os\nimport json\nUNIT = 'F'\n"
+
+
+def test_a_refused_edit_quotes_the_line_that_does_not_parse(workspace: Path) -> None:
+    tools = make_toolbox(workspace)
+    elided = tools.call(
+        "write_file", {"path": "src/new.py", "content": 'def f():\n    x = 1\n    return "x"...\n'}
+    )
+    assert not elided.ok and elided.error_kind == "syntax_error"
+    assert '(line 3: invalid syntax; that line is: return "x"...)' in elided.output
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        '    "The area of a circle."...',  # the """ written as one quote, then an ellipsis
+        '    "The area of a circle".',
+        '    "The area of a circle.',  # unterminated
+    ],
+)
+def test_a_docstring_whose_quotes_broke_in_the_json_is_put_back(workspace: Path, broken: str) -> None:
+    """Seen in the eval on three tasks: Qwen 1.5B rewrites a function and its one-line docstring comes
+    out with one quote (the three it read did not survive its JSON string). The file's own docstring of
+    that function is put back; a new function gets a triple-quoted one of the same words."""
+    (workspace / "circle.py").write_text(
+        'import math\n\n\ndef area(r):\n    """The area of a circle."""\n    return math.pi * r\n'
+    )
+    tools = make_toolbox(workspace)
+    content = (
+        f"def area(r):\n{broken}\n    return math.pi * r**2\n\n\ndef half(r):\n{broken}\n    return r / 2\n"
+    )
+    fixed = tools.call("write_file", {"path": "circle.py", "content": content})
+    assert fixed.ok and "docstring whose quotes did not close" in fixed.output, fixed.output
+    assert (workspace / "circle.py").read_text() == (
+        'import math\n\n\ndef area(r):\n    """The area of a circle."""\n    return math.pi * r**2\n\n\n'
+        'def half(r):\n    """The area of a circle."""\n    return r / 2\n'
+    )
+    edited = tools.call(
+        "edit_file",
+        {
+            "path": "circle.py",
+            "search": "    return r / 2\n",
+            "replace": f"    return r / 2\n\n\ndef twice(r):\n{broken}\n    return 2 * r\n",
+        },
+    )
+    assert (
+        edited.ok
+        and "docstring" in edited.output
+        and '    """The area of a circle."""\n    return 2 * r' in (workspace / "circle.py").read_text()
+    )
+    # A string that is meant as code, not a broken docstring, is still refused.
+    code = tools.call("write_file", {"path": "other.py", "content": 'x = "open\n'})
+    assert not code.ok and code.error_kind == "syntax_error"
+
+
+def test_an_edit_whose_search_and_replace_are_the_same_is_refused(workspace: Path) -> None:
+    tools = make_toolbox(workspace)
+    same = tools.call("edit_file", {"path": "src/app.py", "search": "radius = 1", "replace": "radius = 1"})
+    assert not same.ok and same.error_kind == "bad_args" and "are the same text" in same.output
 
 
 def test_protected_paths_are_refused_by_every_tool(workspace: Path) -> None:
