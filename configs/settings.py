@@ -86,6 +86,7 @@ class GenerationSettings(_Section):
     max_tokens: int = Field(512, ge=8)
     reflect_max_tokens: int = Field(96, ge=8)
     one_call_per_turn: bool = True
+    history_thoughts: bool = False
 
 
 class BudgetSettings(_Section):

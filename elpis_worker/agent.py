@@ -830,8 +830,14 @@ class Agent:
                 return messages
             window = window[1:]
 
-    @staticmethod
-    def _turn_messages(turn: TurnSteps, stop_after_result: bool = False) -> list[dict[str, str]]:
+    def _reply_shown(self, think: Step) -> str:
+        """A think step's reply as later prompts show it: the tool call alone unless
+        generation.history_thoughts (an unusable reply verbatim, so the model sees what was wrong)."""
+        if self.gen.history_thoughts or think.tool_name in (None, "invalid"):
+            return think.content or ""
+        return json.dumps({"tool": think.tool_name, "args": think.tool_args or {}})
+
+    def _turn_messages(self, turn: TurnSteps, stop_after_result: bool = False) -> list[dict[str, str]]:
         out = []
         recalled, replan = turn.get(MEMORY), turn.get(REPLAN)
         if recalled is not None and recalled.content and turn.number > 1:
@@ -845,7 +851,7 @@ class Agent:
         reflect, emotion = turn.get(StepKind.reflect), turn.get(StepKind.emotion)
         merged = think is not None and bool((think.detail or {}).get("merged"))
         if think is not None:
-            out.append({"role": "assistant", "content": think.content})
+            out.append({"role": "assistant", "content": self._reply_shown(think)})
         if merged:
             # One user message per turn: the result, then the affect line and what may come next.
             if result is not None:

@@ -270,6 +270,35 @@ def _defined_in(root: Path, name: str, tests: bool = False) -> list[str]:
     return found
 
 
+def _tested_import(root: Path, test_path: str) -> str | None:
+    """The import a new test file `tests/test_NAME.py` most likely needs: from the module NAME.py, or
+    the module that defines a class or function called NAME (any case), its public top-level names."""
+    stem = Path(test_path).stem.removeprefix("test_")
+    sources = [p for p in _tracked_files(root) if p.endswith(".py") and not _is_test_file(p)]
+    chosen = [p for p in sources if Path(p).stem == stem]
+    if not chosen:
+        chosen = [
+            p for p in sources if any(n.lower() == stem.replace("_", "") for n in _public_names(root / p))
+        ]
+    if len(chosen) != 1:
+        return None
+    names = _public_names(root / chosen[0])
+    module = chosen[0].removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+    return f"from {module} import {', '.join(names[:4])}" if names else None
+
+
+def _public_names(file: Path) -> list[str]:
+    try:
+        tree = ast.parse(file.read_text("utf-8", "replace"))
+    except (OSError, SyntaxError, ValueError):
+        return []
+    return [
+        n.name
+        for n in tree.body
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and not n.name.startswith("_")
+    ]
+
+
 def failure_hints(output: str, root: Path) -> list[str]:
     """What a linter would say about the commonest failures of a small model's change: a name used but
     never imported (from the repository or the standard library), a name imported from a module that
@@ -301,9 +330,12 @@ def failure_hints(output: str, root: Path) -> list[str]:
             )
     for path in dict.fromkeys(_MISSING_TEST_FILE.findall(output)):
         if not (root / path).exists():
+            tested = _tested_import(root, path)
+            example = f" (here `{tested}`)" if tested else ""
             hints.append(
                 f"hint: {path} does not exist yet, so no test ran: create it with write_file (path "
-                f"{path}) holding the tests the task asks for."
+                f"{path}) holding the tests the task asks for. It imports what it tests{example}; each "
+                "test is a function with no parameters, `def test_...():`, that asserts a result."
             )
     if _NO_TESTS.search(output) and not _MISSING_TEST_FILE.search(output):
         hints.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from helpers import SAMPLES, steps_of, task_row
 
 from configs.settings import load_settings
@@ -395,10 +396,13 @@ def test_wrapping_up_with_failing_tests_leaves_the_tools_open(api, db_url, scrip
     assert all("write_file" in e["plan"]["tools"] for e in wrapping)
 
 
-def test_each_earlier_turn_is_one_reply_and_one_result_message(api, db_url, scripted):
+@pytest.mark.parametrize("history_thoughts", [False, True])
+def test_each_earlier_turn_is_one_reply_and_one_result_message(api, db_url, scripted, history_thoughts):
     """One generation per turn: the prompt shows every earlier turn as the model's reply and one user
     message (the tool result, then the affect line), the first turn included, which has no reflection.
-    The prefix of the conversation stays the same from one turn to the next (llama.cpp's KV cache)."""
+    The reply is shown as its tool call alone (a small model copies its earlier thoughts and assessments
+    word for word), or verbatim with generation.history_thoughts. The prefix of the conversation stays
+    the same from one turn to the next (llama.cpp's KV cache)."""
     script = scripted(
         [
             {"thought": "look", "tool": "list_dir", "args": {"path": "calc"}},
@@ -407,7 +411,7 @@ def test_each_earlier_turn_is_one_reply_and_one_result_message(api, db_url, scri
         ]
     )
     task_id = submit(api, instruction="Fix it", budget={"max_steps": 3})
-    settings = load_settings(tools={"repair_first": False})
+    settings = load_settings(tools={"repair_first": False}, generation={"history_thoughts": history_thoughts})
     backend = ScriptedBackend(
         settings.model.model_copy(update={"backend": "scripted", "script": str(script)})
     )
@@ -417,9 +421,13 @@ def test_each_earlier_turn_is_one_reply_and_one_result_message(api, db_url, scri
     second, third = backend.prompts[1], backend.prompts[2]
     assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
     assert [m["role"] for m in third] == ["system", "user", "assistant", "user", "assistant", "user"]
-    first_reply = json.loads(second[2]["content"])
-    assert set(first_reply) == {"thought", "tool", "args"}  # turn 1: the action alone
-    assert set(json.loads(third[4]["content"])) > {"progress", "thought", "tool"}  # then a reflection
+    first_reply, second_reply = json.loads(second[2]["content"]), json.loads(third[4]["content"])
+    if history_thoughts:
+        assert set(first_reply) == {"thought", "tool", "args"}  # turn 1: the action alone
+        assert set(second_reply) > {"progress", "thought", "tool"}  # then a reflection
+    else:
+        assert first_reply == {"tool": "list_dir", "args": {"path": "calc"}}
+        assert second_reply == {"tool": "read_file", "args": {"path": "calc/ops.py"}}
     assert "Affect:" in second[3]["content"]
     # Stable prefix: the third prompt begins with the second one's system, task and first reply.
     assert third[:3] == second[:3]

@@ -56,11 +56,10 @@ def run_batch(start_api, start_worker, db_url: str, n_tasks: int, **env: str) ->
         assert all(s.prompt_tokens and s.prompt_tokens > 100 for s in thinks)
         assert task.completion_tokens >= sum(s.completion_tokens for s in thinks)
         # The prompt prefix is stable from turn to turn: llama.cpp evaluates only what is new to a call
-        # (the last reply, the tool result, the affect line), not the whole prompt again.
-        generated = {s.turn: s.completion_tokens for s in steps if s.kind == StepKind.reflect}
+        # (the last reply as the prompt shows it, its tool call alone; the tool result; the affect line),
+        # not the whole prompt again.
         for before, after in zip(thinks, thinks[1:], strict=False):
-            new = after.prompt_tokens - before.prompt_tokens - before.completion_tokens
-            new -= generated.get(before.turn, 0)
+            new = after.prompt_tokens - before.prompt_tokens
             evaluated = after.detail["evaluated_prompt_tokens"]
             assert evaluated is not None and evaluated <= 1.2 * max(new, 1) + 2, (evaluated, new)
         assert task.test_passed is not None  # the final verification ran the task's tests

@@ -65,6 +65,18 @@ def test_a_name_error_in_a_known_file_gets_the_exact_call(repo: Path) -> None:
     assert "add `from datetime import timedelta` at the top of that file" in timedelta
 
 
+def test_a_missing_test_file_hint_names_the_import_it_needs(repo: Path) -> None:
+    """tests/test_order.py tests shop/order.py; tests/test_box.py the module that defines class Box."""
+    (repo / "shop" / "crate.py").write_text("class Box:\n    pass\n\n\ndef _helper():\n    pass\n")
+    missing = "no tests ran in 0.00s\nERROR: file or directory not found: tests/test_{}.py\n"
+    (order,) = failure_hints(missing.format("order"), repo)
+    assert "It imports what it tests (here `from shop.order import total`); each test is" in order
+    (box,) = failure_hints(missing.format("box"), repo)
+    assert "(here `from shop.crate import Box`)" in box
+    (unknown,) = failure_hints(missing.format("weather"), repo)
+    assert "It imports what it tests; each test is a function with no parameters" in unknown
+
+
 def test_no_hint_for_an_unknown_name_or_a_plain_assertion(repo: Path) -> None:
     assert failure_hints("E   NameError: name 'frobnicate_widgets' is not defined", repo) == []
     assert failure_hints("E   assert 3 == 4", repo) == []
