@@ -818,10 +818,13 @@ def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]
         new_tree, old_tree = ast.parse(snippet), ast.parse(old)
     except (SyntaxError, ValueError):
         return None
-    definitions = [n for n in new_tree.body if isinstance(n, _DEFINITIONS)]
-    imports = [n for n in new_tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
-    # Imports alone are a snippet too: "add `import math` to this file" is what a model means by them.
-    if not (definitions or imports) or len(definitions) + len(imports) != len(new_tree.body):
+    docstring = _module_docstring(new_tree)
+    body = new_tree.body[1:] if docstring else new_tree.body
+    definitions = [n for n in body if isinstance(n, _DEFINITIONS)]
+    imports = [n for n in body if isinstance(n, ast.Import | ast.ImportFrom)]
+    # Imports alone are a snippet too: "add `import math` to this file" is what a model means by them;
+    # so is a module docstring alone: "put this docstring at the top".
+    if not (definitions or imports or docstring) or len(definitions) + len(imports) != len(body):
         return None
     spans = _definition_spans(old_tree)
     snippet_lines = snippet.splitlines(keepends=True)
@@ -866,7 +869,31 @@ def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]
         after_docstring = bool(head) and isinstance(head[0], ast.Expr)
         result = "".join(out[:at]) + ("\n" if after_docstring else "") + block + "".join(out[at:])
     names = [n.name for n in definitions if n.name not in replaced and n.name not in merged]
+    if docstring:
+        result, which = _with_module_docstring(result, ast.get_source_segment(snippet, docstring) or "")
+        (replaced if which == "replaced" else names).append("the module docstring")
     return result, replaced, [*names, *new_methods, *new_imports]
+
+
+def _module_docstring(tree: ast.Module) -> ast.Expr | None:
+    first = tree.body[0] if tree.body else None
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+        return first if isinstance(first.value.value, str) else None
+    return None
+
+
+def _with_module_docstring(source: str, docstring: str) -> tuple[str, str]:
+    """`source` with `docstring` (as written) as its module docstring: in place of the one it has
+    ("replaced"), else at the top ("added")."""
+    lines = source.splitlines(keepends=True)
+    try:
+        old = _module_docstring(ast.parse(source))
+    except (SyntaxError, ValueError):
+        old = None
+    if old is not None:
+        lines[old.lineno - 1 : old.end_lineno] = [docstring + "\n"]
+        return "".join(lines), "replaced"
+    return docstring + "\n\n" + source.lstrip("\n"), "added"
 
 
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
@@ -983,12 +1010,16 @@ def _merged_at(text: str, names: list[str]) -> int:
 
 
 def _snippet_only(content: str) -> bool:
-    """Python source of functions, classes and imports and nothing else."""
+    """Python source of functions, classes and imports (after a module docstring) and nothing else."""
     try:
         body = ast.parse(textwrap.dedent(content)).body
     except (SyntaxError, ValueError):
         return False
-    return bool(body) and all(isinstance(n, (ast.Import, ast.ImportFrom, *_DEFINITIONS)) for n in body)
+    docstring = bool(body) and _module_docstring(ast.Module(body=body, type_ignores=[])) is not None
+    rest = body[1:] if docstring else body
+    return (docstring or bool(rest)) and all(
+        isinstance(n, (ast.Import, ast.ImportFrom, *_DEFINITIONS)) for n in rest
+    )
 
 
 def _merge_note(replaced: list[str], added: list[str]) -> str:

@@ -753,6 +753,26 @@ def test_write_file_of_imports_alone_adds_them_to_the_module(workspace: Path) ->
     assert edited.ok and (workspace / "config.py").read_text() == "import os\nimport json\nUNIT = 'F'\n"
 
 
+def test_write_file_of_a_module_docstring_sets_it_and_keeps_the_code(workspace: Path) -> None:
+    """A documentation task: the model writes the docstring alone, or with some of the code."""
+    (workspace / "queue.py").write_text("from collections import deque\n\n\nclass Queue:\n    pass\n")
+    (workspace / "config.py").write_text('"""Old."""\n\nUNIT = "F"\n')
+    tools = make_toolbox(workspace)
+    added = tools.call("write_file", {"path": "queue.py", "content": '"""A FIFO queue."""\n'})
+    assert added.ok and "added the module docstring" in added.output
+    assert (workspace / "queue.py").read_text() == (
+        '"""A FIFO queue."""\n\nfrom collections import deque\n\n\nclass Queue:\n    pass\n'
+    )
+    again = tools.call(
+        "write_file",
+        {"path": "queue.py", "content": '"""First-in, first-out."""\n\nclass Queue:\n    pass\n'},
+    )
+    assert again.ok and "replaced Queue, the module docstring" in again.output
+    assert (workspace / "queue.py").read_text().startswith('"""First-in, first-out."""\n\nfrom collections')
+    assert tools.call("write_file", {"path": "config.py", "content": '"""Units."""'}).ok
+    assert (workspace / "config.py").read_text() == '"""Units."""\n\nUNIT = "F"\n'
+
+
 def test_a_refused_edit_quotes_the_line_that_does_not_parse(workspace: Path) -> None:
     tools = make_toolbox(workspace)
     elided = tools.call(
