@@ -492,8 +492,8 @@ class Toolbox:
                 return ToolResult(
                     ok=False,
                     output=f"not written: the new content would delete {', '.join(lost)} from "
-                    f"{self._display(target)}. Give the whole file, or only the functions or classes "
-                    "to replace or add.",
+                    f"{self._display(target)}. Give the whole file, or only the functions, classes or "
+                    "constants to replace or add.",
                     error_kind="bad_args",
                 )
             content, replaced, added = merged
@@ -552,6 +552,8 @@ class Toolbox:
             note = " ('search' is not in the file but starts 'replace': appended at the end)"
         else:
             found = _match_ignoring_indent(text, search, replace)
+            if found is None and (found := _match_other_quotes(text, search, replace)):
+                note = " (matched with the file's quotes)"
             merged = merge_definitions(text, replace) if found is None and target.suffix == ".py" else None
             if merged is not None:
                 # `replace` is a whole function or class: what the model means is that definition.
@@ -778,8 +780,8 @@ def _definitions(source: str) -> list[str]:
         return []
     names = []
     for node in tree.body:
-        if isinstance(node, _DEFINITIONS):
-            names.append(node.name)
+        if (name := _top_level_name(node)) is not None:
+            names.append(name)
         if isinstance(node, ast.ClassDef):
             names.extend(f"{node.name}.{item.name}" for item in node.body if isinstance(item, _FUNCTIONS))
     return names
@@ -789,8 +791,8 @@ def _definition_spans(tree: ast.Module) -> dict[str, list[tuple[int, int, int]]]
     """name -> (first line, last line, indent) of each top-level definition and each method."""
     spans: dict[str, list[tuple[int, int, int]]] = {}
     for node in tree.body:
-        if isinstance(node, _DEFINITIONS):
-            spans.setdefault(node.name, []).append((_first_line(node), node.end_lineno or node.lineno, 0))
+        if (name := _top_level_name(node)) is not None:
+            spans.setdefault(name, []).append((_first_line(node), node.end_lineno or node.lineno, 0))
         if isinstance(node, ast.ClassDef):
             for item in node.body:
                 if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -807,12 +809,25 @@ def _first_line(node: ast.AST) -> int:
 _DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
+def _top_level_name(node: ast.AST) -> str | None:
+    """The name a top-level statement defines: a function or class, or a constant assigned to one name
+    (`PRICES = {...}`, `UNIT: str = "C"`); None for anything else."""
+    if isinstance(node, _DEFINITIONS):
+        return node.name
+    if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+        return node.targets[0].id
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+        return node.target.id
+    return None
+
+
 def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]] | None:
-    """Apply a snippet of whole functions or classes (plus imports) to a Python file: each definition
-    replaces the one of the same name (a method inside its class), a new one is added at the end, new
-    imports go to the top. A small model fixing one function writes that function, not the whole file.
-    None when the snippet is not that (other statements, a name that is ambiguous, code that does not
-    parse)."""
+    """Apply a snippet of whole functions or classes, constants (`NAME = ...`) and imports to a Python
+    file: each definition replaces the one of the same name (a method inside its class), a new function
+    or class is added at the end, a new constant before the first function or class, new imports go to
+    the top, a module docstring replaces the file's. A small model fixing one function writes that
+    function, not the whole file. None when the snippet is not that (other statements, a name that is
+    ambiguous, code that does not parse)."""
     snippet = textwrap.dedent(snippet).strip("\n") + "\n"
     try:
         new_tree, old_tree = ast.parse(snippet), ast.parse(old)
@@ -820,7 +835,7 @@ def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]
         return None
     docstring = _module_docstring(new_tree)
     body = new_tree.body[1:] if docstring else new_tree.body
-    definitions = [n for n in body if isinstance(n, _DEFINITIONS)]
+    definitions = [n for n in body if _top_level_name(n) is not None]
     imports = [n for n in body if isinstance(n, ast.Import | ast.ImportFrom)]
     # Imports alone are a snippet too: "add `import math` to this file" is what a model means by them;
     # so is a module docstring alone: "put this docstring at the top".
@@ -839,14 +854,20 @@ def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]
             merged.add(node.name)
             continue
         source = "".join(snippet_lines[_first_line(node) - 1 : node.end_lineno])
-        found = spans.get(node.name, [])
-        candidates = [span for span in found if span[2] == 0] or found
+        name = _top_level_name(node) or ""
+        found = spans.get(name, [])
+        constant = not isinstance(node, _DEFINITIONS)
+        # A constant replaces only a top-level name, never a method of that name.
+        candidates = [span for span in found if span[2] == 0] or ([] if constant else found)
         if len(candidates) > 1:
             return None
         if candidates:
             first, last, indent = candidates[0]
             changes.append((first, last, textwrap.indent(source, " " * indent)))
-            replaced.append(node.name)
+            replaced.append(name)
+        elif constant and (first_definition := _first_definition_line(old_tree)):
+            # Before the code that may use it at import time.
+            changes.append((first_definition, first_definition - 1, source.rstrip("\n") + "\n\n\n"))
         else:
             added.append(source.rstrip("\n"))
     lines = old.splitlines(keepends=True)
@@ -868,11 +889,17 @@ def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]
         block = "\n".join(new_imports) + "\n"
         after_docstring = bool(head) and isinstance(head[0], ast.Expr)
         result = "".join(out[:at]) + ("\n" if after_docstring else "") + block + "".join(out[at:])
-    names = [n.name for n in definitions if n.name not in replaced and n.name not in merged]
+    names = [_top_level_name(n) or "" for n in definitions]
+    names = [name for name in names if name not in replaced and name not in merged]
     if docstring:
         result, which = _with_module_docstring(result, ast.get_source_segment(snippet, docstring) or "")
         (replaced if which == "replaced" else names).append("the module docstring")
     return result, replaced, [*names, *new_methods, *new_imports]
+
+
+def _first_definition_line(tree: ast.Module) -> int | None:
+    first = next((n for n in tree.body if isinstance(n, _DEFINITIONS)), None)
+    return _first_line(first) if first is not None else None
 
 
 def _module_docstring(tree: ast.Module) -> ast.Expr | None:
@@ -1018,7 +1045,7 @@ def _snippet_only(content: str) -> bool:
     docstring = bool(body) and _module_docstring(ast.Module(body=body, type_ignores=[])) is not None
     rest = body[1:] if docstring else body
     return (docstring or bool(rest)) and all(
-        isinstance(n, (ast.Import, ast.ImportFrom, *_DEFINITIONS)) for n in rest
+        isinstance(n, ast.Import | ast.ImportFrom) or _top_level_name(n) is not None for n in rest
     )
 
 
@@ -1088,6 +1115,19 @@ def _match_ignoring_indent(text: str, search: str, replace: str) -> tuple[str, i
         new_lines.append(line + "\n")
     offset = sum(len(ln) for ln in lines[:start])
     return "".join(lines[:start] + new_lines + lines[start + len(wanted) :]), offset
+
+
+def _match_other_quotes(text: str, search: str, replace: str) -> tuple[str, int] | None:
+    """`search` written with the other kind of quotes than the file uses (`UNIT = 'F'` for
+    `UNIT = "F"`): when that matches exactly once, `replace` goes in with the file's quotes."""
+    for ours, theirs in (("'", '"'), ('"', "'")):
+        if ours not in search:
+            continue
+        swapped = search.replace(ours, theirs)
+        if text.count(swapped) == 1:
+            at = text.index(swapped)
+            return text.replace(swapped, replace.replace(ours, theirs), 1), at
+    return None
 
 
 def _appended(text: str, addition: str) -> tuple[str, int, str]:

@@ -717,7 +717,7 @@ def test_write_file_with_some_definitions_merges_them(workspace: Path) -> None:
     )
     # Content that is neither the whole file nor definitions is refused, and the file is kept.
     before = (workspace / "m.py").read_text()
-    dropped = tools.call("write_file", {"path": "m.py", "content": "x = 1\n"})
+    dropped = tools.call("write_file", {"path": "m.py", "content": "print(1)\n"})
     assert not dropped.ok and "would delete add, Box, power" in dropped.output
     assert (workspace / "m.py").read_text() == before
     # edit_file whose search is missing but whose replacement is a whole function merges it too.
@@ -771,6 +771,42 @@ def test_write_file_of_a_module_docstring_sets_it_and_keeps_the_code(workspace: 
     assert (workspace / "queue.py").read_text().startswith('"""First-in, first-out."""\n\nfrom collections')
     assert tools.call("write_file", {"path": "config.py", "content": '"""Units."""'}).ok
     assert (workspace / "config.py").read_text() == '"""Units."""\n\nUNIT = "F"\n'
+
+
+def test_write_file_of_constants_replaces_or_adds_them(workspace: Path) -> None:
+    """Seen in the eval: asked to add pears to PRICES in a module with no function, Qwen 1.5B wrote
+    `PRICES['pear'] = 0.5` alone, which replaced the whole module. A module's constants count as its
+    definitions: dropping one is refused, and a snippet of constants replaces or adds them by name."""
+    (workspace / "prices.py").write_text('"""Prices."""\n\nPRICES = {\n    "apple": 0.3,\n}\n')
+    (workspace / "order.py").write_text(
+        "from prices import PRICES\n\nBULK = 10\n\n\nclass Order:\n    def size(self):\n        return 1\n"
+    )
+    tools = make_toolbox(workspace)
+    lost = tools.call("write_file", {"path": "prices.py", "content": "PRICES['pear'] = 0.5\n"})
+    assert not lost.ok and "would delete PRICES" in lost.output
+    fixed = tools.call(
+        "write_file", {"path": "prices.py", "content": "PRICES = {'apple': 0.3, 'pear': 0.5}\n"}
+    )
+    assert fixed.ok and "replaced PRICES" in fixed.output
+    assert (
+        workspace / "prices.py"
+    ).read_text() == '"""Prices."""\n\nPRICES = {\'apple\': 0.3, \'pear\': 0.5}\n'
+    added = tools.call(
+        "write_file", {"path": "order.py", "content": "BULK = 9\nDISCOUNT: float = 0.1\nsize = 2\n"}
+    )
+    assert added.ok and "replaced BULK; added DISCOUNT, size" in added.output, added.output
+    assert (workspace / "order.py").read_text() == (
+        "from prices import PRICES\n\nBULK = 9\n\n\nDISCOUNT: float = 0.1\n\n\nsize = 2\n\n\n"
+        "class Order:\n    def size(self):\n        return 1\n"
+    )
+
+
+def test_an_edit_written_with_the_other_quotes_matches(workspace: Path) -> None:
+    """Seen in the eval: `UNIT = 'F'` searched in a file that says `UNIT = "F"`."""
+    (workspace / "config.py").write_text('UNIT = "F"\nSTATION = "Harbour"\n')
+    tools = make_toolbox(workspace)
+    edited = tools.call("edit_file", {"path": "config.py", "search": "UNIT = 'F'", "replace": "UNIT = 'C'"})
+    assert edited.ok and (workspace / "config.py").read_text() == 'UNIT = "C"\nSTATION = "Harbour"\n'
 
 
 def test_a_refused_edit_quotes_the_line_that_does_not_parse(workspace: Path) -> None:
