@@ -36,7 +36,7 @@ from elpis_api.deps import (
     authenticate,
 )
 from models import Batch, Step, StepKind, Task, sessionmaker_for
-from models.records import Affect, EmotionRecord
+from models.records import Affect, EmotionRecord, step_detail
 
 HERE = Path(__file__).resolve().parents[1]
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -118,7 +118,13 @@ def _diff_class(line: str) -> str:
     return {"+": "add", "-": "del"}.get(line[:1], "")
 
 
+def _detail(step: Step) -> Any:
+    """A step's detail as its kind's model (models/records.py), for the step templates."""
+    return step_detail(step.kind, step.detail)
+
+
 templates.env.filters.update(
+    detail=_detail,
     pretty=_pretty,
     from_json=_from_json,
     signed=_signed,
