@@ -62,6 +62,7 @@ def run_one(database_url: str, task: dict, backend, settings) -> dict:
 
     from elpis_worker.agent import run_agent
     from elpis_worker.store import TaskStore
+    from elpis_worker.turns import REPLAN, turn_key
     from models import Batch, Step, StepKind, Task, session_scope
 
     budget = settings.budget.model_dump() | task.get("budget", {})
@@ -92,7 +93,7 @@ def run_one(database_url: str, task: dict, backend, settings) -> dict:
             "solved": status is not None and status.value == "succeeded",
             "turns": len(calls),
             "repeats": sum(1 for a, b in zip(calls, calls[1:], strict=False) if a == b),
-            "replans": sum(1 for st in steps if (st.detail or {}).get("replan")),
+            "replans": sum(1 for st in steps if turn_key(st) == REPLAN),
             "mean_temperature": statistics.mean(temps) if temps else None,
             "seconds": seconds,
         }

@@ -24,7 +24,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 from configs.errors import ElpisError
 
@@ -326,14 +331,27 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, _EnvAliasSource(settings_cls), _YamlSource(settings_cls))
 
 
-class _YamlSource(PydanticBaseSettingsSource):
-    """Reads the YAML defaults; lowest priority, below the environment."""
+class _YamlSource(YamlConfigSettingsSource):
+    """config.yaml (or the file $ELPIS_CONFIG names): lowest priority, below the environment. A file
+    that is missing, is not YAML or holds no mapping is a `ConfigError`; unknown keys are refused by the
+    models (`extra="forbid"`), like those set in the environment."""
 
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
-        return None, field_name, False
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        path = config_path()
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist (set ELPIS_CONFIG to a readable YAML file)")
+        super().__init__(settings_cls, yaml_file=path)
 
-    def __call__(self) -> dict[str, Any]:
-        return _read_yaml(config_path())
+    def _read_file(self, file_path: Path) -> dict[str, Any]:
+        try:
+            data = super()._read_file(file_path)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {file_path} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"config file {file_path} must hold a mapping of keys, not {type(data).__name__}"
+            )
+        return data
 
 
 class _EnvAliasSource(PydanticBaseSettingsSource):
@@ -355,18 +373,6 @@ class _EnvAliasSource(PydanticBaseSettingsSource):
 
 def config_path() -> Path:
     return Path(os.environ.get("ELPIS_CONFIG") or DEFAULT_CONFIG)
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist (set ELPIS_CONFIG to a readable YAML file)")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
-    return data
 
 
 def _known_env_names() -> set[str]:

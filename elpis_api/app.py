@@ -58,7 +58,6 @@ def create_app(database_url: str | None = None) -> FastAPI:
             # The served app owns the process's logging; one built for a given database (the tests,
             # an embedding program) leaves logging to its host.
             configure_logging()
-        pages.end_streams_on_shutdown()
         app.state.database_url = database_url or start_or_find_database()
         if not hasattr(app.state, "enqueue"):
             from elpis_worker.celery_app import app as celery

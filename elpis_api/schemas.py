@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # A task submission (TaskIn) is defined with the service that writes it, elpis_worker/batches.py.
 from elpis_worker.batches import StrictInput, TaskIn
 from models import StepKind, TaskStatus
-from models.records import Affect, EmotionRecord, Sampling, Strategy
+from models.records import Affect, EmotionRecord, Sampling, StepDetailOut, Strategy, step_detail
 
 
 class BatchIn(StrictInput):
@@ -84,9 +84,16 @@ class StepOut(BaseModel):
     sampling: Sampling | None
     # An emotion step's whole record; a think step's affect state at the time.
     emotion: EmotionRecord | Affect | None
-    detail: dict[str, Any] | None
+    # The model of the step's kind (models/records.py: DETAILS); a tool call and an emotion update have
+    # none, and a stored detail no model reads is returned as it is.
+    detail: StepDetailOut | None
     worker_id: str | None
     created_at: datetime
+
+    @field_validator("detail", mode="before")
+    @classmethod
+    def _detail_of_kind(cls, value: Any, info: ValidationInfo) -> Any:
+        return step_detail(info.data.get("kind"), value) if isinstance(value, dict) else value
 
 
 class Page(BaseModel):

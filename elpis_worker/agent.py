@@ -69,8 +69,13 @@ from models.records import (
     Affect,
     Appraisal,
     EmotionRecord,
+    MemoryDetail,
+    ObserveDetail,
+    ReflectDetail,
     Sampling,
     Strategy,
+    ThinkDetail,
+    ToolResultDetail,
     Trajectory,
     TurnPlan,
 )
@@ -216,7 +221,7 @@ class Agent:
                 continue
             self._stop_if_worker_stopping(f"observation {name}")
             started = time.perf_counter()
-            detail: dict[str, Any] = {}
+            detail = ObserveDetail()
             exit_code = None
             if name == ObservationPlan.REPO_MAP:
                 output = repo_map(self.root)
@@ -224,13 +229,13 @@ class Agent:
             elif name == ObservationPlan.TESTS:
                 result = self.toolbox.call("run_tests", {})
                 output, exit_code = result.output, result.exit_code
-                detail = {
-                    "ok": result.ok,
-                    "tests_run": True,
-                    "tests_passed": result.tests_passed,
-                    "failures": result.failures,
-                    "error_kind": result.error_kind,
-                }
+                detail = ObserveDetail(
+                    ok=result.ok,
+                    tests_run=True,
+                    tests_passed=result.tests_passed,
+                    failures=result.failures,
+                    error_kind=result.error_kind,
+                )
                 self.store.record_tests(self.task_id, result.tests_passed, result.exit_code, result.output)
                 verdict = "pass" if result.tests_passed else "fail"
                 hints = "".join(f"\n{h}" for h in failure_hints(output, self.root))
@@ -243,7 +248,7 @@ class Agent:
                 for path in mentioned_files(self.task.instruction, self.root):
                     named.setdefault(path, [])
                 files = list(named)[:SOURCE_FILES_MAX]
-                detail = {"files": files}
+                detail = ObserveDetail(files=files)
                 output = "\n\n".join(render_source(self.root, f, named[f]) for f in files)
                 content = (
                     f"Source of the files involved:\n{output}"
@@ -259,7 +264,7 @@ class Agent:
                 tool_result=output,
                 exit_code=exit_code,
                 duration_ms=(time.perf_counter() - started) * 1000,
-                detail=detail,
+                detail=detail.stored(),
             )
             self.observations.append(step)
             log.info(
@@ -422,14 +427,14 @@ class Agent:
         except (EmbeddingLoadError, EmbeddingMismatchError) as exc:
             # The task goes on without memories; the step says why none were recalled.
             log.error("task %s: memory retrieval failed: %s", self.task_id, exc)
-            detail, content = {"memories": [], "memory_signal": 0.0, "error": str(exc)}, ""
-        detail |= {"reason": reason, "query": query[:500]}
+            detail, content = MemoryDetail(memories=[], memory_signal=0.0, error=str(exc)), ""
+        detail.reason, detail.query = reason, query[:500]
         return self._record(
             turn,
             StepKind.memory,
             content=content,
             duration_ms=(time.perf_counter() - started) * 1000,
-            detail=detail,
+            detail=detail.stored(),
         )
 
     def _last_failure_output(self, turn: TurnSteps) -> str:
@@ -446,7 +451,7 @@ class Agent:
             modulation,
             schema=REPLAN_SCHEMA,
             max_tokens=self.gen.reflect_max_tokens * 2,
-            detail={REPLAN: True, "plan": plan.stored(), "reasons": modulation.reasons},
+            detail=ReflectDetail(replan=True, plan=plan, reasons=modulation.reasons),
         )
 
     def _think(self, turn: TurnSteps, state: AffectState, modulation: Modulation, plan: TurnPlan) -> Step:
@@ -510,14 +515,14 @@ class Agent:
             duration_ms=completion.duration_s * 1000 * (1 - reflect_share),
             sampling=sampling.stored(),
             emotion=Affect.model_validate(state.as_dict()).stored(),
-            detail={
-                "thought": action.thought,
-                "parse_error": action.error,
-                "finish_reason": completion.finish_reason,
-                "merged": merged,
+            detail=ThinkDetail(
+                thought=action.thought,
+                parse_error=action.error,
+                finish_reason=completion.finish_reason,
+                merged=merged,
                 # Prompt tokens llama.cpp evaluated for this call; the rest came from its KV cache.
-                "evaluated_prompt_tokens": completion.evaluated_prompt_tokens,
-            },
+                evaluated_prompt_tokens=completion.evaluated_prompt_tokens,
+            ).stored(),
         )
 
     def _record_reflection(self, turn: TurnSteps, completion: Completion, modulation: Modulation) -> int:
@@ -540,7 +545,9 @@ class Agent:
             sampling=Sampling(
                 temperature=modulation.temperature, top_p=modulation.top_p, merged=True
             ).stored(),
-            detail={"merged": True, "completion": completion.text, "progress": reflection.get("progress")},
+            detail=ReflectDetail(
+                merged=True, completion=completion.text, progress=reflection.get("progress")
+            ).stored(),
         )
         return tokens
 
@@ -633,19 +640,19 @@ class Agent:
         duration = (time.perf_counter() - started) * 1000
         diff = workspace_diff(self.root) if result.changed_files else None
         current_diff = diff if diff is not None else (self.store.load_task(self.task_id).workspace_diff or "")
-        detail = {
-            "ok": result.ok,
-            "error_kind": result.error_kind,
-            "exit_code": result.exit_code,
-            "tests_run": result.tests_run,
-            "tests_passed": result.tests_passed,
-            "failures": result.failures,
-            "diff_lines": diff_stats(current_diff),
-            "diff_sha": diff_sha(current_diff),
-            "finished": result.finished,
-            "summary": result.summary,
-            "reverted": result.reverted,
-        }
+        detail = ToolResultDetail(
+            ok=result.ok,
+            error_kind=result.error_kind,
+            exit_code=result.exit_code,
+            tests_run=result.tests_run,
+            tests_passed=result.tests_passed,
+            failures=result.failures,
+            diff_lines=diff_stats(current_diff),
+            diff_sha=diff_sha(current_diff),
+            finished=result.finished,
+            summary=result.summary,
+            reverted=result.reverted,
+        )
         step = self._record(
             turn,
             StepKind.tool_result,
@@ -655,7 +662,7 @@ class Agent:
             tool_result=result.output,
             exit_code=result.exit_code,
             duration_ms=duration,
-            detail=detail,
+            detail=detail.stored(),
         )
         if result.tests_run and not result.reverted:
             output = result.test_output if result.test_output is not None else result.output
@@ -668,7 +675,7 @@ class Agent:
         modulation: Modulation,
         schema: dict[str, Any] = REFLECT_SCHEMA,
         max_tokens: int | None = None,
-        detail: dict[str, Any] | None = None,
+        detail: ReflectDetail | None = None,
     ) -> Step:
         """A reflect step: the self-assessment after a tool result, or (with REPLAN_SCHEMA) a replan."""
         max_tokens = max_tokens or self.gen.reflect_max_tokens
@@ -689,7 +696,7 @@ class Agent:
             sampling=Sampling(
                 temperature=modulation.temperature, top_p=modulation.top_p, max_tokens=max_tokens
             ).stored(),
-            detail=detail,
+            detail=detail.stored() if detail is not None else None,
         )
 
     def _update_emotion(self, turn: TurnSteps, before: AffectState, action: Action, result: Step) -> Step:

@@ -40,6 +40,7 @@ from elpis_worker.metrics import observe_memories_written
 from elpis_worker.turns import group_turns
 from models import Step, StepKind, Task, TaskStatus, session_scope
 from models.memory import ConsolidatedTask, EmbeddingModel, Memory, MemoryKind
+from models.records import MemoryDetail, RecalledMemory, ToolResultDetail
 
 log = logging.getLogger(__name__)
 
@@ -178,21 +179,21 @@ def render_memories(memories: Sequence[RetrievedMemory]) -> str:
     return "\n".join([RENDER_HEADER, *(_render_line(m) for m in memories)])
 
 
-def retrieval_detail(memories: Sequence[RetrievedMemory]) -> dict[str, Any]:
+def retrieval_detail(memories: Sequence[RetrievedMemory]) -> MemoryDetail:
     """What a `memory` step's detail should hold, so a reader sees what was recalled and why."""
-    return {
-        "memories": [
-            {
-                "id": m.id,
-                "kind": m.kind,
-                "outcome": m.outcome,
-                "score": round(m.score, 4),
-                "similarity": round(m.similarity, 4),
-            }
+    return MemoryDetail(
+        memories=[
+            RecalledMemory(
+                id=m.id,
+                kind=m.kind,
+                outcome=m.outcome,
+                score=round(m.score, 4),
+                similarity=round(m.similarity, 4),
+            )
             for m in memories
         ],
-        "memory_signal": round(memory_signal(memories), 4),
-    }
+        memory_signal=round(memory_signal(memories), 4),
+    )
 
 
 def memory_signal(memories: Sequence[RetrievedMemory]) -> float:
@@ -390,12 +391,23 @@ def _step_label(call: Step, result: Step | None) -> str:
     name = call.tool_name or "?"
     arg = args.get("path") or args.get("pattern") or args.get("command") or ""
     label = f"{name} {str(arg)[:48]}".strip()
-    detail = (result.detail or {}) if result is not None else {}
-    if detail.get("tests_run"):
-        label += " (passed)" if detail.get("tests_passed") else " (failed)"
-    elif result is not None and detail and not detail.get("ok", True):
-        label += f" ({detail.get('error_kind') or 'error'})"
+    detail = ToolResultDetail.read(result.detail) if result is not None else None
+    if detail is not None and detail.tests_run:
+        label += " (passed)" if detail.tests_passed else " (failed)"
+    elif detail is not None and not detail.ok:
+        label += f" ({detail.error_kind or 'error'})"
     return label
+
+
+def _succeeded(result: Step) -> bool:
+    """A tool result that did not fail (one without a detail counts as done)."""
+    detail = ToolResultDetail.read(result.detail)
+    return detail is None or detail.ok
+
+
+def _ran_tests(result: Step) -> bool:
+    detail = ToolResultDetail.read(result.detail)
+    return detail is not None and detail.tests_run
 
 
 def _sequence(labels: list[str]) -> str:
@@ -473,7 +485,7 @@ def form_memories(task: Task, steps: Sequence[Step]) -> list[Draft]:
             (c, r)
             for c, r in calls
             if r is not None
-            and (r.detail or {}).get("ok", True)
+            and _succeeded(r)
             and c.tool_name in ("write_file", "edit_file", "run", "run_tests", "read_file", "search")
         ]
         if useful:
@@ -498,7 +510,7 @@ def form_memories(task: Task, steps: Sequence[Step]) -> list[Draft]:
             )
 
     if task.test_command:
-        test_seqs = sorted(r.seq for c, r in calls if r is not None and (r.detail or {}).get("tests_run"))
+        test_seqs = sorted(r.seq for c, r in calls if r is not None and _ran_tests(r))
         drafts.append(
             Draft(
                 MemoryKind.semantic,
@@ -514,7 +526,7 @@ def form_memories(task: Task, steps: Sequence[Step]) -> list[Draft]:
         )
     for call, result in calls:
         path = str((call.tool_args or {}).get("path", ".")).strip().removeprefix("./").rstrip("/")
-        listed = result is not None and (result.detail or {}).get("ok", True) and result.tool_result
+        listed = result is not None and _succeeded(result) and result.tool_result
         if call.tool_name == "list_dir" and path in ("", ".") and listed:
             entries = [e.strip() for e in result.tool_result.splitlines() if e.strip()][:20]
             drafts.append(

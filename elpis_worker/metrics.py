@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from models import StepKind, TaskStatus
+from models.records import MemoryDetail, ToolResultDetail
 
 log = logging.getLogger(__name__)
 
@@ -155,14 +156,15 @@ def observe_step(kind: StepKind, fields: dict[str, Any]) -> None:
                 if completion:
                     m.tokens_per_second.labels(label).observe(completion / (duration_ms / 1000))
         if label == "memory":
-            m.memories_recalled.inc(len((fields.get("detail") or {}).get("memories") or []))
+            recalled = MemoryDetail.read(fields.get("detail"))
+            m.memories_recalled.inc(len(recalled.memories) if recalled else 0)
         if kind == StepKind.tool_call:
             m.tool_calls.labels(_tool_label(fields.get("tool_name"))).inc()
         elif kind == StepKind.tool_result:
-            detail = fields.get("detail") or {}
-            if not detail.get("ok", True):
+            result = ToolResultDetail.read(fields.get("detail"))
+            if result is not None and not result.ok:
                 m.tool_errors.labels(
-                    _tool_label(fields.get("tool_name")), str(detail.get("error_kind") or "failed")
+                    _tool_label(fields.get("tool_name")), str(result.error_kind or "failed")
                 ).inc()
     except Exception:  # noqa: BLE001 - metrics are best effort, the step is already stored
         log.warning("could not count step metrics", exc_info=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 from elpis_worker.tools import TOOL_ARGS, TOOL_SCHEMAS
 from models import Step, StepKind
-from models.records import Strategy, TurnPlan
+from models.records import ReflectDetail, Strategy, TurnPlan
 
 
 @dataclass
@@ -49,7 +49,7 @@ class TurnSteps:
 
 
 def turn_key(step: Step) -> str:
-    if step.kind == StepKind.reflect and (step.detail or {}).get(REPLAN):
+    if step.kind == StepKind.reflect and step.detail and ReflectDetail.read(step.detail).replan:
         return REPLAN
     return step.kind.value
 

@@ -368,33 +368,17 @@ def workspace_diff(root: Path) -> str:
     return proc.stdout.decode("utf-8", "replace")
 
 
-_HUNK_RE = re.compile(r"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
-
-
 def diff_stats(diff: str) -> int:
-    """Added plus removed lines of a unified diff. Hunk headers are followed so a removed line that
-    itself starts with '--' is not mistaken for a file header."""
-    changed = 0
-    old_left = new_left = 0
-    for line in diff.splitlines():
-        if old_left > 0 or new_left > 0:
-            if line.startswith("+"):
-                changed += 1
-                new_left -= 1
-            elif line.startswith("-"):
-                changed += 1
-                old_left -= 1
-            elif line.startswith("\\"):
-                pass
-            else:
-                old_left -= 1
-                new_left -= 1
-            continue
-        match = _HUNK_RE.match(line)
-        if match:
-            old_left = int(match.group(1)) if match.group(1) is not None else 1
-            new_left = int(match.group(2)) if match.group(2) is not None else 1
-    return changed
+    """Added plus removed lines of a patch as git counts them (`git apply --numstat`, which reads the
+    patch and applies nothing; a binary file counts 0). The agent has the diff as text, not always a
+    workspace in that state, so the patch is what is counted."""
+    if not diff:
+        return 0
+    proc = run_git(["apply", "--numstat", "-"], git_dir=None, input=diff.encode("utf-8", "replace"))
+    if proc.returncode != 0:
+        raise WorkspaceError(f"could not count the diff's lines: {_last_error_line(proc)}")
+    counts = (line.split("\t", 2)[:2] for line in proc.stdout.decode("utf-8", "replace").splitlines())
+    return sum(int(n) for pair in counts for n in pair if n.isdigit())
 
 
 def resolve_inside(root: Path, path: str) -> Path:

@@ -1,16 +1,17 @@
-"""Typed records stored in a step's JSON columns (`Step.sampling`, `Step.emotion`) and the names they
-use. The agent writes them through these models (`.stored()`), readers parse them back with
-`model_validate`, and the API returns them with these types, so the OpenAPI schema says what a step
-holds. Stored records are read leniently (unknown keys ignored, missing optional keys default), so rows
-written before a field existed still parse.
+"""Typed records stored in a step's JSON columns (`Step.sampling`, `Step.emotion`, `Step.detail`) and
+the names they use. The agent writes them through these models (`.stored()`), readers parse them back with
+`model_validate` (a detail with `read` or `step_detail`), and the API returns them with these types, so
+the OpenAPI schema says what a step holds. Stored records are read leniently (missing optional keys
+default; unknown keys are ignored, or kept in a detail), so rows written before a field existed still
+parse.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class ToolName(enum.StrEnum):
@@ -142,3 +143,134 @@ class Sampling(Record):
 
     def stored(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)  # only the keys that apply
+
+
+# --- a step's detail -------------------------------------------------------------------------------
+
+
+class StepDetail(Record):
+    """A step's `detail`: the facts a reader needs about the step (test counts, error kind, diff size,
+    parse errors...), one model per kind of step. Lenient both ways, so old rows and newer writers both
+    read: keys no model names are kept (and returned by the API), and only the keys the writer set are
+    stored, so the stored JSON is what it was before these models existed."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    def stored(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", include=set(self.model_fields_set))
+
+    @classmethod
+    def read(cls, data: dict[str, Any] | None) -> Self | None:
+        """The stored detail as this model; None where the step stored none."""
+        return None if data is None else cls.model_validate(data)
+
+
+class OutcomeDetail(StepDetail):
+    """Whether a call worked and, where it ran the task's tests, their verdict."""
+
+    ok: bool = True
+    error_kind: ErrorKind | None = None
+    tests_run: bool = False
+    tests_passed: bool | None = None
+    failures: int | None = None
+
+
+class ToolResultDetail(OutcomeDetail):
+    """A `tool_result` step's detail."""
+
+    exit_code: int | None = None
+    diff_lines: int | None = None  # the workspace diff's size after the call
+    diff_sha: str | None = None  # identifies the workspace state (elpis_worker/turns.py: diff_sha)
+    finished: bool = False  # a finish the tests accepted: the task is done
+    summary: str | None = None
+    reverted: bool = False  # an edit that broke passing tests, undone
+
+
+class ObserveDetail(OutcomeDetail):
+    """An `observe` step's detail: the tests' verdict (the `run_tests` observation) or the files whose
+    source was shown (`read_sources`); the repository map stores none of it."""
+
+    files: list[str] | None = None
+
+
+class ThinkDetail(StepDetail):
+    """A `think` step's detail: the reply's thought, why it was no usable call, how it ended."""
+
+    thought: str | None = None
+    parse_error: str | None = None
+    finish_reason: str | None = None  # "stop", or "length" when max_tokens cut the reply
+    merged: bool = False  # the reply also carried the reflection on the previous result
+    # Prompt tokens the model evaluated for this call; the rest came from its KV cache.
+    evaluated_prompt_tokens: int | None = None
+
+
+class ReflectDetail(StepDetail):
+    """A `reflect` step's detail: a replan (with the plan it set) or a reflection given in the same reply
+    as the next tool call (with the whole reply, so a resumed turn can record the think step from it).
+    A plain reflection stores none."""
+
+    replan: bool = False
+    plan: TurnPlan | None = None
+    reasons: list[str] | None = None
+    merged: bool = False
+    completion: str | None = None
+    progress: bool | None = None
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _progress(cls, value: Any) -> Any:
+        # The grammar makes it a boolean; a server that ignores the schema may send anything else.
+        return value if value is None or isinstance(value, bool) else None
+
+
+class RecalledMemory(Record):
+    """One long-term memory a `memory` step recalled, with how it scored."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    id: int
+    kind: str
+    outcome: str | None = None
+    score: float
+    similarity: float
+
+
+class MemoryDetail(StepDetail):
+    """A `memory` step's detail: what was recalled and why, or why nothing could be."""
+
+    memories: list[RecalledMemory] = Field(default_factory=list)
+    memory_signal: float = 0.0  # in -1..1: past successes (+) or failures (-) among what was recalled
+    error: str | None = None
+    reason: str | None = None  # "task start" or "replan"
+    query: str | None = None
+
+
+DETAILS: dict[str, type[StepDetail]] = {
+    "observe": ObserveDetail,
+    "think": ThinkDetail,
+    "tool_result": ToolResultDetail,
+    "reflect": ReflectDetail,
+    "memory": MemoryDetail,
+}
+"""The detail model of each kind of step that stores one (a tool call and an emotion update store none)."""
+
+
+# What the API returns as a step's detail: its kind's model, chosen by the step's kind (`step_detail`), not
+# guessed from the keys (every field has a default); the stored JSON where no model reads it. Tried left to
+# right: a dict is the stored JSON, a model instance matches its own class only.
+StepDetailOut = Annotated[
+    dict[str, Any] | ObserveDetail | ThinkDetail | ToolResultDetail | ReflectDetail | MemoryDetail,
+    Field(union_mode="left_to_right"),
+]
+
+
+def step_detail(kind: str, data: dict[str, Any] | None) -> StepDetail | dict[str, Any] | None:
+    """A stored detail as its kind's model; as stored where the kind has none, or where the stored JSON
+    does not fit it (a row older than the model)."""
+    model = DETAILS.get(str(kind))
+    if model is None or not isinstance(data, dict):
+        return data
+    try:
+        return model.model_validate(data)
+    except ValidationError:
+        return data

@@ -209,7 +209,8 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerHandle]]:
 
 @pytest.fixture
 def start_api(tmp_path: Path) -> Iterator[Callable[..., str]]:
-    """Start the real API (uvicorn) as a process of its own; returns its base URL."""
+    """Start the real API (uvicorn) as a process of its own; returns its base URL (the processes are in
+    `start_api.processes`, latest last)."""
     import httpx
 
     processes: list[subprocess.Popen[bytes]] = []
@@ -243,7 +244,9 @@ def start_api(tmp_path: Path) -> Iterator[Callable[..., str]]:
         wait_for(up, timeout=60, what="the API to answer /healthz")
         return url
 
+    start.processes = processes  # type: ignore[attr-defined]
     yield start
     for process in processes:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=20)

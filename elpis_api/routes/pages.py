@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -17,12 +15,14 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
+import anyio
 from fastapi import APIRouter, Header, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from elpis_api.deps import (
@@ -36,7 +36,7 @@ from elpis_api.deps import (
     authenticate,
 )
 from models import Batch, Step, StepKind, Task, sessionmaker_for
-from models.records import Affect, EmotionRecord
+from models.records import Affect, EmotionRecord, step_detail
 
 HERE = Path(__file__).resolve().parents[1]
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -47,37 +47,13 @@ router = APIRouter(include_in_schema=False)
 # stream never keeps the server from shutting down for long.
 POLL_SECONDS = 0.5
 STREAM_SECONDS = 30.0
+# How long a stream may take to end once the server is stopping before it is cancelled.
+SHUTDOWN_GRACE_SECONDS = 2.0
 RECENT_TASKS = 50
 
 
 def static_files() -> StaticFiles:
     return StaticFiles(directory=HERE / "static")
-
-
-_shutting_down = threading.Event()
-
-
-def end_streams_on_shutdown() -> None:
-    """Let live streams end as soon as the server is asked to stop. Uvicorn waits for open responses
-    before it shuts down, and no ASGI message tells an endless response that it should finish, so
-    chain a flag onto the server's SIGINT/SIGTERM handlers (installed before the app starts)."""
-    if threading.current_thread() is not threading.main_thread():
-        return  # an embedded app (the test client): its host stops it
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous = signal.getsignal(sig)
-        if not callable(previous) or getattr(previous, "elpis_streams", False):
-            continue
-
-        def handler(signum: int, frame: object, previous: Callable = previous) -> None:
-            _shutting_down.set()
-            previous(signum, frame)
-
-        handler.elpis_streams = True  # type: ignore[attr-defined]
-        signal.signal(sig, handler)
-
-
-def _streaming() -> bool:
-    return not _shutting_down.is_set()
 
 
 # --- template helpers --------------------------------------------------------------------------------
@@ -118,7 +94,13 @@ def _diff_class(line: str) -> str:
     return {"+": "add", "-": "del"}.get(line[:1], "")
 
 
+def _detail(step: Step) -> Any:
+    """A step's detail as its kind's model (models/records.py), for the step templates."""
+    return step_detail(step.kind, step.detail)
+
+
 templates.env.filters.update(
+    detail=_detail,
     pretty=_pretty,
     from_json=_from_json,
     signed=_signed,
@@ -192,16 +174,19 @@ def _task_parts(task: Task) -> dict[str, str]:
     }
 
 
-def _sse(event: str, data: Any, event_id: int | None = None) -> str:
-    head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
+def _sse(event: str, data: Any, event_id: int | None = None) -> ServerSentEvent:
+    return ServerSentEvent(
+        json.dumps(data, default=str), event=event, id=None if event_id is None else str(event_id)
+    )
 
 
-def _stream(body: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(
-        body,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+def _stream(body: Callable[[anyio.Event], AsyncIterator[ServerSentEvent]]) -> EventSourceResponse:
+    """Server-sent events from `body`, which gets the event sse-starlette sets when the server is asked to
+    stop (uvicorn waits for open responses, and no ASGI message tells an endless one to finish): `body`
+    then ends at its next poll. The stream also ends when the browser goes away."""
+    stopping = anyio.Event()
+    return EventSourceResponse(
+        body(stopping), sep="\n", shutdown_event=stopping, shutdown_grace_period=SHUTDOWN_GRACE_SECONDS
     )
 
 
@@ -314,7 +299,7 @@ async def task_events(
     token: PageScope,
     after: int = Query(-1, ge=-1, le=MAX_SEQ, description="send the steps with seq greater than this"),
     last_event_id: Annotated[int | None, Header(ge=-1, le=MAX_SEQ)] = None,
-) -> StreamingResponse:
+) -> EventSourceResponse:
     """Server-sent events: `step` (each new step, rendered), `task` (header and outcome, when they
     change) and `end` once the task is finished and every step was sent."""
     url = request.app.state.database_url
@@ -322,10 +307,10 @@ async def task_events(
         raise HTTPException(404, f"task {task_id} not found")
     start = after if last_event_id is None else max(after, last_event_id)
 
-    async def body() -> AsyncIterator[str]:
+    async def body(stopping: anyio.Event) -> AsyncIterator[ServerSentEvent]:
         sent, shown, deadline = start, None, time.monotonic() + STREAM_SECONDS
-        yield "retry: 1000\n\n"
-        while _streaming() and not await request.is_disconnected():
+        yield ServerSentEvent(retry=1000)
+        while not stopping.is_set():
             parts, steps, finished = await run_in_threadpool(_task_changes, url, task_id, sent)
             for step in steps:
                 yield _sse("step", step, step["seq"])
@@ -340,16 +325,16 @@ async def task_events(
                 return
             await asyncio.sleep(POLL_SECONDS)
 
-    return _stream(body())
+    return _stream(body)
 
 
-def _snapshots(request: Request, render: Callable[[], tuple[dict[str, Any], bool]]) -> StreamingResponse:
+def _snapshots(render: Callable[[], tuple[dict[str, Any], bool]]) -> EventSourceResponse:
     """Re-render a table every POLL_SECONDS and push it when it changed; `end` when `render` says done."""
 
-    async def body() -> AsyncIterator[str]:
+    async def body(stopping: anyio.Event) -> AsyncIterator[ServerSentEvent]:
         shown, deadline = None, time.monotonic() + STREAM_SECONDS
-        yield "retry: 1000\n\n"
-        while _streaming() and not await request.is_disconnected():
+        yield ServerSentEvent(retry=1000)
+        while not stopping.is_set():
             data, done = await run_in_threadpool(render)
             if data != shown:
                 yield _sse("update", data)
@@ -361,11 +346,11 @@ def _snapshots(request: Request, render: Callable[[], tuple[dict[str, Any], bool
                 return
             await asyncio.sleep(POLL_SECONDS)
 
-    return _stream(body())
+    return _stream(body)
 
 
 @router.get("/batches/{batch_id}/events")
-def batch_events(batch_id: DbId, request: Request, token: PageScope) -> StreamingResponse:
+async def batch_events(batch_id: DbId, request: Request, token: PageScope) -> EventSourceResponse:
     url = request.app.state.database_url
 
     def render() -> tuple[dict[str, Any], bool]:
@@ -379,12 +364,12 @@ def batch_events(batch_id: DbId, request: Request, token: PageScope) -> Streamin
                 "summary": _render("_batch_summary.html", batch=batch, **context),
             }, context["finished"]
 
-    render()  # a 404 before the stream starts
-    return _snapshots(request, render)
+    await run_in_threadpool(render)  # a 404 before the stream starts
+    return _snapshots(render)
 
 
 @router.get("/events/tasks")
-def index_events(request: Request, token: PageScope) -> StreamingResponse:
+async def index_events(request: Request, token: PageScope) -> EventSourceResponse:
     url = request.app.state.database_url
 
     def render() -> tuple[dict[str, Any], bool]:
@@ -395,7 +380,7 @@ def index_events(request: Request, token: PageScope) -> StreamingResponse:
                 "batches": _render("_batch_list.html", **context),
             }, False
 
-    return _snapshots(request, render)
+    return _snapshots(render)
 
 
 # --- login -----------------------------------------------------------------------------------------

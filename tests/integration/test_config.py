@@ -46,6 +46,23 @@ def test_bad_yaml_names_the_key(tmp_path: Path, monkeypatch, yaml_text: str, key
         load_settings()
 
 
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        (None, "does not exist"),
+        ("model: [unclosed\n", "is not valid YAML"),
+        ("- a list\n", "must hold a mapping of keys, not list"),
+    ],
+)
+def test_a_config_file_that_cannot_be_read_says_why(tmp_path: Path, monkeypatch, yaml_text, message):
+    config = tmp_path / "config.yaml"
+    if yaml_text is not None:
+        config.write_text(yaml_text)
+    monkeypatch.setenv("ELPIS_CONFIG", str(config))
+    with pytest.raises(ConfigError, match=rf"config file {config} {message}"):
+        load_settings()
+
+
 def test_bad_env_value_names_key_and_variable(monkeypatch):
     monkeypatch.setenv("ELPIS_TOOLS__COMMAND_TIMEOUT", "-1")
     with pytest.raises(ConfigError) as info:

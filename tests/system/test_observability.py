@@ -9,9 +9,11 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -444,6 +446,23 @@ def test_finished_task_stream_sends_every_step_then_ends(api, db_url):
     with api.stream("GET", f"/tasks/{task_id}/events", headers={"Last-Event-ID": "2"}) as response:
         resumed = [e["data"]["seq"] for e in sse_events(response) if e["event"] == "step"]
     assert resumed == [3, 4]
+
+
+def test_an_open_stream_does_not_hold_up_the_apis_shutdown(start_api, tmp_path: Path):
+    """uvicorn waits for open responses before it stops; a live page's stream ends as soon as the server
+    is asked to stop, not STREAM_SECONDS later, and ends cleanly (no response cut off)."""
+    from elpis_api.routes.pages import STREAM_SECONDS
+
+    url = start_api()
+    process = start_api.processes[-1]
+    with httpx.stream("GET", f"{url}/events/tasks", headers=AUTH, timeout=30) as response:
+        next(sse_events(response))  # the stream is open and has sent the index
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        process.wait(timeout=STREAM_SECONDS)
+    assert time.monotonic() - started < STREAM_SECONDS / 3
+    log = (tmp_path / f"api-{url.rsplit(':', 1)[1]}.log").read_text()
+    assert "without completing response" not in log, log
 
 
 def test_task_stream_shows_steps_as_the_task_advances(start_api, start_worker, db_url, scripted, gate):
