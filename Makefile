@@ -37,7 +37,7 @@ format: install
 
 # Benchmarks (not tests): docs/benchmarks.md and docs/memory.md hold the last run.
 # `make bench`: one table for the default model, every figure a ratio of a baseline measured in the same
-# run (bench/bench_summary.py: docs/bench-summary.json and docs/bench-turn-time.png; ~15 min on 2 cores).
+# run (bench/bench_summary.py: docs/bench-summary.json and docs/bench-turn-time.png; under 15 min on 2 cores).
 bench: install
 	@bash scripts/ensure_bwrap.sh
 	$(BIN)/python bench/bench_summary.py
