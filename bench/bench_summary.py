@@ -281,6 +281,31 @@ def figures(plain: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[str,
     }
 
 
+def title_of(model: str, where: str, date: str, tasks: list[str], max_steps: int, load: float) -> str:
+    return (
+        f"{model} on {where}, {date}; a subset of evals/ ({', '.join(tasks)}), --max-steps "
+        f"{max_steps}; load average {load:.1f} at the start"
+    )
+
+
+def reprint(path: Path) -> None:
+    """The table of an earlier run again, from its JSON (no measuring); its rows are rendered anew."""
+    run = json.loads(path.read_text())
+    rows = sf.summary_rows(run["figures"])
+    title = title_of(
+        run["model"],
+        run["machine"],
+        run["date"],
+        run["tasks"],
+        run["max_steps"],
+        run["load_average_start"][0],
+    )
+    print_table(rows, title)
+    print(markdown(rows), flush=True)
+    run["rows"] = [row.cells() for row in rows]
+    path.write_text(json.dumps(run, indent=1, default=str) + "\n")
+
+
 def print_table(rows: list[sf.Row], title: str) -> None:
     table = Table("figure", "value", "baseline, same run", "ratio", title=title, title_justify="left")
     for row in rows:
@@ -370,7 +395,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "bench-summary.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "bench-turn-time.png")
     parser.add_argument("--raw", type=Path, help="also write every run's tasks and steps here")
+    parser.add_argument("--reprint", type=Path, metavar="JSON", help="print an earlier run's table; no run")
     args = parser.parse_args()
+    if args.reprint:
+        reprint(args.reprint)
+        return
 
     from configs.settings import load_settings
 
@@ -394,10 +423,7 @@ def main() -> None:
     figs = figures(plain, {name: run["figures"] for name, run in runs.items()})
     rows = sf.summary_rows(figs)
     elapsed = time.monotonic() - started
-    title = (
-        f"{model.name} on {machine()}, {date}; a subset of evals/ ({', '.join(tasks)}), --max-steps "
-        f"{args.max_steps}; load average {load_start[0]:.1f} at the start"
-    )
+    title = title_of(model.name, machine(), date, tasks, args.max_steps, load_start[0])
     console.rule("summary")
     print_table(rows, title)
     print(markdown(rows), flush=True)

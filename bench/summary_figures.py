@@ -207,9 +207,12 @@ def _num(value: float | None, unit: str = "", digits: int = 1) -> str:
     return "–" if value is None else f"{value:,.{digits}f}{unit}"
 
 
-def _ratio(value: float | None, baseline: float | None, digits: int = 2) -> str:
+def _ratio(value: float | None, baseline: float | None) -> str:
+    """Two decimals; a small ratio (overhead against a step) with two significant digits instead."""
     r = ratio(value, baseline)
-    return "–" if r is None else f"{r:.{digits}f}×"
+    if r is None:
+        return "–"
+    return f"{r:.2g}×" if 0 < r < 0.1 else f"{r:.2f}×"
 
 
 def summary_rows(f: dict[str, Any]) -> list[Row]:

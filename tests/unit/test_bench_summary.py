@@ -153,3 +153,5 @@ def test_every_row_is_a_ratio_of_its_baseline_and_missing_figures_show_a_dash():
     assert by_figure["median wall time per solved task"].value == "–"
     assert by_figure["median wall time per solved task"].ratio == "–"
     assert sf.ratio(1.0, 0.0) is None and sf.ratio(None, 2.0) is None
+    overhead = sf.summary_rows({"overhead_per_step_ms": 32.0, "wall_per_step_ms": 11_491.0})[4]
+    assert overhead.ratio == "0.0028×"  # not rounded away to 0.00×
