@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.elpis-installed
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench bench-all clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,15 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Benchmarks (not tests): each prints its figures; docs/benchmarks.md and docs/memory.md hold the last run.
+# Benchmarks (not tests): docs/benchmarks.md and docs/memory.md hold the last run.
+# `make bench`: one table for the default model, every figure a ratio of a baseline measured in the same
+# run (bench/bench_summary.py: docs/bench-summary.json and docs/bench-turn-time.png; under 15 min on 2 cores).
 bench: install
+	@bash scripts/ensure_bwrap.sh
+	$(BIN)/python bench/bench_summary.py
+
+# `make bench-all`: the summary, then the older benches, each measuring one thing in more depth (hours).
+bench-all: bench
 	$(BIN)/python bench/bench_grammar.py
 	$(BIN)/python bench/bench_pipeline.py
 	$(BIN)/python bench/bench_threads.py

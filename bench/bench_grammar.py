@@ -159,6 +159,7 @@ def call(
         "resampled": generation.resampled,
         "full_scans": generation.full_scans,
         "evaluated": generation.evaluated_prompt_tokens,
+        "prompt_s": generation.prompt_eval_s,
         "cut": generation.finish_reason == "length",
     }
 

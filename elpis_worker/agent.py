@@ -94,6 +94,10 @@ RESAMPLE_TEMPERATURE_MAX = 0.9
 REPAIR_TOOLS = tuple(name for name in TOOL_SCHEMAS if name in EDIT_TOOLS)
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
 @dataclass(frozen=True)
 class Budget:
     max_steps: int
@@ -522,6 +526,9 @@ class Agent:
                 merged=merged,
                 # Prompt tokens llama.cpp evaluated for this call; the rest came from its KV cache.
                 evaluated_prompt_tokens=completion.evaluated_prompt_tokens,
+                # Of the generation's time, what prompt evaluation took (the rest of a one-call reply's
+                # time is decoding, shared with its reflect step): bench/bench_summary.py splits turns.
+                prompt_eval_ms=_ms(completion.prompt_eval_s),
             ).stored(),
         )
 
@@ -686,6 +693,13 @@ class Agent:
             top_p=modulation.top_p,
             max_tokens=max_tokens,
         )
+        if completion.prompt_eval_s is not None:
+            detail = (detail or ReflectDetail()).model_copy(
+                update={
+                    "evaluated_prompt_tokens": completion.evaluated_prompt_tokens,
+                    "prompt_eval_ms": _ms(completion.prompt_eval_s),
+                }
+            )
         return self._record(
             turn,
             StepKind.reflect,

@@ -32,6 +32,8 @@ class Completion:
     # "stop" when the model ended the reply, "length" when max_tokens (or the context) cut it short;
     # None where the backend does not say.
     finish_reason: str | None = None
+    # Seconds of duration_s spent evaluating the prompt (the rest is decoding); None where unknown.
+    prompt_eval_s: float | None = None
 
 
 class ModelBackend(Protocol):
@@ -140,6 +142,7 @@ class LlamaBackend:
                 duration_s=time.perf_counter() - started,
                 evaluated_prompt_tokens=generation.evaluated_prompt_tokens,
                 finish_reason=generation.finish_reason,
+                prompt_eval_s=generation.prompt_eval_s,
             )
         kwargs: dict[str, Any] = {}
         if schema is not None:

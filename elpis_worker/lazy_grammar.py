@@ -21,6 +21,7 @@ import ctypes
 import functools
 import json
 import math
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -72,6 +73,8 @@ class LazyGeneration:
     # Resamples that had to show the grammar the whole vocabulary (the others showed it the PROBE best).
     full_scans: int
     finish_reason: Literal["stop", "length"]
+    # Seconds spent evaluating the prompt (the rest of the call is decoding and sampling).
+    prompt_eval_s: float = 0.0
 
 
 # llama-cpp-python's JSON-schema converter lets a string hold raw control characters (a newline), which
@@ -391,7 +394,9 @@ def generate(
     if len(prompt) >= n_ctx:
         raise ValueError(f"Requested tokens ({len(prompt)}) exceed context window of {n_ctx}")
     stops = [s.encode("utf-8") for s in request.stop if s]
+    started = time.perf_counter()
     prompt, evaluated = _evaluate_prompt(llm, prompt)
+    prompt_eval_s = time.perf_counter() - started
     budget = max_tokens if max_tokens and max_tokens > 0 else n_ctx
     budget = min(budget, n_ctx - len(prompt))
     completion: list[int] = []
@@ -425,4 +430,5 @@ def generate(
         resampled=resampled,
         full_scans=full_scans,
         finish_reason=finish,
+        prompt_eval_s=prompt_eval_s,
     )

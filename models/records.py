@@ -202,6 +202,8 @@ class ThinkDetail(StepDetail):
     merged: bool = False  # the reply also carried the reflection on the previous result
     # Prompt tokens the model evaluated for this call; the rest came from its KV cache.
     evaluated_prompt_tokens: int | None = None
+    # Milliseconds of the call spent evaluating the prompt (the rest is decoding); None where unknown.
+    prompt_eval_ms: float | None = None
 
 
 class ReflectDetail(StepDetail):
@@ -215,6 +217,9 @@ class ReflectDetail(StepDetail):
     merged: bool = False
     completion: str | None = None
     progress: bool | None = None
+    # Set where the reflection was its own generation (not a one-call reply), as on ThinkDetail.
+    evaluated_prompt_tokens: int | None = None
+    prompt_eval_ms: float | None = None
 
     @field_validator("progress", mode="before")
     @classmethod

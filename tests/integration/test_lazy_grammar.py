@@ -184,6 +184,8 @@ def test_a_shared_prompt_prefix_is_evaluated_once(backend: LlamaBackend):
     new_tokens = second.prompt_tokens - again.prompt_tokens - again.completion_tokens
     assert second.evaluated_prompt_tokens is not None
     assert 0 < second.evaluated_prompt_tokens <= new_tokens + 2
+    # The call's time is split: prompt evaluation, then decoding (bench/bench_summary.py plots both).
+    assert second.prompt_eval_s is not None and 0 < second.prompt_eval_s < second.duration_s
 
 
 @slow
