@@ -58,6 +58,7 @@ from elpis_worker.turns import (
     diff_sha,
     group_turns,
     is_banned,
+    loads_reply,
     parse_action,
     stored_plan,
     turn_key,
@@ -536,7 +537,7 @@ class Agent:
         """The reflection fields of a one-call reply as this turn's reflect step; returns its share of the
         completion tokens. The whole reply is kept so a resume can record the think step from it."""
         try:
-            data = json.loads(completion.text)
+            data = loads_reply(completion.text)
         except json.JSONDecodeError:
             data = {}
         reflection = {k: data[k] for k in REFLECTION_PROPERTIES if isinstance(data, dict) and k in data}

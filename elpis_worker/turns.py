@@ -22,9 +22,16 @@ class Action:
     error: str | None = None  # the model's reply was not a usable tool call
 
 
+def loads_reply(text: str) -> Any:
+    """A model's JSON reply. Control characters inside strings (a raw newline) are accepted: a model
+    server's own schema-to-grammar converter may let them through (llama-cpp-python's does), and what
+    they mean is plain."""
+    return json.loads(text, strict=False)
+
+
 def parse_action(text: str) -> Action:
     try:
-        data = json.loads(text)
+        data = loads_reply(text)
     except json.JSONDecodeError as exc:
         return Action(
             "invalid", {}, error=f"reply is not JSON ({exc.msg}); it may have been cut by max_tokens"
