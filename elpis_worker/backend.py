@@ -240,6 +240,8 @@ class ScriptedBackend:
     ) -> Completion:
         started = time.perf_counter()
         self.prompts.append([dict(m) for m in messages])
+        last = messages[-1]["content"] if messages else ""
+        progress = "(ok" in last.split("\n", 1)[0]  # "Result of <tool> (ok, exit 0):"
         allowed = [alt["properties"]["tool"]["const"] for alt in (schema or {}).get("anyOf", [])]
         if allowed:
             done = sum(1 for m in messages if m["role"] == "assistant" and '"tool"' in m["content"])
@@ -255,8 +257,7 @@ class ScriptedBackend:
             # A one-call turn's schema leads with reflection fields: fill them as a reflect call would.
             first = (schema or {})["anyOf"][0]["properties"]
             leading = {k: v for k, v in first.items() if k not in ("thought", "tool", "args")}
-            last = messages[-1]["content"] if messages else ""
-            reflection = _fill({"properties": leading}, "(ok" in last.split("\n", 1)[0])
+            reflection = _fill({"properties": leading}, progress)
             text = (
                 action["raw"]
                 if "raw" in action
@@ -270,8 +271,6 @@ class ScriptedBackend:
                 )
             )
         else:
-            last = messages[-1]["content"] if messages else ""
-            progress = "(ok" in last.split("\n", 1)[0]  # "Result of <tool> (ok, exit 0):"
             text = json.dumps(_fill(schema, progress))
         prompt = sum(len(m["content"]) for m in messages) // 4
         return Completion(text, prompt, max(1, len(text) // 4), time.perf_counter() - started)
