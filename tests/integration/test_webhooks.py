@@ -805,19 +805,36 @@ def test_webhook_task_on_a_bare_repository_pushes_its_branch(
     assert shown["publish_attempts"] == 1 and shown["publish_error"] is None
 
 
+def gitlab_issue_task(
+    api,
+    configure,
+    tmp_path: Path,
+    provider_api: FakeProviderAPI,
+    repo: str,
+    repositories: dict[str, Any] | None = None,
+    **env: str,
+) -> int:
+    """The task of a labeled GitLab issue on `repo`, GitLab configured to clone from `forge(tmp_path)` and
+    to post its notes to `provider_api`; `repositories` and `env` as `configure` takes them."""
+    configure(
+        repositories,
+        ELPIS_WEBHOOKS__GITLAB__WEB_URL=forge(tmp_path),
+        ELPIS_WEBHOOKS__GITLAB__API_URL=f"{provider_api.url}/api/v4",
+        ELPIS_WEBHOOKS__GITLAB__API_TOKEN="gl-api-token",
+        **env,
+    )
+    name = "issue_hook_labeled"
+    [task_id] = deliver(api, "gitlab", name, load("gitlab", name, repo)).json()["tasks"]
+    return task_id
+
+
 def test_gitlab_issue_task_pushes_and_posts_a_note(
     api, db_url, configure, tmp_path, provider_api, enqueued, run_in_process
 ):
     repo = unique_repo()
     bare, main_sha, _ = make_origin(tmp_path, repo)
-    configure(
-        repositories={f"acme/{repo}": {"test_command": "python -m pytest -q"}},
-        ELPIS_WEBHOOKS__GITLAB__WEB_URL=forge(tmp_path),
-        ELPIS_WEBHOOKS__GITLAB__API_URL=f"{provider_api.url}/api/v4",
-        ELPIS_WEBHOOKS__GITLAB__API_TOKEN="gl-api-token",
-    )
-    name = "issue_hook_labeled"
-    [task_id] = deliver(api, "gitlab", name, load("gitlab", name, repo)).json()["tasks"]
+    tests = {f"acme/{repo}": {"test_command": "python -m pytest -q"}}
+    task_id = gitlab_issue_task(api, configure, tmp_path, provider_api, repo, tests)
 
     assert run_in_process(task_id, FIX_SCRIPT) == TaskStatus.succeeded
     source = source_row(db_url, task_id)
@@ -964,12 +981,6 @@ def test_a_pushed_result_whose_comment_failed_is_only_commented_again(
     """The push is recorded before the comment: the retry after a 502 comments and does not push."""
     repo = unique_repo()
     bare, main_sha, _ = make_origin(tmp_path, repo)
-    configure(
-        repositories={f"acme/{repo}": {"test_command": "python -m pytest -q"}},
-        ELPIS_WEBHOOKS__GITLAB__WEB_URL=forge(tmp_path),
-        ELPIS_WEBHOOKS__GITLAB__API_URL=f"{provider_api.url}/api/v4",
-        ELPIS_WEBHOOKS__GITLAB__API_TOKEN="gl-api-token",
-    )
     pushes: list[str] = []
 
     def counted_push(root, sha, branch, push_url, env):
@@ -979,8 +990,8 @@ def test_a_pushed_result_whose_comment_failed_is_only_commented_again(
     push_branch = results.push_branch
     monkeypatch.setattr(results, "push_branch", counted_push)
     provider_api.comment_answers = [(502, {})]
-    name = "issue_hook_labeled"
-    [task_id] = deliver(api, "gitlab", name, load("gitlab", name, repo)).json()["tasks"]
+    tests = {f"acme/{repo}": {"test_command": "python -m pytest -q"}}
+    task_id = gitlab_issue_task(api, configure, tmp_path, provider_api, repo, tests)
 
     assert run_in_process(task_id, FIX_SCRIPT) == TaskStatus.succeeded
     source = source_row(db_url, task_id)
@@ -995,14 +1006,9 @@ def test_a_push_that_cannot_reach_the_server_is_retried_then_recorded(
 ):
     repo = unique_repo()
     bare, _, _ = make_origin(tmp_path, repo)
-    configure(
-        ELPIS_WEBHOOKS__GITLAB__WEB_URL=forge(tmp_path),
-        ELPIS_WEBHOOKS__GITLAB__API_URL=f"{provider_api.url}/api/v4",
-        ELPIS_WEBHOOKS__GITLAB__API_TOKEN="gl-api-token",
-        ELPIS_WORKER__PUBLISH_MAX_RETRIES="1",
+    task_id = gitlab_issue_task(
+        api, configure, tmp_path, provider_api, repo, ELPIS_WORKER__PUBLISH_MAX_RETRIES="1"
     )
-    name = "issue_hook_labeled"
-    [task_id] = deliver(api, "gitlab", name, load("gitlab", name, repo)).json()["tasks"]
     dead = f"https://127.0.0.1:{free_port()}/acme/calc.git"  # nothing listens there
     with session_scope(db_url) as s:
         s.get(TaskSource, task_id).push_url = dead
@@ -1023,13 +1029,7 @@ def test_a_cancel_before_the_outcome_is_stored_wins_and_nothing_is_pushed(
     and publishing pushes nothing."""
     repo = unique_repo()
     bare, _, _ = make_origin(tmp_path, repo)
-    configure(
-        ELPIS_WEBHOOKS__GITLAB__WEB_URL=forge(tmp_path),
-        ELPIS_WEBHOOKS__GITLAB__API_URL=f"{provider_api.url}/api/v4",
-        ELPIS_WEBHOOKS__GITLAB__API_TOKEN="gl-api-token",
-    )
-    name = "issue_hook_labeled"
-    [task_id] = deliver(api, "gitlab", name, load("gitlab", name, repo)).json()["tasks"]
+    task_id = gitlab_issue_task(api, configure, tmp_path, provider_api, repo)
     store = TaskStore(db_url)
     assert store.claim(task_id, stale_after=60) is not None
     assert api.post(f"/v1/tasks/{task_id}/cancel").status_code == 202
