@@ -420,31 +420,26 @@ def test_retrieval_fits_the_token_budget_most_valuable_first(mem_db, embedder):
         repo="/repos/elsewhere",
     )
     query = "Fix the failing subtract test in calc"
-    everything = mem.retrieve_for_task(
-        mem_db,
-        repo=REPO,
-        query=query,
-        token_budget=10_000,
-        count_tokens=word_tokens,
-        embedder=embedder,
-        settings=cfg(min_similarity=-1.0),
-        limit=10,
-    )
+
+    def retrieve(token_budget: int, limit: int = 10) -> list:
+        return mem.retrieve_for_task(
+            mem_db,
+            repo=REPO,
+            query=query,
+            token_budget=token_budget,
+            count_tokens=word_tokens,
+            embedder=embedder,
+            settings=cfg(min_similarity=-1.0),
+            limit=limit,
+        )
+
+    everything = retrieve(10_000)
     assert len(everything) == len(facts)  # the other repository's fact stays out
     assert [m.score for m in everything] == sorted((m.score for m in everything), reverse=True)
     assert "a - b" in everything[0].content or "subtract lives" in everything[0].content
 
     for budget in (60, 35, 20):
-        got = mem.retrieve_for_task(
-            mem_db,
-            repo=REPO,
-            query=query,
-            token_budget=budget,
-            count_tokens=word_tokens,
-            embedder=embedder,
-            settings=cfg(min_similarity=-1.0),
-            limit=10,
-        )
+        got = retrieve(budget)
         assert got and word_tokens(mem.render_memories(got)) <= budget
         assert [m.score for m in got] == sorted((m.score for m in got), reverse=True)
         # Most valuable first: a memory is left out only when it no longer fits beside the better ones.
@@ -460,16 +455,7 @@ def test_retrieval_fits_the_token_budget_most_valuable_first(mem_db, embedder):
         )
         == []
     )
-    limited = mem.retrieve_for_task(
-        mem_db,
-        repo=REPO,
-        query=query,
-        token_budget=10_000,
-        count_tokens=word_tokens,
-        embedder=embedder,
-        settings=cfg(min_similarity=-1.0),
-        limit=2,
-    )
+    limited = retrieve(10_000, limit=2)
     assert [m.id for m in limited] == [m.id for m in everything[:2]]
 
 
