@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from helpers import wait_gone
 
 from elpis_worker import results
 from elpis_worker.sandbox import Sandbox, SandboxLimits
@@ -105,29 +106,6 @@ def toolbox(workspace: Path, home: Path, timeout: float = 20.0, **limits: int) -
 
 def run(tools: Toolbox, command: str) -> ToolResult:
     return tools.call("run", {"command": command})
-
-
-def host_pids(marker: str) -> list[int]:
-    """Live (not zombie) host processes whose command line contains `marker`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if marker in cmdline and state != "Z":
-            pids.append(int(entry.name))
-    return pids
-
-
-def wait_gone(marker: str, within: float = 10.0) -> list[int]:
-    deadline = time.monotonic() + within
-    while (left := host_pids(marker)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
 
 
 # --- secrets of the host ---------------------------------------------------------------------------

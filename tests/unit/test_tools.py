@@ -9,11 +9,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import wait_gone
 
 from elpis_worker.tools import (
     TOOL_DESCRIPTIONS,
@@ -71,52 +71,6 @@ def make_toolbox(
         read_cap=int(settings["read_cap"]),
         protected=protected,
     )
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A killed orphan may linger as a zombie until its new parent reaps it: dead all the same.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def wait_dead(pid: int, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return True
-        time.sleep(0.05)
-    return not alive(pid)
-
-
-def host_pids(marker: str) -> list[int]:
-    """Live host processes whose command line contains `marker`: a sandboxed command sees its own PID
-    numbers, so what it prints as $! means nothing out here."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
-            continue
-        if marker in cmdline and alive(int(entry.name)):
-            pids.append(int(entry.name))
-    return pids
-
-
-def wait_gone(marker: str, within: float = 10.0) -> list[int]:
-    """[] once no host process carries `marker`, else the survivors."""
-    deadline = time.monotonic() + within
-    while (left := host_pids(marker)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
 
 
 @pytest.fixture
