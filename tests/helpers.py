@@ -63,12 +63,46 @@ def steps_of(db_url: str, task_id: int):
         return rows
 
 
+def has_called(db_url: str, task_id: int, tool: str) -> bool:
+    """Whether the task has stored a call of `tool` (its result may still be on its way)."""
+    from models import StepKind
+
+    return any(s.kind == StepKind.tool_call and s.tool_name == tool for s in steps_of(db_url, task_id))
+
+
 def wait_finished(db_url: str, task_id: int, timeout: float = 180):
     return wait_for(
         lambda: (t := task_row(db_url, task_id)).status.finished and t,
         timeout=timeout,
         what=f"task {task_id} to finish",
     )
+
+
+# --- scripted workers on the sample repository -----------------------------------------------------------
+
+# The sample calc's ops.py with its bug (subtract adds) fixed: what a scripted write_file writes.
+FIXED_OPS = (
+    (SAMPLES / "calc" / "calc" / "ops.py")
+    .read_text()
+    .replace("return a + b\n\n\ndef multiply", "return a - b\n\n\ndef multiply")
+)
+
+
+def scripted_env(script: Path | str) -> dict[str, str]:
+    """A worker's settings to replay `script` (a JSON file of tool calls) instead of a model."""
+    return {"ELPIS_MODEL__BACKEND": "scripted", "ELPIS_MODEL__SCRIPT": str(script)}
+
+
+def create_tasks(api, n: int, **task) -> list[int]:
+    """`n` tasks on the sample calc through the REST API, not enqueued: the test sends them to its own
+    worker's queue."""
+    task.setdefault("repo", str(SAMPLES / "calc"))
+    task.setdefault("instruction", "Fix the failing test")
+    task.setdefault("test_command", "python -m pytest -q")
+    api.app.state.enqueue = lambda task_id: None
+    response = api.post("/v1/batches", json={"tasks": [dict(task) for _ in range(n)]})
+    assert response.status_code == 201, response.text
+    return [t["id"] for t in response.json()["tasks"]]
 
 
 @dataclass

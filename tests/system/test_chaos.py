@@ -27,7 +27,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import AUTH, SAMPLES, free_port, steps_of, task_row, wait_for
+from helpers import (
+    AUTH,
+    FIXED_OPS,
+    SAMPLES,
+    create_tasks,
+    free_port,
+    scripted_env,
+    steps_of,
+    task_row,
+    wait_for,
+)
 from integration.test_webhooks import (  # noqa: F401 - the webhook tests' helpers and fixtures
     configure,
     deliver,
@@ -40,7 +50,6 @@ from integration.test_webhooks import (  # noqa: F401 - the webhook tests' helpe
     unique_repo,
 )
 from test_reconcile import config
-from test_worker import FIXED_OPS, create_tasks, scripted_env
 
 from elpis_worker.reconcile import reconcile
 from models import StepKind, TaskStatus

@@ -19,13 +19,23 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import AUTH, ROOT, SAMPLES, free_port, steps_of, task_row, wait_finished, wait_for
+from helpers import (
+    AUTH,
+    FIXED_OPS,
+    ROOT,
+    SAMPLES,
+    free_port,
+    has_called,
+    scripted_env,
+    steps_of,
+    task_row,
+    wait_finished,
+    wait_for,
+)
 
 from models import StepKind, TaskStatus
 
 ELPIS = str(Path(sys.executable).parent / "elpis")
-_FIX = json.loads((SAMPLES / "fix_script.json").read_text())[2]["args"]
-FIXED_OPS = (SAMPLES / "calc" / "calc" / "ops.py").read_text().replace(_FIX["search"], _FIX["replace"])
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -47,10 +57,6 @@ def gated_script(gate: Path) -> list[dict]:
         {"thought": "check", "tool": "run_tests", "args": {}},
         {"thought": "done", "tool": "finish", "args": {"summary": "fixed subtract"}},
     ]
-
-
-def scripted_env(script: Path) -> dict[str, str]:
-    return {"ELPIS_MODEL__BACKEND": "scripted", "ELPIS_MODEL__SCRIPT": str(script)}
 
 
 def submit(url: str, n: int = 1) -> tuple[int, list[int]]:
@@ -84,10 +90,6 @@ def scrape(url: str) -> dict[tuple[str, frozenset], float]:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     return samples(response.text)
-
-
-def step_running(db_url: str, task_id: int, tool: str) -> bool:
-    return any(s.kind == StepKind.tool_call and s.tool_name == tool for s in steps_of(db_url, task_id))
 
 
 def sse_events(response: httpx.Response) -> Iterator[dict]:
@@ -128,7 +130,7 @@ def test_metrics_names_labels_and_values_move_with_a_task(start_api, start_worke
     assert value(queued, "elpis_tasks", status="queued") == value(before, "elpis_tasks", status="queued") + 1
 
     worker = start_worker(queue=queue, **scripted_env(scripted(gated_script(gate))))
-    wait_for(lambda: step_running(db_url, task_id, "run"), timeout=60, what="the gated step")
+    wait_for(lambda: has_called(db_url, task_id, "run"), timeout=60, what="the gated step")
     # Mid-task: the current emotion of the running task is exported, equal to the database's.
     running = scrape(url)
     state = task_row(db_url, task_id).emotion

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import API_TOKEN, steps_of, task_row, wait_for
-from test_observability import gated_script, scripted_env, submit
+from helpers import API_TOKEN, scripted_env, steps_of, task_row, wait_for
+from test_observability import gated_script, submit
 
 from models import StepKind, TaskStatus
 

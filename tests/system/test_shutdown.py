@@ -7,8 +7,16 @@ import os
 import signal
 
 import pytest
-from helpers import steps_of, task_row, wait_finished, wait_for
-from test_worker import FIXED_OPS, create_tasks, scripted_env
+from helpers import (
+    FIXED_OPS,
+    create_tasks,
+    has_called,
+    scripted_env,
+    steps_of,
+    task_row,
+    wait_finished,
+    wait_for,
+)
 
 from configs import get_settings
 from elpis_worker.store import LostClaim, TaskStore
@@ -37,11 +45,7 @@ def test_sigterm_stops_after_the_step_in_progress_and_the_next_worker_resumes(
     first.send(task_id)
 
     # The task is in its second turn's command, which waits at the gate.
-    wait_for(
-        lambda: any(s.kind == StepKind.tool_call and s.tool_name == "run" for s in steps_of(db_url, task_id)),
-        timeout=90,
-        what="the gated command",
-    )
+    wait_for(lambda: has_called(db_url, task_id, "run"), timeout=90, what="the gated command")
     holder = task_row(db_url, task_id).worker_id
     # SIGTERM to the worker's main process only, as docker and Kubernetes send it.
     os.kill(first.process.pid, signal.SIGTERM)

@@ -29,9 +29,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import AUTH, ROOT, SAMPLES, WorkerHandle, steps_of, task_row, wait_finished, wait_for
+from helpers import (
+    AUTH,
+    FIXED_OPS,
+    ROOT,
+    SAMPLES,
+    WorkerHandle,
+    has_called,
+    scripted_env,
+    steps_of,
+    task_row,
+    wait_finished,
+    wait_for,
+)
 from sqlalchemy import select
-from test_worker import FIXED_OPS, scripted_env
 
 from models import StepKind, TaskStatus, WorkerProcess, session_scope
 
@@ -297,9 +308,7 @@ def test_a_worker_on_a_second_host_takes_finishes_and_takes_over_tasks(
         (lost,) = submit(db_url, 1)
         send(lost, only_second)
         wait_for(
-            lambda: any(
-                s.kind == StepKind.tool_call and s.tool_name == "run" for s in steps_of(db_url, lost)
-            ),
+            lambda: has_called(db_url, lost, "run"),
             timeout=90,
             what="the second host to be in the task's first command",
         )

@@ -5,24 +5,20 @@ from __future__ import annotations
 import os
 import signal
 
-from helpers import SAMPLES, steps_of, task_row, wait_finished, wait_for
+from helpers import (
+    FIXED_OPS,
+    SAMPLES,
+    create_tasks,
+    has_called,
+    scripted_env,
+    steps_of,
+    task_row,
+    wait_finished,
+    wait_for,
+)
 from sqlalchemy import select
 
 from models import StepKind, TaskStatus, WorkerProcess, session_scope
-
-
-def create_tasks(api, n: int, **task) -> list[int]:
-    task.setdefault("repo", str(SAMPLES / "calc"))
-    task.setdefault("instruction", "Fix the failing test")
-    task.setdefault("test_command", "python -m pytest -q")
-    api.app.state.enqueue = lambda task_id: None  # the test sends to its own worker's queue
-    response = api.post("/v1/batches", json={"tasks": [dict(task) for _ in range(n)]})
-    assert response.status_code == 201, response.text
-    return [t["id"] for t in response.json()["tasks"]]
-
-
-def scripted_env(script) -> dict[str, str]:
-    return {"ELPIS_MODEL__BACKEND": "scripted", "ELPIS_MODEL__SCRIPT": str(script)}
 
 
 def test_two_tasks_in_one_process_load_the_model_once(api, db_url, start_worker):
@@ -60,11 +56,7 @@ def test_killed_worker_is_resumed_without_duplicate_steps(api, db_url, start_wor
     worker.send(task_id)
 
     # Kill the child process that holds the task while it runs the slow command.
-    wait_for(
-        lambda: any(s.kind == StepKind.tool_call and s.tool_name == "run" for s in steps_of(db_url, task_id)),
-        timeout=60,
-        what="the slow tool call",
-    )
+    wait_for(lambda: has_called(db_url, task_id, "run"), timeout=60, what="the slow tool call")
     holder = task_row(db_url, task_id).worker_id
     pid = int(holder.rsplit(":", 1)[1])
     os.kill(pid, signal.SIGKILL)
@@ -136,13 +128,6 @@ def test_a_run_past_its_time_limit_is_stopped_and_fails_with_the_reason(
     assert task.failure_reason.startswith("stopped by the worker's time limit of 5 s")
     assert time.monotonic() - sent < 30  # not the command's own timeout, nor the hard limit (35 s)
     assert task.attempts == 1 and "Hard time limit" not in worker.log_text()
-
-
-FIXED_OPS = (
-    (SAMPLES / "calc" / "calc" / "ops.py")
-    .read_text()
-    .replace("return a + b\n\n\ndef multiply", "return a - b\n\n\ndef multiply")
-)
 
 
 def test_a_delivery_is_not_a_claim(api, db_url, start_worker):
