@@ -11,7 +11,7 @@ from typing import Any
 from elpis_worker.tools import TOOL_SCHEMAS
 from elpis_worker.turns import REPLAN, TurnSteps, call_key, default_plan, diff_sha, normalized_args
 from models import StepKind
-from models.records import EDIT_TOOLS, TurnPlan
+from models.records import EDIT_TOOLS, ToolResultDetail, TurnPlan
 
 # Turns back that a failed or useless call stays banned (while the workspace does not change).
 REPEAT_WINDOW = 3
@@ -53,7 +53,7 @@ class ToolPolicy:
             # With the tests failing, running them again or finishing cannot help: the last turns stay
             # open for a fix (the prompt line says the budget is nearly spent).
             plan.tools = ["run_tests", "finish"] if self.has_tests else ["finish"]
-        elif strategy == "finish" and tests_passing and detail.get("diff_lines"):
+        elif strategy == "finish" and tests_passing and ToolResultDetail.model_validate(detail).diff_lines:
             plan.tools = ["finish"]
         return plan
 
@@ -66,7 +66,8 @@ class ToolPolicy:
             result, call = t.get(StepKind.tool_result), t.get(StepKind.tool_call)
             if t.number > upto.number or result is None or call is None:
                 continue
-            sha = (result.detail or {}).get("diff_sha", previous_sha)
+            # A row older than diff_sha stored none: count it as no change.
+            sha = (ToolResultDetail.read(result.detail) or ToolResultDetail()).diff_sha or previous_sha
             changed, previous_sha = sha != previous_sha, sha
             if changed:
                 banned = []
@@ -87,11 +88,10 @@ class ToolPolicy:
         failures: dict[str, int] = {}
         for t in window:
             result = t.get(StepKind.tool_result)
-            if (
-                result is not None
-                and not (result.detail or {}).get("ok")
-                and result.tool_name in TOOL_SCHEMAS
-            ):
+            if result is None or result.tool_name not in TOOL_SCHEMAS:
+                continue
+            detail = ToolResultDetail.read(result.detail)
+            if detail is None or not detail.ok:
                 failures[result.tool_name] = failures.get(result.tool_name, 0) + 1
         if not failures:
             return None
