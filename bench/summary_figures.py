@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from models.records import ReflectDetail, ThinkDetail
+
 __all__ = [
     "Row",
     "TurnTime",
@@ -53,14 +55,18 @@ def ratio(value: float | None, baseline: float | None) -> float | None:
     return value / baseline
 
 
+def _call_detail(step: dict[str, Any]) -> ThinkDetail | ReflectDetail:
+    """A think or reflect step's detail (as the API returns it) read through its model."""
+    model = ReflectDetail if step["kind"] == "reflect" else ThinkDetail
+    return model.model_validate(step.get("detail") or {})
+
+
 def generations(steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The steps that are one LLM call each, in order: every think, and every reflect (or replan) that is
     not the reflection half of a one-call reply (`detail.merged`)."""
     calls = []
     for step in sorted(steps, key=lambda s: s["seq"]):
-        if step["kind"] == "think" or (
-            step["kind"] == "reflect" and not (step.get("detail") or {}).get("merged")
-        ):
+        if step["kind"] == "think" or (step["kind"] == "reflect" and not _call_detail(step).merged):
             calls.append(step)
     return calls
 
@@ -72,7 +78,7 @@ def prompt_reuse(steps: Sequence[dict[str, Any]]) -> list[tuple[int, int]]:
     calls = generations(steps)
     pairs = []
     for before, after in zip(calls, calls[1:], strict=False):
-        evaluated = (after.get("detail") or {}).get("evaluated_prompt_tokens")
+        evaluated = _call_detail(after).evaluated_prompt_tokens
         if evaluated is None or after.get("prompt_tokens") is None or before.get("prompt_tokens") is None:
             continue
         pairs.append((int(evaluated), max(int(after["prompt_tokens"]) - int(before["prompt_tokens"]), 1)))
@@ -115,7 +121,7 @@ def turn_times(task_id: int, steps: Sequence[dict[str, Any]]) -> list[TurnTime]:
         if any(s["kind"] == "emotion" for s in turn):
             model = [s for s in turn if s["kind"] in GENERATION_KINDS]
             model_ms = sum(s.get("duration_ms") or 0.0 for s in model)
-            evals = [(s.get("detail") or {}).get("prompt_eval_ms") for s in model]
+            evals = [_call_detail(s).prompt_eval_ms for s in model]
             known = [e for e in evals if e is not None]
             prompt_ms = sum(known) if known else None
             tools_ms = sum(s.get("duration_ms") or 0.0 for s in turn if s["kind"] in TOOL_KINDS)
@@ -141,16 +147,16 @@ def decode_rate(steps: Sequence[dict[str, Any]]) -> tuple[int, float]:
     """(completion tokens, decoding seconds) of one task's LLM calls that record their prompt evaluation
     time; the reflect half of a one-call reply counts with its think half, so the two add up to the call."""
     timed_turns = {
-        s["turn"]
-        for s in steps
-        if s["kind"] == "think" and (s.get("detail") or {}).get("prompt_eval_ms") is not None
+        s["turn"] for s in steps if s["kind"] == "think" and _call_detail(s).prompt_eval_ms is not None
     }
     tokens, seconds = 0, 0.0
     for step in steps:
-        detail = step.get("detail") or {}
-        prompt_ms = detail.get("prompt_eval_ms")
-        merged_half = step["kind"] == "reflect" and detail.get("merged") and step["turn"] in timed_turns
-        if step["kind"] not in GENERATION_KINDS or (prompt_ms is None and not merged_half):
+        if step["kind"] not in GENERATION_KINDS:
+            continue
+        detail = _call_detail(step)
+        prompt_ms = detail.prompt_eval_ms
+        merged_half = step["kind"] == "reflect" and detail.merged and step["turn"] in timed_turns
+        if prompt_ms is None and not merged_half:
             continue
         tokens += int(step.get("completion_tokens") or 0)
         seconds += ((step.get("duration_ms") or 0.0) - (prompt_ms or 0.0)) / 1000
