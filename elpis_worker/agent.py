@@ -31,8 +31,10 @@ from elpis_worker.grammar import (
 from elpis_worker.observe import (
     SOURCE_FILES_MAX,
     ObservationPlan,
+    failing_definitions,
     failure_hints,
     mentioned_files,
+    own_test_hint,
     render_source,
     repo_map,
     traceback_files,
@@ -609,6 +611,11 @@ class Agent:
             result.test_output = check.output
             if not check.tests_passed and before is not None:
                 self._undo_regression(result, action.args["path"], before[0], check.output)
+            if not check.tests_passed:
+                # As the files are now (after an undo too): the code the failing line runs through.
+                result.output += "".join(f"\n{d}" for d in failing_definitions(check.output, self.root))
+                own = own_test_hint(check.output, self.toolbox.relative(action.args["path"]))
+                result.output += f"\n{own}" if own else ""
         return result
 
     def _snapshot(self, path: object) -> tuple[bytes | None] | None:

@@ -17,6 +17,8 @@ from pathlib import Path
 __all__ = [
     "ObservationPlan",
     "failure_hints",
+    "failing_definitions",
+    "own_test_hint",
     "mentioned_files",
     "render_source",
     "repo_map",
@@ -33,6 +35,11 @@ SOURCE_CHARS_MAX = 7000
 _PYTEST_LOC = re.compile(r"^([\w./-]+\.py):(\d+)(?::|$)")
 _PY_TRACEBACK_LOC = re.compile(r'File "([^"]+\.py)", line (\d+)')
 _PATHLIKE = re.compile(r"[\w./-]+\.\w+")
+# pytest marks the line that failed in each frame of its long traceback with `>`.
+_FAILING_LINE = re.compile(r"^>\s+(.*\S)\s*$", re.MULTILINE)
+_IDENTIFIER = re.compile(r"\b[A-Za-z_]\w*\b")
+DEFINITIONS_SHOWN = 2
+DEFINITION_LINES_MAX = 25
 
 
 class ObservationPlan:
@@ -355,3 +362,87 @@ def failure_hints(output: str, root: Path) -> list[str]:
         elsewhere = f" (only {', '.join(where)} defines it)" if where else ""
         hints.append(f"hint: {target} does not define {name}{elsewhere}: define {name} in {target}.")
     return hints
+
+
+def _used_names(line: str) -> list[str]:
+    """Names a line of code uses, in order: variables, called functions, attributes (`config.UNIT`
+    gives config and UNIT). A line cut from a longer statement falls back to its identifiers."""
+    try:
+        tree = ast.parse(line.strip())
+    except (SyntaxError, ValueError):
+        return list(dict.fromkeys(_IDENTIFIER.findall(line)))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            found.append((node.col_offset, node.id))
+        elif isinstance(node, ast.Attribute):
+            found.append((node.end_col_offset or 0, node.attr))
+    return list(dict.fromkeys(name for _at, name in sorted(found)))
+
+
+def _top_level_definitions(root: Path) -> dict[str, list[tuple[str, ast.stmt]]]:
+    """name -> (file, node) of every top-level function, class and constant of the workspace's
+    non-test Python files."""
+    found: dict[str, list[tuple[str, ast.stmt]]] = {}
+    for relative in _tracked_files(root):
+        if not relative.endswith(".py") or _is_test_file(relative) or relative.endswith("conftest.py"):
+            continue
+        try:
+            tree = ast.parse((root / relative).read_text("utf-8", "replace"))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names = [node.name]
+            elif isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = [t.id for t in targets if isinstance(t, ast.Name)]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name, []).append((relative, node))
+    return found
+
+
+def failing_definitions(output: str, root: Path, limit: int = DEFINITIONS_SHOWN) -> list[str]:
+    """The workspace definitions that pytest's failing lines use, as the files are now, with line
+    numbers: after an edit, the model sees the code the failure actually runs through (the function
+    the assertion calls, the setting it reads), which is often not the one it just changed."""
+    definitions = _top_level_definitions(root)
+    shown: list[str] = []
+    for line in dict.fromkeys(_FAILING_LINE.findall(output)):
+        for name in _used_names(line):
+            places = definitions.get(name, [])
+            if len(places) != 1 or any(name in s for s in shown):
+                continue
+            relative, node = places[0]
+            lines = (root / relative).read_text("utf-8", "replace").splitlines()
+            decorators = [d.lineno for d in getattr(node, "decorator_list", [])]
+            first, last = min([node.lineno, *decorators]), node.end_lineno or node.lineno
+            cut = last - first + 1 > DEFINITION_LINES_MAX
+            last = min(last, first + DEFINITION_LINES_MAX - 1)
+            body = "\n".join(f"{n:>4}| {lines[n - 1]}" for n in range(first, last + 1))
+            more = "\n[... cut ...]" if cut else ""
+            shown.append(f"The failing line uses {name}; {relative} has now:\n{body}{more}")
+            if len(shown) >= limit:
+                return shown
+    return shown
+
+
+def own_test_hint(output: str, path: str) -> str | None:
+    """After a test file the agent just wrote fails on its own assertions: where the code under test
+    is not to change (an "add tests" task), the expected values are what is wrong. Seen in the eval:
+    the model asserted a balance of 100.05 after depositing 100, then tried to change the code."""
+    from elpis_worker.tools import failing_tests
+
+    if not _is_test_file(path):
+        return None
+    failing = failing_tests(output)
+    if not failing or any(f.split("::")[0] != path for f in failing) or "AssertionError" not in output:
+        return None
+    return (
+        f"hint: the tests that fail are the ones you wrote in {path}, on their own assertions. Where "
+        "the code under test is not to change, the expected values are wrong: assert what the code "
+        "returns (pytest shows it on the left of `==`, e.g. `assert 100.0 == 100.05` means it returned "
+        "100.0), and rewrite the test file with write_file."
+    )

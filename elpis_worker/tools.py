@@ -575,7 +575,13 @@ class Toolbox:
         if repaired and _python_syntax_error(target, repaired) is None:
             new_text, problem, note = repaired, None, note + _DOCSTRING_NOTE
         merged = merge_definitions(text, replace) if problem and target.suffix == ".py" else None
-        if merged is not None and merged[0] != text:
+        if merged is not None and merged[0] == text:
+            # `search` named a function whose whole definition `replace` is, and it already reads so.
+            return ToolResult(
+                ok=True,
+                output=f"no change: {path} already holds exactly this {', '.join(merged[1]) or 'code'}",
+            )
+        if merged is not None:
             # `search` named a function (e.g. just its name) and `replace` is that whole function: the
             # literal replacement breaks the file, the definition merge is what was meant.
             new_text, problem = merged[0], None
@@ -828,6 +834,8 @@ def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]
     the top, a module docstring replaces the file's. A small model fixing one function writes that
     function, not the whole file. None when the snippet is not that (other statements, a name that is
     ambiguous, code that does not parse)."""
+    # A method copied with its class's indentation reads as the class's (an indented new def goes there).
+    indented = snippet.lstrip("\n")[:1] in (" ", "\t")
     snippet = textwrap.dedent(snippet).strip("\n") + "\n"
     try:
         new_tree, old_tree = ast.parse(snippet), ast.parse(old)
@@ -837,9 +845,12 @@ def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]
     body = new_tree.body[1:] if docstring else new_tree.body
     definitions = [n for n in body if _top_level_name(n) is not None]
     imports = [n for n in body if isinstance(n, ast.Import | ast.ImportFrom)]
+    items = [n for n in body if _dict_item(n) is not None]
     # Imports alone are a snippet too: "add `import math` to this file" is what a model means by them;
     # so is a module docstring alone: "put this docstring at the top".
-    if not (definitions or imports or docstring) or len(definitions) + len(imports) != len(body):
+    if not (definitions or imports or items or docstring) or len(definitions) + len(imports) + len(
+        items
+    ) != len(body):
         return None
     spans = _definition_spans(old_tree)
     snippet_lines = snippet.splitlines(keepends=True)
@@ -868,8 +879,25 @@ def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]
         elif constant and (first_definition := _first_definition_line(old_tree)):
             # Before the code that may use it at import time.
             changes.append((first_definition, first_definition - 1, source.rstrip("\n") + "\n\n\n"))
+        elif (home := _method_home(node, old_tree, indented)) is not None:
+            # `    def peek(self): ...` for a file with one class: a new method of that class (added at
+            # module level it left the class without it, and the model saw the same AttributeError).
+            end = home.end_lineno or home.lineno
+            indent = " " * (home.body[0].col_offset if home.body else 4)
+            changes.append((end + 1, end, "\n" + textwrap.indent(source, indent)))
+            new_methods.append(f"{home.name}.{name}")
+            merged.add(name)
         else:
             added.append(source.rstrip("\n"))
+    item_changes = _dict_item_changes(old, old_tree, snippet, items)
+    if item_changes is None:
+        return None
+    for first, last, text, (changed, new_entries) in item_changes:
+        if any(first <= c_last and c_first <= last for c_first, c_last, _ in changes):
+            return None  # the same constant rewritten whole and by item: ambiguous
+        changes.append((first, last, text))
+        replaced.extend(changed)
+        new_methods.extend(new_entries)
     lines = old.splitlines(keepends=True)
     for first, last, text in sorted(changes, reverse=True):
         lines[first - 1 : last] = [text]
@@ -895,6 +923,92 @@ def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]
         result, which = _with_module_docstring(result, ast.get_source_segment(snippet, docstring) or "")
         (replaced if which == "replaced" else names).append("the module docstring")
     return result, replaced, [*names, *new_methods, *new_imports]
+
+
+def _method_home(node: ast.AST, old_tree: ast.Module, indented: bool) -> ast.ClassDef | None:
+    """The class a new function of a snippet belongs to: the file's only class, when the function was
+    written indented (copied from inside a class) or takes `self` or `cls` first."""
+    if not isinstance(node, _FUNCTIONS):
+        return None
+    params = node.args.posonlyargs + node.args.args
+    if not indented and not (params and params[0].arg in ("self", "cls")):
+        return None
+    classes = [n for n in old_tree.body if isinstance(n, ast.ClassDef)]
+    return classes[0] if len(classes) == 1 else None
+
+
+def _dict_item(node: ast.AST) -> tuple[str, ast.expr, ast.expr] | None:
+    """(NAME, key, value) of a statement `NAME[key] = value`; None for anything else."""
+    if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+        return None
+    target = node.targets[0]
+    if (
+        isinstance(target, ast.Subscript)
+        and isinstance(target.value, ast.Name)
+        and not isinstance(target.slice, ast.Slice)
+    ):
+        return target.value.id, target.slice, node.value
+    return None
+
+
+def _dict_item_changes(
+    old: str, old_tree: ast.Module, snippet: str, items: list[ast.AST]
+) -> list[tuple[int, int, str, tuple[list[str], list[str]]]] | None:
+    """Line changes that put `NAME[key] = value` statements into the file's `NAME = {...}` literal (a
+    small model adds a price to a price list that way): the key's value is replaced, or the entry added
+    before the closing brace. None when NAME is not a top-level dict literal of the file."""
+    wanted: dict[str, list[tuple[str, str]]] = {}
+    for node in items:
+        name, key, value = _dict_item(node)  # type: ignore[misc]
+        segments = ast.get_source_segment(snippet, key), ast.get_source_segment(snippet, value)
+        if None in segments:
+            return None
+        wanted.setdefault(name, []).append(segments)  # type: ignore[arg-type]
+    lines = old.splitlines(keepends=True)
+    out = []
+    for name, updates in wanted.items():
+        found = [
+            n
+            for n in old_tree.body
+            if _top_level_name(n) == name and isinstance(getattr(n, "value", None), ast.Dict)
+        ]
+        if len(found) != 1:
+            return None
+        statement = found[0]
+        literal: ast.Dict = statement.value  # type: ignore[attr-defined, assignment]
+        if any(k is None for k in literal.keys):
+            return None  # a `**spread` entry: not a plain literal
+        entries = [
+            (ast.get_source_segment(old, k), ast.get_source_segment(old, v))  # type: ignore[arg-type]
+            for k, v in zip(literal.keys, literal.values, strict=True)
+        ]
+        changed: list[str] = []
+        new_entries: list[str] = []
+        for key, value in updates:
+            same = [i for i, (k, _v) in enumerate(entries) if k is not None and _same_key(k, key)]
+            if same:
+                entries[same[0]] = (entries[same[0]][0], value)
+                changed.append(f"{name}[{key}]")
+            else:
+                entries.append((key, value))
+                new_entries.append(f"{name}[{key}]")
+        first, last = statement.lineno, statement.end_lineno or statement.lineno
+        prefix = lines[first - 1][: literal.col_offset]
+        suffix = lines[last - 1][literal.end_col_offset or 0 :]
+        if literal.lineno == (literal.end_lineno or literal.lineno):
+            body = "{" + ", ".join(f"{k}: {v}" for k, v in entries) + "}"
+        else:
+            indent = " " * (literal.keys[0].col_offset if literal.keys else 4)  # type: ignore[union-attr]
+            body = "{\n" + "".join(f"{indent}{k}: {v},\n" for k, v in entries) + "}"
+        out.append((first, last, prefix + body + suffix, (changed, new_entries)))
+    return out
+
+
+def _same_key(a: str, b: str) -> bool:
+    try:
+        return ast.literal_eval(a) == ast.literal_eval(b)
+    except (ValueError, SyntaxError):
+        return a.strip() == b.strip()
 
 
 def _first_definition_line(tree: ast.Module) -> int | None:
@@ -1045,7 +1159,10 @@ def _snippet_only(content: str) -> bool:
     docstring = bool(body) and _module_docstring(ast.Module(body=body, type_ignores=[])) is not None
     rest = body[1:] if docstring else body
     return (docstring or bool(rest)) and all(
-        isinstance(n, ast.Import | ast.ImportFrom) or _top_level_name(n) is not None for n in rest
+        isinstance(n, ast.Import | ast.ImportFrom)
+        or _top_level_name(n) is not None
+        or _dict_item(n) is not None
+        for n in rest
     )
 
 

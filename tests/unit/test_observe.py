@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from elpis_worker.observe import failure_hints, render_source, trim_test_output
+from elpis_worker.observe import (
+    failing_definitions,
+    failure_hints,
+    own_test_hint,
+    render_source,
+    trim_test_output,
+)
 
 
 @pytest.fixture
@@ -95,3 +101,51 @@ def test_trim_test_output_keeps_the_traceback_and_summary() -> None:
     trimmed = trim_test_output(output, max_lines=20)
     assert "E   assert 1 == 2" in trimmed and "FAILED tests/t.py::test_x" in trimmed
     assert len(trimmed.splitlines()) <= 21
+
+
+def test_failing_definitions_show_the_code_the_failing_lines_use(tmp_path: Path) -> None:
+    """Seen in the eval: the model added slugify but never opened post_url, the function the failing
+    assertion calls; and it fixed describe() while the failing line read config.UNIT. After an edit the
+    result shows those definitions as the files are now."""
+    (tmp_path / "blog").mkdir()
+    (tmp_path / "blog" / "posts.py").write_text(
+        '"""Posts."""\n\n\ndef post_url(title):\n    return "/posts/" + title\n'
+    )
+    (tmp_path / "blog" / "config.py").write_text('UNIT = "F"\nSTATION = "Harbour"\n')
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_posts.py").write_text("def helper():\n    return 1\n")
+    output = (
+        "    def test_post_url():\n"
+        '>       assert post_url("Hello World") == "/posts/hello-world"\n'
+        "E       AssertionError\n"
+        '>       assert config.UNIT == "C" and helper() == 1 and len([]) == 0\n'
+    )
+    shown = failing_definitions(output, tmp_path)
+    assert shown == [
+        "The failing line uses post_url; blog/posts.py has now:\n"
+        "   4| def post_url(title):\n"
+        '   5|     return "/posts/" + title',
+        'The failing line uses UNIT; blog/config.py has now:\n   1| UNIT = "F"',
+    ]
+    # Test files' own helpers and builtins are not shown, and a name defined twice is ambiguous.
+    (tmp_path / "blog" / "other.py").write_text("def post_url(x):\n    return x\n")
+    assert failing_definitions(output, tmp_path) == [shown[1]]
+    # A plain traceback without pytest's `>` lines shows nothing.
+    assert failing_definitions("Traceback ...\nAssertionError", tmp_path) == []
+
+
+def test_own_test_hint_when_the_new_test_fails_on_its_own_assertions() -> None:
+    """Seen in the eval: asked to add tests, the model asserted 100.05 after a deposit of 100, then
+    tried to change the (protected) code under test."""
+    output = (
+        ">       assert account.balance == 100.05\nE       AssertionError: assert 100.0 == 100.05\n"
+        "FAILED tests/test_savings.py::test_deposit - assert 100.0 == 100.05\n1 failed in 0.01s\n"
+    )
+    hint = own_test_hint(output, "tests/test_savings.py")
+    assert hint is not None and "the ones you wrote in tests/test_savings.py" in hint
+    # Not for a source file, nor when another test file fails too, nor for an error that is no assertion.
+    assert own_test_hint(output, "bank/savings.py") is None
+    other = output + "FAILED tests/test_bank.py::test_x - assert 1 == 2\n"
+    assert own_test_hint(other, "tests/test_savings.py") is None
+    error = "E   NameError: name 'x' is not defined\nFAILED tests/test_savings.py::test_deposit - NameError\n"
+    assert own_test_hint(error, "tests/test_savings.py") is None

@@ -736,7 +736,8 @@ def test_write_file_of_constants_replaces_or_adds_them(workspace: Path) -> None:
         "from prices import PRICES\n\nBULK = 10\n\n\nclass Order:\n    def size(self):\n        return 1\n"
     )
     tools = make_toolbox(workspace)
-    lost = tools.call("write_file", {"path": "prices.py", "content": "PRICES['pear'] = 0.5\n"})
+    # (`PRICES['pear'] = 0.5` alone now adds the entry: test_write_file_of_dict_items_...)
+    lost = tools.call("write_file", {"path": "prices.py", "content": "PRICES.update(pear=0.5)\n"})
     assert not lost.ok and "would delete PRICES" in lost.output
     fixed = tools.call(
         "write_file", {"path": "prices.py", "content": "PRICES = {'apple': 0.3, 'pear': 0.5}\n"}
@@ -875,6 +876,55 @@ def test_write_file_of_a_method_copied_with_its_class_indentation_replaces_it(wo
     assert not broken.ok and broken.error_kind == "syntax_error"
 
 
+def test_write_file_of_a_new_method_puts_it_into_the_files_class(workspace: Path) -> None:
+    """Seen in the eval: asked for Stack.peek, the model wrote `    def peek(self): ...` alone; it was
+    added at module level, the class still had no peek, and the model saw the same AttributeError."""
+    original = (
+        '"""Stack."""\n\n\nclass Stack:\n    def __init__(self):\n        self._items = []\n\n'
+        "    def push(self, item):\n        self._items.append(item)\n\n\ndef helper():\n    return 1\n"
+    )
+    (workspace / "stack.py").write_text(original)
+    tools = make_toolbox(workspace)
+    peek = "    def peek(self):\n        return self._items[-1]"
+    result = tools.call("write_file", {"path": "stack.py", "content": peek})
+    assert result.ok and "added Stack.peek" in result.output
+    assert (workspace / "stack.py").read_text() == original.replace(
+        "self._items.append(item)\n",
+        "self._items.append(item)\n\n    def peek(self):\n        return self._items[-1]\n",
+    )
+    # Unindented but taking self: a method too.
+    size = tools.call("write_file", {"path": "stack.py", "content": "def size(self):\n    return 0\n"})
+    assert size.ok and "added Stack.size" in size.output
+    assert "\n    def size(self):\n        return 0\n" in (workspace / "stack.py").read_text()
+    # A plain new function is still a module-level function.
+    plain = tools.call("write_file", {"path": "stack.py", "content": "def other(x):\n    return x\n"})
+    assert plain.ok and (workspace / "stack.py").read_text().endswith("\n\n\ndef other(x):\n    return x\n")
+
+
+def test_write_file_of_dict_items_puts_them_into_the_literal(workspace: Path) -> None:
+    """Seen in the eval: told pears cost 0.5, the model wrote `PRICES['pear'] = 0.5` as the whole of
+    prices.py, which was refused as deleting PRICES. An item assignment to a top-level dict literal
+    adds (or changes) that entry."""
+    original = '"""Prices."""\n\nPRICES = {\n    "apple": 0.3,\n    "banana": 0.25,\n}\n'
+    (workspace / "prices.py").write_text(original)
+    tools = make_toolbox(workspace)
+    result = tools.call("write_file", {"path": "prices.py", "content": "PRICES['pear'] = 0.5"})
+    assert result.ok and "added PRICES['pear']" in result.output
+    assert (workspace / "prices.py").read_text() == original.replace("0.25,\n", "0.25,\n    'pear': 0.5,\n")
+    changed = tools.call("write_file", {"path": "prices.py", "content": 'PRICES["apple"] = 0.4\n'})
+    assert changed.ok and 'replaced PRICES["apple"]' in changed.output
+    assert '"apple": 0.4,' in (workspace / "prices.py").read_text()
+    # A one-line literal stays on one line; a trailing comment is kept.
+    (workspace / "flags.py").write_text('FLAGS = {"a": 1}  # defaults\n')
+    tools.call("write_file", {"path": "flags.py", "content": "FLAGS['b'] = 2\n"})
+    assert (workspace / "flags.py").read_text() == "FLAGS = {\"a\": 1, 'b': 2}  # defaults\n"
+    # Not a dict literal: refused as deleting the name, the file unchanged.
+    (workspace / "calls.py").write_text("TABLE = dict(a=1)\n")
+    refused = tools.call("write_file", {"path": "calls.py", "content": "TABLE['b'] = 2\n"})
+    assert not refused.ok and "TABLE" in refused.output
+    assert (workspace / "calls.py").read_text() == "TABLE = dict(a=1)\n"
+
+
 def test_write_file_of_a_class_with_only_some_methods_merges_them_into_it(workspace: Path) -> None:
     """Seen in the eval: the model rewrote `class Store` with only `__init__`, which deleted every other
     method. A class given with some of its methods changes those (a new one is added to the class)."""
@@ -922,6 +972,13 @@ def test_edit_file_naming_a_function_with_its_whole_new_definition_merges_it(wor
     assert (
         workspace / "c.py"
     ).read_text() == '"""Temps."""\n\n\ndef f_to_c(f):\n    return (f - 32) * 5 / 9\n'
+    # Seen in the eval: the same call again said "not valid Python (def def f_to_c)", and the model
+    # rewrote it three times; it is a call that changes nothing.
+    again = tools.call(
+        "edit_file",
+        {"path": "c.py", "search": "f_to_c", "replace": "def f_to_c(f):\n    return (f - 32) * 5 / 9"},
+    )
+    assert again.ok and again.output == "no change: c.py already holds exactly this f_to_c"
 
 
 PYTEST_ONE_FAILS = "FAILED tests/test_a.py::test_x - assert 1 == 2\n1 failed, 2 passed in 0.01s\n"
