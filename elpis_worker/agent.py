@@ -31,6 +31,7 @@ from elpis_worker.grammar import (
 from elpis_worker.observe import (
     SOURCE_FILES_MAX,
     ObservationPlan,
+    failing_assertion,
     failing_definitions,
     failure_hints,
     mentioned_files,
@@ -598,6 +599,8 @@ class Agent:
         before = self._snapshot(action.args.get("path")) if checked else None
         result = self.toolbox.call(action.tool, action.args)
         changed = result.ok and not result.output.startswith("no change")
+        if checked and result.ok and not changed:
+            self._remind_failure(result)
         if changed and checked:
             # The check after each edit: the model sees at once whether the change fixed the tests.
             check = self.toolbox.call("run_tests", {})
@@ -617,6 +620,20 @@ class Agent:
                 own = own_test_hint(check.output, self.toolbox.relative(action.args["path"]))
                 result.output += f"\n{own}" if own else ""
         return result
+
+    def _remind_failure(self, result: ToolResult) -> None:
+        """An edit that changed nothing while the tests fail: the model wrote what is already there,
+        believing it right (seen in the eval, three turns running). The result says the code as it
+        stands fails, and how."""
+        task = self.store.load_task(self.task_id)
+        if task.test_passed is not False:
+            return
+        shown = failing_assertion(task.test_output or "")
+        if shown:
+            result.output += (
+                f"\nWith the code as it is, the tests fail:\n{shown}\n"
+                "So this code is wrong: change it so that the failing line holds."
+            )
 
     def _snapshot(self, path: object) -> tuple[bytes | None] | None:
         """The file an edit is about to change, as it is now; None where it cannot be read (the tool

@@ -17,6 +17,7 @@ from pathlib import Path
 __all__ = [
     "ObservationPlan",
     "failure_hints",
+    "failing_assertion",
     "failing_definitions",
     "own_test_hint",
     "mentioned_files",
@@ -446,3 +447,17 @@ def own_test_hint(output: str, path: str) -> str | None:
         "returns (pytest shows it on the left of `==`, e.g. `assert 100.0 == 100.05` means it returned "
         "100.0), and rewrite the test file with write_file."
     )
+
+
+def failing_assertion(output: str, max_lines: int = 8) -> str:
+    """The first failure of a pytest run in a few lines: the line that failed (`>`) and what pytest
+    says about it (`E`). Empty when the output has neither."""
+    out: list[str] = []
+    for line in output.splitlines():
+        if line.startswith(">") or line.startswith("E "):
+            if line.startswith(">") and any(o.startswith("E ") for o in out):
+                break  # the next frame or failure
+            out.append(line.rstrip())
+            if len(out) >= max_lines:
+                break
+    return "\n".join(out)

@@ -370,14 +370,30 @@ def test_an_edit_that_leaves_the_same_failure_is_kept(api, db_url, scripted):
                 "tool": "write_file",
                 "args": {"path": "calc/ops.py", "content": "def subtract(a, b):\n    return a * b\n"},
             },
+            {
+                "thought": "it is right already",
+                "tool": "edit_file",
+                "args": {
+                    "path": "calc/ops.py",
+                    "search": "subtract",
+                    "replace": "def subtract(a, b):\n    return a * b\n",
+                },
+            },
             {"thought": "stop", "tool": "finish", "args": {"summary": "x"}},
         ]
     )
-    task_id = submit(api, instruction="Fix it", budget={"max_steps": 1})
+    task_id = submit(api, instruction="Fix it", budget={"max_steps": 2})
     run_scripted(db_url, task_id, script)
-    result = next(s for s in steps_of(db_url, task_id) if s.kind == StepKind.tool_result)
+    result, same = [s for s in steps_of(db_url, task_id) if s.kind == StepKind.tool_result]
     assert result.detail["ok"] and not result.detail["reverted"] and result.detail["tests_passed"] is False
     assert "+    return a * b" in (task_row(db_url, task_id).workspace_diff or "")
+    # The result shows the code the failing line runs through, as it is now.
+    assert "The failing line uses subtract; calc/ops.py has now:" in result.tool_result
+    assert "|     return a * b" in result.tool_result
+    # Writing the same code again changes nothing, and the result says that code fails, and how.
+    assert same.tool_result.startswith("no change: calc/ops.py already holds exactly this subtract")
+    assert "With the code as it is, the tests fail:\n>" in same.tool_result
+    assert "assert subtract(" in same.tool_result
 
 
 def test_wrapping_up_with_failing_tests_leaves_the_tools_open(api, db_url, scripted):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from elpis_worker.observe import (
+    failing_assertion,
     failing_definitions,
     failure_hints,
     own_test_hint,
@@ -149,3 +150,17 @@ def test_own_test_hint_when_the_new_test_fails_on_its_own_assertions() -> None:
     assert own_test_hint(other, "tests/test_savings.py") is None
     error = "E   NameError: name 'x' is not defined\nFAILED tests/test_savings.py::test_deposit - NameError\n"
     assert own_test_hint(error, "tests/test_savings.py") is None
+
+
+def test_failing_assertion_is_the_first_failures_line_and_message() -> None:
+    output = (
+        "___ test_leading_zeros ___\n    def test_leading_zeros():\n"
+        '>       assert format_duration(65) == "01:05"\n'
+        "E       AssertionError: assert '01:5' == '01:05'\n"
+        "tests/test_timer.py:5: AssertionError\n___ test_other ___\n"
+        '>       assert format_duration(5) == "00:05"\nE       AssertionError\n'
+    )
+    assert failing_assertion(output) == (
+        ">       assert format_duration(65) == \"01:05\"\nE       AssertionError: assert '01:5' == '01:05'"
+    )
+    assert failing_assertion("Traceback...\nValueError: x") == ""
