@@ -411,11 +411,13 @@ def failing_definitions(output: str, root: Path, limit: int = DEFINITIONS_SHOWN)
     the assertion calls, the setting it reads), which is often not the one it just changed."""
     definitions = _top_level_definitions(root)
     shown: list[str] = []
+    seen: set[str] = set()
     for line in dict.fromkeys(_FAILING_LINE.findall(output)):
         for name in _used_names(line):
             places = definitions.get(name, [])
-            if len(places) != 1 or any(name in s for s in shown):
+            if len(places) != 1 or name in seen:
                 continue
+            seen.add(name)
             relative, node = places[0]
             lines = (root / relative).read_text("utf-8", "replace").splitlines()
             decorators = [d.lineno for d in getattr(node, "decorator_list", [])]

@@ -113,6 +113,7 @@ def test_failing_definitions_show_the_code_the_failing_lines_use(tmp_path: Path)
         '"""Posts."""\n\n\ndef post_url(title):\n    return "/posts/" + title\n'
     )
     (tmp_path / "blog" / "config.py").write_text('UNIT = "F"\nSTATION = "Harbour"\n')
+    (tmp_path / "blog" / "prices.py").write_text("PRICES = {}\n")
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_posts.py").write_text("def helper():\n    return 1\n")
     output = (
@@ -120,6 +121,7 @@ def test_failing_definitions_show_the_code_the_failing_lines_use(tmp_path: Path)
         '>       assert post_url("Hello World") == "/posts/hello-world"\n'
         "E       AssertionError\n"
         '>       assert config.UNIT == "C" and helper() == 1 and len([]) == 0\n'
+        ">       total = PRICES[fruit]\n"
     )
     shown = failing_definitions(output, tmp_path)
     assert shown == [
@@ -130,7 +132,18 @@ def test_failing_definitions_show_the_code_the_failing_lines_use(tmp_path: Path)
     ]
     # Test files' own helpers and builtins are not shown, and a name defined twice is ambiguous.
     (tmp_path / "blog" / "other.py").write_text("def post_url(x):\n    return x\n")
-    assert failing_definitions(output, tmp_path) == [shown[1]]
+    assert failing_definitions(output, tmp_path) == [
+        shown[1],
+        "The failing line uses PRICES; blog/prices.py has now:\n   1| PRICES = {}",
+    ]
+    # A name is shown once even where another definition's text mentions it.
+    (tmp_path / "blog" / "other.py").unlink()
+    (tmp_path / "blog" / "posts.py").write_text("def post_url(title):\n    return PRICES\n")
+    assert [s.split(";")[0] for s in failing_definitions(output, tmp_path, limit=3)] == [
+        "The failing line uses post_url",
+        "The failing line uses UNIT",
+        "The failing line uses PRICES",
+    ]
     # A plain traceback without pytest's `>` lines shows nothing.
     assert failing_definitions("Traceback ...\nAssertionError", tmp_path) == []
 
