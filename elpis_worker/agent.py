@@ -42,7 +42,7 @@ from elpis_worker.observe import (
     trim_test_output,
 )
 from elpis_worker.policy import REPEAT_WINDOW, ToolPolicy
-from elpis_worker.prompts import REPLAN_PROMPT, SYSTEM_PROMPT, next_prompt, render_result
+from elpis_worker.prompts import REPLAN_PROMPT, SYSTEM_PROMPT, next_prompt, render_result, review_prompt
 from elpis_worker.shutdown import WorkerShuttingDown, stop_requested
 from elpis_worker.store import Cancelled, LostClaim, TaskStore
 from elpis_worker.tools import (
@@ -787,8 +787,11 @@ class Agent:
             tests_passing=tests_passing,
             budget_used=budget_used,
         )
-        plan = self.policy.plan_next(self.turns, turn, modulation.strategy, detail, tests_passing)
+        review = self._first_pass(turn, detail, prev_tests)
+        plan = self.policy.plan_next(self.turns, turn, modulation.strategy, detail, tests_passing, review)
         lines = [modulation.prompt_line] if modulation.prompt_line else []
+        if plan.review and not plan.replan:
+            lines.append(review_prompt(self.task.instruction))
         lines.append(REPLAN_PROMPT if plan.replan else next_prompt(plan))
         return self._record(
             turn,
@@ -808,6 +811,15 @@ class Agent:
                 temperature=modulation.temperature, top_p=modulation.top_p, strategy=modulation.strategy
             ).stored(),
         )
+
+    def _first_pass(self, turn: TurnSteps, detail: dict[str, Any], prev_tests: list[dict[str, Any]]) -> bool:
+        """Whether this turn's edit made the task's tests pass for the first time (the review turn
+        follows, with tools.review_before_finish)."""
+        if not self.settings.tools.review_before_finish or turn.get(StepKind.tool_call) is None:
+            return False
+        edited = turn.get(StepKind.tool_call).tool_name in EDIT_TOOLS
+        passed_now = bool(detail.get("tests_run") and detail.get("tests_passed"))
+        return edited and passed_now and not any(d.get("tests_passed") for d in prev_tests)
 
     @staticmethod
     def _action_of(turn: TurnSteps) -> Action:

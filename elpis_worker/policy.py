@@ -31,13 +31,17 @@ class ToolPolicy:
         strategy: str,
         detail: dict[str, Any],
         tests_passing: bool | None,
+        review: bool = False,
     ) -> TurnPlan:
         """Turn the strategy into what the next turn may do. Replanning takes a reflect step and shuts
         the failing tool (unless it is an edit tool) out of the next think's grammar, so the agent
         cannot repeat it; wrapping up (unless the tests fail) narrows the tools to running the tests
-        and finishing; confidence with passing tests and a change made narrows them to finish."""
+        and finishing; confidence with passing tests and a change made narrows them to finish, or, on
+        the `review` turn (an edit has just made the tests pass for the first time), to finishing and
+        the edit tools: the change is checked against the task before the agent is done."""
         plan = default_plan(strategy)
         plan.banned = self.banned_calls(turns, turn) if self.exclude_repeats else []
+        plan.review = review
         if strategy == "replan":
             recent = [t for t in turns if turn.number - REPLAN_COOLDOWN < t.number <= turn.number]
             if any(t.get(REPLAN) for t in recent):
@@ -54,7 +58,7 @@ class ToolPolicy:
             # open for a fix (the prompt line says the budget is nearly spent).
             plan.tools = ["run_tests", "finish"] if self.has_tests else ["finish"]
         elif strategy == "finish" and tests_passing and ToolResultDetail.model_validate(detail).diff_lines:
-            plan.tools = ["finish"]
+            plan.tools = ["finish", *(t for t in TOOL_SCHEMAS if t in EDIT_TOOLS)] if review else ["finish"]
         return plan
 
     def banned_calls(self, turns: list[TurnSteps], upto: TurnSteps) -> list[dict[str, Any]]:

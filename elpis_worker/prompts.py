@@ -43,6 +43,26 @@ REPLAN_PROMPT = (
 )
 
 
+# Characters of the task's instruction repeated on the review turn.
+REVIEW_INSTRUCTION_CHARS = 600
+
+
+def review_prompt(instruction: str) -> str:
+    """The review turn's line: the task once more, and the question a fix for the visible test's values
+    only fails (the hidden checks of the eval test other inputs)."""
+    task = (
+        instruction
+        if len(instruction) <= REVIEW_INSTRUCTION_CHARS
+        else instruction[:REVIEW_INSTRUCTION_CHARS] + " [...]"
+    )
+    return (
+        f"Before you finish, check the change against the task once more: {task}\n"
+        "Does the code do that for every input the task names (empty input, other values, spacing, a "
+        "setting instead of a fixed value), not only for the values in the test? If it does, call "
+        "finish; if not, fix it."
+    )
+
+
 def next_prompt(plan: TurnPlan) -> str:
     lines = []
     banned = plan.banned

@@ -114,6 +114,8 @@ class TurnPlan(Record):
     tools: list[ToolName] = Field(default_factory=lambda: list(ToolName))
     excluded: list[ToolName] = Field(default_factory=list)
     banned: list[dict[str, Any]] = Field(default_factory=list)
+    # The tests just passed for the first time: the turn checks the change against the task first.
+    review: bool = False
 
 
 class EmotionRecord(Record):

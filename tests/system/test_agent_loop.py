@@ -76,6 +76,21 @@ def test_scripted_loop_fixes_the_failing_test(api, db_url):
     assert emotions[0]["after"]["valence"] < emotions[0]["before"]["valence"]
     assert emotions[2]["after"]["valence"] > emotions[2]["before"]["valence"]
     assert task.emotion == emotions[-1]["after"]
+    # The edit made the tests pass for the first time: the next turn reviews the change against the task.
+    review = [s for s in steps if s.kind == StepKind.emotion][2]
+    assert review.emotion["plan"]["review"] is True
+    assert "Before you finish, check the change against the task once more: Fix the failing test" in (
+        review.content
+    )
+    assert not any((e.get("plan") or {}).get("review") for e in emotions[:2] + emotions[3:])
+
+
+def test_no_review_turn_when_it_is_switched_off(api, db_url):
+    task_id = submit(api, instruction="Fix the failing test in tests/test_ops.py")
+    status = run_scripted(db_url, task_id, SAMPLES / "fix_script.json", tools={"review_before_finish": False})
+    assert status == TaskStatus.succeeded
+    emotions = [s for s in steps_of(db_url, task_id) if s.kind == StepKind.emotion]
+    assert not any(e.emotion["plan"].get("review") or "Before you finish" in e.content for e in emotions)
 
 
 def test_budget_exhaustion_fails_with_reason(api, db_url, scripted):

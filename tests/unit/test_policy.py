@@ -53,6 +53,10 @@ def test_finish_only_with_passing_tests_and_a_change() -> None:
     turns = [turn(1, "write_file", {"path": "a.py", "content": "x = 1\n"}, ok=True, sha="abc")]
     assert POLICY.plan_next(turns, turns[0], "finish", {"diff_lines": 2}, True).tools == ["finish"]
     assert POLICY.plan_next(turns, turns[0], "finish", {"diff_lines": 0}, True).tools == list(TOOL_SCHEMAS)
+    # The review turn (the tests just passed for the first time) may still change files.
+    review = POLICY.plan_next(turns, turns[0], "finish", {"diff_lines": 2}, True, review=True)
+    assert review.review and review.tools == ["finish", "write_file", "edit_file"]
+    assert not POLICY.plan_next(turns, turns[0], "continue", {"diff_lines": 2}, True).review
 
 
 def test_a_change_to_the_workspace_lifts_the_bans() -> None:
