@@ -53,6 +53,10 @@ class ToolResult:
     test_output: str | None = None
 
 
+# Characters of a finish summary (the grammar stops it there).
+SUMMARY_CHARS = 300
+
+
 class ToolArgs(BaseModel):
     """The arguments of one tool. Each subclass is the single place where a tool's name, description,
     JSON schema (which becomes the think grammar) and argument validation live."""
@@ -69,6 +73,9 @@ class ToolArgs(BaseModel):
         for name, field in cls.model_fields.items():
             kind = "integer" if field.annotation in (int, int | None) else "string"
             properties[name] = {"type": kind, "description": field.description or ""}
+            limit = next((m.max_length for m in field.metadata if hasattr(m, "max_length")), None)
+            if limit is not None:
+                properties[name]["maxLength"] = limit
             if field.is_required():
                 required.append(name)
         return {
@@ -139,7 +146,10 @@ class RunTestsArgs(ToolArgs):
 class FinishArgs(ToolArgs):
     tool: ClassVar[str] = "finish"
     help: ClassVar[str] = "finish(summary): stop when the change is made and the tests pass."
-    summary: str = Field(..., description="what was done and whether the tests pass")
+    # Capped: a small model's summary can run on, repeating itself, until max_tokens cuts the reply.
+    summary: str = Field(
+        ..., max_length=SUMMARY_CHARS, description="what was done and whether the tests pass"
+    )
 
 
 TOOL_ARGS: dict[str, type[ToolArgs]] = {

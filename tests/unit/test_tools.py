@@ -549,6 +549,11 @@ def test_unknown_tool_and_bad_args(workspace: Path) -> None:
 def test_finish(workspace: Path) -> None:
     result = make_toolbox(workspace).call("finish", {"summary": "did it"})
     assert result.ok and result.finished and result.summary == "did it"
+    # Seen in the eval: a summary that ran on, repeating itself, until max_tokens cut the reply. The
+    # grammar caps it (the schema's maxLength) and the arguments' validation says so.
+    assert TOOL_SCHEMAS["finish"]["properties"]["summary"]["maxLength"] == 300
+    long = make_toolbox(workspace).call("finish", {"summary": "x" * 301})
+    assert not long.ok and long.error_kind == "bad_args" and "summary" in long.output
 
 
 def test_schemas_and_descriptions_cover_every_tool(workspace: Path) -> None:
