@@ -75,6 +75,7 @@ from models.records import (
     EmotionRecord,
     MemoryDetail,
     ObserveDetail,
+    OutcomeDetail,
     ReflectDetail,
     Sampling,
     Strategy,
@@ -96,6 +97,19 @@ RESAMPLE_TEMPERATURE_MAX = 0.9
 # What the first turn may do when the observations already show the failure and its source: the edit
 # tools, in the tools' own order.
 REPAIR_TOOLS = tuple(name for name in TOOL_SCHEMAS if name in EDIT_TOOLS)
+
+
+def _result(step: Step) -> ToolResultDetail:
+    """A tool_result step's detail (every such step stores one)."""
+    return ToolResultDetail.read(step.detail) or ToolResultDetail(ok=False)
+
+
+def _think_detail(step: Step) -> ThinkDetail:
+    return ThinkDetail.read(step.detail) or ThinkDetail()
+
+
+def _reflect_detail(step: Step) -> ReflectDetail:
+    return ReflectDetail.read(step.detail) or ReflectDetail()
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -199,7 +213,7 @@ class Agent:
         # Resume: a turn that was interrupted is completed first, from the phase it reached.
         for t in turns:
             result = t.get(StepKind.tool_result)
-            if result is not None and (result.detail or {}).get("finished") and t.get(StepKind.emotion):
+            if result is not None and _result(result).finished and t.get(StepKind.emotion):
                 finished = self._action_of(t)
         while finished is None:
             last = turns[-1] if turns else None
@@ -326,7 +340,7 @@ class Agent:
             stop(f"turn {turn.number}'s think")
             think = self._think(turn, state, modulation, plan)
         action = parse_action(think.content)
-        merged = bool((think.detail or {}).get("merged"))
+        merged = _think_detail(think).merged
         if turn.get(StepKind.tool_call) is None:
             stop(f"turn {turn.number}'s tool call")
             self._record(
@@ -347,7 +361,7 @@ class Agent:
         if turn.get(StepKind.emotion) is None:
             stop(f"turn {turn.number}'s emotion update")
             self._update_emotion(turn, state, action, result_step)
-        return action, bool((result_step.detail or {}).get("finished"))
+        return action, _result(result_step).finished
 
     def _stop_if_worker_stopping(self, next_step: str) -> None:
         """Between two steps: when the worker is shutting down, start no other step. Everything done so
@@ -401,11 +415,13 @@ class Agent:
         if not self.settings.tools.repair_first:
             return False
         sources = next((s for s in self.observations if s.tool_name == ObservationPlan.SOURCES), None)
-        return bool(sources is not None and (sources.detail or {}).get("files"))
+        return bool(sources is not None and (ObserveDetail.read(sources.detail) or ObserveDetail()).files)
 
     def _history(self) -> list[AffectState]:
         return [
-            AffectState.from_dict(t.get(StepKind.emotion).emotion["after"])
+            AffectState.from_dict(
+                EmotionRecord.model_validate(t.get(StepKind.emotion).emotion).after.model_dump()
+            )
             for t in self.turns
             if t.get(StepKind.emotion)
         ]
@@ -448,7 +464,7 @@ class Agent:
     def _last_failure_output(self, turn: TurnSteps) -> str:
         for t in reversed([t for t in self.turns if t.number < turn.number]):
             result = t.get(StepKind.tool_result)
-            if result is not None and not (result.detail or {}).get("ok"):
+            if result is not None and not _result(result).ok:
                 return (result.tool_result or "")[-300:]
         return ""
 
@@ -471,9 +487,10 @@ class Agent:
         earlier = turn.get(StepKind.reflect)
         temperature, resampled = modulation.temperature, 0
         max_tokens = self.gen.max_tokens + (self.gen.reflect_max_tokens if reflecting else 0)
-        if reflecting and earlier is not None and (earlier.detail or {}).get("completion") is not None:
+        stored = _reflect_detail(earlier).completion if earlier else None
+        if reflecting and stored is not None:
             # Resumed between the two writes of one generation: the think step comes from the same reply.
-            completion = Completion(earlier.detail["completion"], 0, 0, 0.0)
+            completion = Completion(stored, 0, 0, 0.0)
         else:
             if restricted or banned:
                 schema = think_schema(plan.tools, banned, reflect=reflecting)
@@ -739,18 +756,18 @@ class Agent:
         )
 
     def _update_emotion(self, turn: TurnSteps, before: AffectState, action: Action, result: Step) -> Step:
-        detail = result.detail or {}
+        detail = _result(result)
         previous_results = [
             t.get(StepKind.tool_result)
             for t in self.turns
             if t.number < turn.number and t.get(StepKind.tool_result)
         ]
-        observed = [s.detail for s in self.observations if (s.detail or {}).get("tests_run")]
+        observed: list[OutcomeDetail] = [
+            d for s in self.observations if (d := ObserveDetail.read(s.detail)) is not None and d.tests_run
+        ]
         # An undone edit's test run no longer describes the workspace.
         prev_tests = observed + [
-            r.detail
-            for r in previous_results
-            if (r.detail or {}).get("tests_run") and not (r.detail or {}).get("reverted")
+            d for r in previous_results if (d := _result(r)).tests_run and not d.reverted
         ]
         recent = [
             self._action_key(t) for t in self.turns if turn.number - REPEAT_WINDOW <= t.number < turn.number
@@ -758,26 +775,24 @@ class Agent:
         budget_used = self._budget_used(turn.number)
         obs = Observation(
             tool=action.tool,
-            ok=bool(detail.get("ok")),
-            error_kind=detail.get("error_kind"),
-            tests_run=bool(detail.get("tests_run")),
-            tests_passed=detail.get("tests_passed"),
-            failures=detail.get("failures"),
-            prev_failures=prev_tests[-1].get("failures") if prev_tests else None,
+            ok=detail.ok,
+            error_kind=detail.error_kind,
+            tests_run=detail.tests_run,
+            tests_passed=detail.tests_passed,
+            failures=detail.failures,
+            prev_failures=prev_tests[-1].failures if prev_tests else None,
             repeated_action=(action.tool, json.dumps(action.args, sort_keys=True)) in recent,
-            diff_lines=detail.get("diff_lines"),
-            prev_diff_lines=(previous_results[-1].detail or {}).get("diff_lines") if previous_results else 0,
+            diff_lines=detail.diff_lines,
+            prev_diff_lines=_result(previous_results[-1]).diff_lines if previous_results else 0,
             budget_used=budget_used,
-            memory_signal=float(
-                ((turn.get(MEMORY) and turn.get(MEMORY).detail) or {}).get("memory_signal", 0.0)
-            ),
+            memory_signal=(MemoryDetail.read(recalled.detail) or MemoryDetail()).memory_signal
+            if (recalled := turn.get(MEMORY)) is not None
+            else 0.0,
         )
         after, appraisals = self.engine.update(before, obs)
         history = self._history() + [after]
         tests_passing = (
-            detail.get("tests_passed")
-            if detail.get("tests_run")
-            else (prev_tests[-1].get("tests_passed") if prev_tests else None)
+            detail.tests_passed if detail.tests_run else (prev_tests[-1].tests_passed if prev_tests else None)
         )
         modulation = self.engine.modulate(
             after,
@@ -812,14 +827,14 @@ class Agent:
             ).stored(),
         )
 
-    def _first_pass(self, turn: TurnSteps, detail: dict[str, Any], prev_tests: list[dict[str, Any]]) -> bool:
+    def _first_pass(self, turn: TurnSteps, detail: ToolResultDetail, prev_tests: list[OutcomeDetail]) -> bool:
         """Whether this turn's edit made the task's tests pass for the first time (the review turn
         follows, with tools.review_before_finish)."""
         if not self.settings.tools.review_before_finish or turn.get(StepKind.tool_call) is None:
             return False
         edited = turn.get(StepKind.tool_call).tool_name in EDIT_TOOLS
-        passed_now = bool(detail.get("tests_run") and detail.get("tests_passed"))
-        return edited and passed_now and not any(d.get("tests_passed") for d in prev_tests)
+        passed_now = bool(detail.tests_run and detail.tests_passed)
+        return edited and passed_now and not any(d.tests_passed for d in prev_tests)
 
     @staticmethod
     def _action_of(turn: TurnSteps) -> Action:
@@ -903,19 +918,20 @@ class Agent:
         if replan is not None:
             out.append({"role": "assistant", "content": replan.content})
             out.append(
-                {"role": "user", "content": next_prompt(stored_plan((replan.detail or {}).get("plan")))}
+                {
+                    "role": "user",
+                    "content": next_prompt(_reflect_detail(replan).plan or stored_plan(None)),
+                }
             )
         think, result = turn.get(StepKind.think), turn.get(StepKind.tool_result)
         reflect, emotion = turn.get(StepKind.reflect), turn.get(StepKind.emotion)
-        merged = think is not None and bool((think.detail or {}).get("merged"))
+        merged = think is not None and _think_detail(think).merged
         if think is not None:
             out.append({"role": "assistant", "content": self._reply_shown(think)})
         if merged:
             # One user message per turn: the result, then the affect line and what may come next.
             if result is not None:
-                text = render_result(
-                    result.tool_name or "", result.detail or {}, result.tool_result or "", False
-                )
+                text = render_result(result.tool_name or "", _result(result), result.tool_result or "", False)
                 if emotion is not None and not stop_after_result:
                     text += "\n" + emotion.content
                 out.append({"role": "user", "content": text})
@@ -925,7 +941,7 @@ class Agent:
                 {
                     "role": "user",
                     "content": render_result(
-                        result.tool_name or "", result.detail or {}, result.tool_result or ""
+                        result.tool_name or "", _result(result), result.tool_result or ""
                     ),
                 }
             )

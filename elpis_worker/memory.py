@@ -40,7 +40,7 @@ from elpis_worker.metrics import observe_memories_written
 from elpis_worker.turns import group_turns
 from models import Step, StepKind, Task, TaskStatus, session_scope
 from models.memory import ConsolidatedTask, EmbeddingModel, Memory, MemoryKind
-from models.records import MemoryDetail, RecalledMemory, ToolResultDetail
+from models.records import Affect, MemoryDetail, RecalledMemory, ToolResultDetail
 
 log = logging.getLogger(__name__)
 
@@ -436,8 +436,8 @@ def form_memories(task: Task, steps: Sequence[Step]) -> list[Draft]:
     if not calls and task.status == TaskStatus.cancelled:
         return []  # cancelled before it did anything: nothing was learned
     label = repo_label(task.repo)
-    emotion = task.emotion or {}
-    valence, arousal = float(emotion.get("valence", 0.0)), float(emotion.get("arousal", 0.0))
+    affect = Affect.model_validate(task.emotion) if task.emotion else None
+    valence, arousal = (affect.valence, affect.arousal) if affect else (0.0, 0.0)
     felt = salience(valence, arousal)
     outcome = {TaskStatus.succeeded: "success", TaskStatus.failed: "failure"}.get(task.status)
     files = files_in_diff(task.workspace_diff)
@@ -459,9 +459,10 @@ def form_memories(task: Task, steps: Sequence[Step]) -> list[Draft]:
         # Not the failed run's last reflection: that is the belief that did not lead to a fix, and a small
         # model shown it copies it word for word (seen in the eval with Qwen 1.5B).
         parts.append(f"Why: {task.failure_reason[:160]}.")
-    mood = emotion.get("mood")
-    if emotion:
-        parts.append(f"Felt {mood or 'neutral'} at the end (valence {valence:+.2f}, arousal {arousal:+.2f}).")
+    if affect is not None:
+        parts.append(
+            f"Felt {affect.mood or 'neutral'} at the end (valence {valence:+.2f}, arousal {arousal:+.2f})."
+        )
     episode_seqs = sorted(
         s.seq for s in steps if s.kind in (StepKind.tool_call, StepKind.tool_result, StepKind.reflect)
     )

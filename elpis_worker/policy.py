@@ -29,7 +29,7 @@ class ToolPolicy:
         turns: list[TurnSteps],
         turn: TurnSteps,
         strategy: str,
-        detail: dict[str, Any],
+        detail: ToolResultDetail,
         tests_passing: bool | None,
         review: bool = False,
     ) -> TurnPlan:
@@ -57,7 +57,7 @@ class ToolPolicy:
             # With the tests failing, running them again or finishing cannot help: the last turns stay
             # open for a fix (the prompt line says the budget is nearly spent).
             plan.tools = ["run_tests", "finish"] if self.has_tests else ["finish"]
-        elif strategy == "finish" and tests_passing and ToolResultDetail.model_validate(detail).diff_lines:
+        elif strategy == "finish" and tests_passing and detail.diff_lines:
             plan.tools = ["finish", *(t for t in TOOL_SCHEMAS if t in EDIT_TOOLS)] if review else ["finish"]
         return plan
 

@@ -5,10 +5,9 @@ across tasks), the line that asks for the next tool call, and a tool result as t
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from elpis_worker.tools import TOOL_DESCRIPTIONS, TOOL_SCHEMAS
-from models.records import TurnPlan
+from models.records import OutcomeDetail, TurnPlan
 
 # Characters of a tool's output placed in the prompt (the step keeps the whole, already capped, output).
 PROMPT_OUTPUT_CHARS = 1500
@@ -76,12 +75,12 @@ def next_prompt(plan: TurnPlan) -> str:
     return "\n".join(lines)
 
 
-def render_result(tool: str, detail: dict[str, Any], output: str, ask_reflection: bool = True) -> str:
+def render_result(tool: str, detail: OutcomeDetail, output: str, ask_reflection: bool = True) -> str:
     if len(output) > PROMPT_OUTPUT_CHARS:
         half = PROMPT_OUTPUT_CHARS // 2
         output = f"{output[:half]}\n[... cut ...]\n{output[-half:]}"
-    status = "ok" if detail.get("ok") else f"error: {detail.get('error_kind') or 'failed'}"
-    code = detail.get("exit_code")
+    status = "ok" if detail.ok else f"error: {detail.error_kind or 'failed'}"
+    code = getattr(detail, "exit_code", None)
     head = f"Result of {tool} ({status}{'' if code is None else f', exit {code}'}):"
     tail = "\nReflect on this result as JSON." if ask_reflection else ""
     return f"{head}\n{output}{tail}"

@@ -6,6 +6,7 @@ from elpis_worker.policy import ToolPolicy
 from elpis_worker.tools import TOOL_SCHEMAS
 from elpis_worker.turns import TurnSteps, diff_sha, parse_action
 from models import Step, StepKind
+from models.records import ToolResultDetail
 
 UNCHANGED = diff_sha("")
 
@@ -23,16 +24,18 @@ def turn(number: int, tool: str, args: dict, ok: bool, sha: str = UNCHANGED) -> 
 
 
 POLICY = ToolPolicy(exclude_repeats=True, has_tests=True)
+NONE = ToolResultDetail()
+CHANGED, UNCHANGED_DIFF = ToolResultDetail(diff_lines=2), ToolResultDetail(diff_lines=0)
 
 
 def test_a_replan_shuts_out_a_failing_tool_but_never_an_edit_tool() -> None:
     runs = [turn(n, "run_tests", {}, ok=False) for n in (1, 2, 3)]
-    plan = POLICY.plan_next(runs, runs[-1], "replan", {}, tests_passing=False)
+    plan = POLICY.plan_next(runs, runs[-1], "replan", NONE, tests_passing=False)
     assert plan.replan and plan.excluded == ["run_tests"] and "run_tests" not in plan.tools
 
     edit = {"path": "a.py", "search": "x", "replace": "y"}
     edits = [turn(n, "edit_file", edit, ok=False) for n in (1, 2, 3)]
-    plan = POLICY.plan_next(edits, edits[-1], "replan", {}, tests_passing=False)
+    plan = POLICY.plan_next(edits, edits[-1], "replan", NONE, tests_passing=False)
     assert plan.replan and plan.excluded == [] and "edit_file" in plan.tools
     # The failed edit itself may not be sent again, once, with how often it was repeated.
     assert [(b["tool"], b["repeats"]) for b in plan.banned] == [("edit_file", 3)]
@@ -40,23 +43,23 @@ def test_a_replan_shuts_out_a_failing_tool_but_never_an_edit_tool() -> None:
 
 def test_wrap_up_narrows_only_while_the_tests_do_not_fail() -> None:
     turns = [turn(1, "read_file", {"path": "a.py"}, ok=True)]
-    assert POLICY.plan_next(turns, turns[0], "wrap_up", {}, tests_passing=True).tools == [
+    assert POLICY.plan_next(turns, turns[0], "wrap_up", NONE, tests_passing=True).tools == [
         "run_tests",
         "finish",
     ]
-    assert POLICY.plan_next(turns, turns[0], "wrap_up", {}, tests_passing=False).tools == list(TOOL_SCHEMAS)
+    assert POLICY.plan_next(turns, turns[0], "wrap_up", NONE, tests_passing=False).tools == list(TOOL_SCHEMAS)
     untested = ToolPolicy(exclude_repeats=True, has_tests=False)
-    assert untested.plan_next(turns, turns[0], "wrap_up", {}, tests_passing=None).tools == ["finish"]
+    assert untested.plan_next(turns, turns[0], "wrap_up", NONE, tests_passing=None).tools == ["finish"]
 
 
 def test_finish_only_with_passing_tests_and_a_change() -> None:
     turns = [turn(1, "write_file", {"path": "a.py", "content": "x = 1\n"}, ok=True, sha="abc")]
-    assert POLICY.plan_next(turns, turns[0], "finish", {"diff_lines": 2}, True).tools == ["finish"]
-    assert POLICY.plan_next(turns, turns[0], "finish", {"diff_lines": 0}, True).tools == list(TOOL_SCHEMAS)
+    assert POLICY.plan_next(turns, turns[0], "finish", CHANGED, True).tools == ["finish"]
+    assert POLICY.plan_next(turns, turns[0], "finish", UNCHANGED_DIFF, True).tools == list(TOOL_SCHEMAS)
     # The review turn (the tests just passed for the first time) may still change files.
-    review = POLICY.plan_next(turns, turns[0], "finish", {"diff_lines": 2}, True, review=True)
+    review = POLICY.plan_next(turns, turns[0], "finish", CHANGED, True, review=True)
     assert review.review and review.tools == ["finish", "write_file", "edit_file"]
-    assert not POLICY.plan_next(turns, turns[0], "continue", {"diff_lines": 2}, True).review
+    assert not POLICY.plan_next(turns, turns[0], "continue", CHANGED, True).review
 
 
 def test_a_change_to_the_workspace_lifts_the_bans() -> None:
