@@ -42,7 +42,7 @@ from elpis_worker.observe import (
     trim_test_output,
 )
 from elpis_worker.policy import REPEAT_WINDOW, ToolPolicy
-from elpis_worker.prompts import REPLAN_PROMPT, SYSTEM_PROMPT, next_prompt, render_result, review_prompt
+from elpis_worker.prompts import REPLAN_PROMPT, Conversation, next_prompt, review_prompt
 from elpis_worker.shutdown import WorkerShuttingDown, stop_requested
 from elpis_worker.store import Cancelled, LostClaim, TaskStore
 from elpis_worker.tools import (
@@ -63,7 +63,6 @@ from elpis_worker.turns import (
     is_banned,
     loads_reply,
     parse_action,
-    stored_plan,
     turn_key,
 )
 from elpis_worker.workspace import WorkspaceError, diff_stats, prepare_workspace, workspace_diff
@@ -170,6 +169,7 @@ class Agent:
         )
         self.root = settings.workspace_root / f"task-{task.id}"
         self.policy = ToolPolicy(settings.tools.exclude_repeats, has_tests=bool(task.test_command))
+        self.conversation = Conversation(task, settings, backend.count_tokens)
         self.toolbox: Toolbox  # the tools need the workspace: `run` makes them once it is prepared
         # The persisted history, loaded by the loop (a resumed task starts from what is stored).
         self.observations: list[Step] = []
@@ -849,109 +849,18 @@ class Agent:
         return (call.tool_name or "", json.dumps(call.tool_args or {}, sort_keys=True))
 
     # --- the prompt -------------------------------------------------------------------------
-    def _first_message(self) -> str:
-        task = self.task
-        lines = [f"Task: {task.instruction}"]
-        if task.test_command:
-            lines.append(f"Test command (run_tests runs it): {task.test_command}")
-        if task.protected:
-            lines.append(f"Protected (no tool may change these): {', '.join(task.protected)}")
-        lines.extend(step.content for step in self.observations)
-        first = self.turns[0] if self.turns else None
-        recalled = first.get(MEMORY) if first is not None and first.number == 1 else None
-        if recalled is not None and recalled.content:
-            lines.append(recalled.content)
-        _, modulation, _ = self._affect_before(1)
-        if modulation.prompt_line:
-            lines.append(modulation.prompt_line)
-        if self._sources_observed():
-            lines.append("First tool call as JSON: make the change with write_file or edit_file.")
-        else:
-            lines.append("First tool call as JSON.")
-        return "\n".join(lines)
-
-    def _window(self, turns: list[TurnSteps]) -> list[TurnSteps]:
-        """The last `memory.stm_capacity` turns, cut in blocks of half the capacity so the prompt prefix
-        stays the same for several turns in a row (llama.cpp then re-evaluates only the new suffix)."""
-        capacity = self.settings.memory.stm_capacity
-        excess = len(turns) - capacity
-        if excess <= 0:
-            return turns
-        block = max(1, capacity // 2)
-        drop = -(-excess // block) * block
-        return turns[drop:]
-
     def _messages(self, upto: TurnSteps) -> list[dict[str, str]]:
-        """Rebuilt from the persisted steps only, so a resumed task sends the same prompt: the turns
-        before `upto`, then whatever `upto` has persisted so far (its phases run in order, so that is
-        exactly what precedes the call being made). The latest message ends with the affect line; older
-        messages are kept verbatim (stable prefix)."""
-        done = [t for t in self.turns if t.number < upto.number]
-        window = self._window(done)
-        budget_tokens = self.settings.model.n_ctx - self.gen.max_tokens - 64
-        current = self._turn_messages(upto, stop_after_result=True)
-        while True:
-            messages = [
-                {"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": self._first_message()},
-            ]
-            for t in window:
-                messages.extend(self._turn_messages(t))
-            messages.extend(current)
-            size = sum(self.backend.count_tokens(m["content"]) + 8 for m in messages)
-            if size <= budget_tokens or not window:
-                return messages
-            window = window[1:]
-
-    def _reply_shown(self, think: Step) -> str:
-        """A think step's reply as later prompts show it: the tool call alone unless
-        generation.history_thoughts (an unusable reply verbatim, so the model sees what was wrong)."""
-        if self.gen.history_thoughts or think.tool_name in (None, "invalid"):
-            return think.content or ""
-        return json.dumps({"tool": think.tool_name, "args": think.tool_args or {}})
-
-    def _turn_messages(self, turn: TurnSteps, stop_after_result: bool = False) -> list[dict[str, str]]:
-        out = []
-        recalled, replan = turn.get(MEMORY), turn.get(REPLAN)
-        if recalled is not None and recalled.content and turn.number > 1:
-            out.append({"role": "user", "content": recalled.content})
-        if replan is not None:
-            out.append({"role": "assistant", "content": replan.content})
-            out.append(
-                {
-                    "role": "user",
-                    "content": next_prompt(_reflect_detail(replan).plan or stored_plan(None)),
-                }
-            )
-        think, result = turn.get(StepKind.think), turn.get(StepKind.tool_result)
-        reflect, emotion = turn.get(StepKind.reflect), turn.get(StepKind.emotion)
-        merged = think is not None and _think_detail(think).merged
-        if think is not None:
-            out.append({"role": "assistant", "content": self._reply_shown(think)})
-        if merged:
-            # One user message per turn: the result, then the affect line and what may come next.
-            if result is not None:
-                text = render_result(result.tool_name or "", _result(result), result.tool_result or "", False)
-                if emotion is not None and not stop_after_result:
-                    text += "\n" + emotion.content
-                out.append({"role": "user", "content": text})
-            return out
-        if result is not None:
-            out.append(
-                {
-                    "role": "user",
-                    "content": render_result(
-                        result.tool_name or "", _result(result), result.tool_result or ""
-                    ),
-                }
-            )
-        if stop_after_result:
-            return out
-        if reflect is not None:
-            out.append({"role": "assistant", "content": reflect.content})
-        if emotion is not None:
-            out.append({"role": "user", "content": emotion.content})
-        return out
+        """The prompt for the call `upto` is about to make, rebuilt from the persisted steps only."""
+        _, modulation, _ = self._affect_before(1)
+        first = self.turns[0] if self.turns else None
+        return self.conversation.messages(
+            self.observations,
+            self.turns,
+            upto,
+            opening_line=modulation.prompt_line,
+            recalled=first.get(MEMORY) if first is not None and first.number == 1 else None,
+            repair_first=self._sources_observed(),
+        )
 
     # --- the end ----------------------------------------------------------------------------
     def _conclude(self, finished: Action | None, exhausted: str | None) -> TaskStatus:

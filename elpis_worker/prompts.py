@@ -1,13 +1,19 @@
 """What the model reads: the system prompt (identical for every task, so llama.cpp reuses its KV cache
-across tasks), the line that asks for the next tool call, and a tool result as the prompt shows it.
+across tasks), the line that asks for the next tool call, a tool result as the prompt shows it, and the
+conversation built from a task's persisted steps, windowed to fit the context.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from configs.settings import Settings
 from elpis_worker.tools import TOOL_DESCRIPTIONS, TOOL_SCHEMAS
-from models.records import OutcomeDetail, TurnPlan
+from elpis_worker.turns import MEMORY, REPLAN, TurnSteps, stored_plan
+from models import Step, StepKind, Task
+from models.records import OutcomeDetail, ReflectDetail, ThinkDetail, ToolResultDetail, TurnPlan
 
 # Characters of a tool's output placed in the prompt (the step keeps the whole, already capped, output).
 PROMPT_OUTPUT_CHARS = 1500
@@ -84,3 +90,113 @@ def render_result(tool: str, detail: OutcomeDetail, output: str, ask_reflection:
     head = f"Result of {tool} ({status}{'' if code is None else f', exit {code}'}):"
     tail = "\nReflect on this result as JSON." if ask_reflection else ""
     return f"{head}\n{output}{tail}"
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A task's messages, rebuilt from its persisted steps only, so a resumed task sends the same prompt.
+    The prefix stays stable from call to call (the system prompt, the opening message, earlier turns
+    verbatim; the latest message ends with the affect line), so llama.cpp re-evaluates only what is new."""
+
+    task: Task
+    settings: Settings
+    count_tokens: Callable[[str], int]
+
+    def messages(
+        self,
+        observations: list[Step],
+        turns: list[TurnSteps],
+        upto: TurnSteps,
+        *,
+        opening_line: str = "",
+        recalled: Step | None = None,
+        repair_first: bool = False,
+    ) -> list[dict[str, str]]:
+        """The turns before `upto`, then whatever `upto` has persisted so far (its phases run in order,
+        so that is exactly what precedes the call being made). Earlier turns are dropped from the front
+        while the whole does not fit the context."""
+        opening = self.opening(observations, recalled, opening_line, repair_first)
+        window = self.window([t for t in turns if t.number < upto.number])
+        budget_tokens = self.settings.model.n_ctx - self.settings.generation.max_tokens - 64
+        current = self.turn_messages(upto, stop_after_result=True)
+        while True:
+            messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": opening}]
+            for t in window:
+                messages.extend(self.turn_messages(t))
+            messages.extend(current)
+            size = sum(self.count_tokens(m["content"]) + 8 for m in messages)
+            if size <= budget_tokens or not window:
+                return messages
+            window = window[1:]
+
+    def opening(self, observations: list[Step], recalled: Step | None, line: str, repair_first: bool) -> str:
+        """The first user message: the task, what the worker observed, the memories recalled at the
+        start, the baseline affect line and what the first call should be."""
+        task = self.task
+        lines = [f"Task: {task.instruction}"]
+        if task.test_command:
+            lines.append(f"Test command (run_tests runs it): {task.test_command}")
+        if task.protected:
+            lines.append(f"Protected (no tool may change these): {', '.join(task.protected)}")
+        lines.extend(step.content for step in observations)
+        if recalled is not None and recalled.content:
+            lines.append(recalled.content)
+        if line:
+            lines.append(line)
+        if repair_first:
+            lines.append("First tool call as JSON: make the change with write_file or edit_file.")
+        else:
+            lines.append("First tool call as JSON.")
+        return "\n".join(lines)
+
+    def window(self, turns: list[TurnSteps]) -> list[TurnSteps]:
+        """The last `memory.stm_capacity` turns, cut in blocks of half the capacity so the prompt prefix
+        stays the same for several turns in a row (llama.cpp then re-evaluates only the new suffix)."""
+        capacity = self.settings.memory.stm_capacity
+        excess = len(turns) - capacity
+        if excess <= 0:
+            return turns
+        block = max(1, capacity // 2)
+        drop = -(-excess // block) * block
+        return turns[drop:]
+
+    def reply_shown(self, think: Step) -> str:
+        """A think step's reply as later prompts show it: the tool call alone unless
+        generation.history_thoughts (an unusable reply verbatim, so the model sees what was wrong)."""
+        if self.settings.generation.history_thoughts or think.tool_name in (None, "invalid"):
+            return think.content or ""
+        return json.dumps({"tool": think.tool_name, "args": think.tool_args or {}})
+
+    def turn_messages(self, turn: TurnSteps, stop_after_result: bool = False) -> list[dict[str, str]]:
+        out = []
+        recalled, replan = turn.get(MEMORY), turn.get(REPLAN)
+        if recalled is not None and recalled.content and turn.number > 1:
+            out.append({"role": "user", "content": recalled.content})
+        if replan is not None:
+            plan = (ReflectDetail.read(replan.detail) or ReflectDetail()).plan or stored_plan(None)
+            out.append({"role": "assistant", "content": replan.content})
+            out.append({"role": "user", "content": next_prompt(plan)})
+        think, result = turn.get(StepKind.think), turn.get(StepKind.tool_result)
+        reflect, emotion = turn.get(StepKind.reflect), turn.get(StepKind.emotion)
+        merged = think is not None and (ThinkDetail.read(think.detail) or ThinkDetail()).merged
+        if think is not None:
+            out.append({"role": "assistant", "content": self.reply_shown(think)})
+        detail = (ToolResultDetail.read(result.detail) or ToolResultDetail(ok=False)) if result else None
+        if merged:
+            # One user message per turn: the result, then the affect line and what may come next.
+            if result is not None and detail is not None:
+                text = render_result(result.tool_name or "", detail, result.tool_result or "", False)
+                if emotion is not None and not stop_after_result:
+                    text += "\n" + emotion.content
+                out.append({"role": "user", "content": text})
+            return out
+        if result is not None and detail is not None:
+            text = render_result(result.tool_name or "", detail, result.tool_result or "")
+            out.append({"role": "user", "content": text})
+        if stop_after_result:
+            return out
+        if reflect is not None:
+            out.append({"role": "assistant", "content": reflect.content})
+        if emotion is not None:
+            out.append({"role": "user", "content": emotion.content})
+        return out
