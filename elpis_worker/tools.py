@@ -662,6 +662,22 @@ class Toolbox:
         except re.error as exc:
             regex = re.compile(re.escape(pattern))
             note = f"(not a valid regular expression: {exc}; searched for the literal text)\n"
+        result = self._search(target, regex, note, pattern, path)
+        if result.output.startswith(note + "no matches") and re.escape(pattern) != pattern and not note:
+            # `self.total += x` as a regular expression matches `self.total = x`, not itself: a model
+            # searching for code it read means the text.
+            literal = self._search(
+                target,
+                re.compile(re.escape(pattern)),
+                "(no match as a regular expression; as text:)\n",
+                pattern,
+                path,
+            )
+            if not literal.output.startswith("(no match as a regular expression; as text:)\nno matches"):
+                return literal
+        return result
+
+    def _search(self, target: Path, regex: re.Pattern[str], note: str, pattern: str, path: str) -> ToolResult:
         matches: list[str] = []
         size = len(note)
         truncated = False
@@ -1266,16 +1282,51 @@ def _appended(text: str, addition: str) -> tuple[str, int, str]:
 
 
 def _occurrences(text: str, search: str, limit: int = 4) -> str:
-    """Each place `search` occurs, with the line before it, numbered."""
+    """Each place `search` occurs, with the line before it, numbered, and the function it is in. Seen
+    in the eval: told `self.balance += amount` occurs twice, the model could not tell the search which
+    one it meant, five turns running."""
     lines = text.splitlines()
+    functions = _functions_by_line(text)
     shown, start = [], 0
     while len(shown) < limit and (at := text.find(search, start)) >= 0:
         first = text.count("\n", 0, at) + 1
         last = first + search.count("\n")
         lo = max(1, first - 1)
-        shown.append("\n".join(f"{n:>4}| {lines[n - 1]}" for n in range(lo, min(last, len(lines)) + 1)))
+        where = functions.get(first)
+        head = f"in {where} (line {first}):\n" if where else ""
+        shown.append(
+            head + "\n".join(f"{n:>4}| {lines[n - 1]}" for n in range(lo, min(last, len(lines)) + 1))
+        )
         start = at + 1
-    return "\n...\n".join(shown)
+    named = [functions[n] for n in sorted(functions) if functions[n]]
+    advice = ""
+    if named:
+        advice = (
+            "\nTo change the one in a function, give that whole function (or method) with write_file: "
+            "it replaces that definition only."
+        )
+    return "\n...\n".join(shown) + advice
+
+
+def _functions_by_line(text: str) -> dict[int, str]:
+    """line -> the innermost function or method (as Class.method) that holds it, for a Python text."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return {}
+    out: dict[int, str] = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (*_FUNCTIONS, ast.ClassDef)):
+                name = f"{prefix}{child.name}"
+                if isinstance(child, _FUNCTIONS):
+                    for line in range(child.lineno, (child.end_lineno or child.lineno) + 1):
+                        out[line] = name
+                visit(child, f"{name}.")
+
+    visit(tree, "")
+    return out
 
 
 def _closest_lines(text: str, search: str, context: int = 2) -> str:

@@ -371,6 +371,13 @@ def test_search_finds_a_line(workspace: Path) -> None:
     assert "no matches" in tools.call("search", {"pattern": "absent-text"}).output
     literal = tools.call("search", {"pattern": "greet("})  # not a valid regex: searched literally
     assert literal.ok and "src/app.py:1:def greet():" in literal.output
+    # Seen in the eval: `self.balance += amount` as a regex matches `self.balance = amount`, so the
+    # model's search for a line it had read found nothing. No match as a regex: searched as text.
+    (workspace / "acc.py").write_text("x = 1\nself.balance += amount\n")
+    as_text = tools.call("search", {"pattern": "self.balance += amount", "path": "acc.py"})
+    assert as_text.output == "(no match as a regular expression; as text:)\nacc.py:2:self.balance += amount"
+    assert tools.call("search", {"pattern": "x = 1", "path": "acc.py"}).output == "acc.py:1:x = 1"
+    assert "no matches" in tools.call("search", {"pattern": "self.total += 1", "path": "acc.py"}).output
 
 
 def test_search_output_is_capped(workspace: Path) -> None:
@@ -599,6 +606,9 @@ def test_edit_file_ambiguous_search_names_each_occurrence(workspace: Path) -> No
     twice = tools.call("edit_file", {"path": "m.py", "search": "return a + b", "replace": "return a - b"})
     assert not twice.ok and "occurs 2 times" in twice.output
     assert "   5| def sub(a, b):" in twice.output and "   1| def add(a, b):" in twice.output
+    # Each occurrence names its function, and the answer says how to change just one.
+    assert "in add (line 2):" in twice.output and "in sub (line 6):" in twice.output
+    assert "give that whole function (or method) with write_file" in twice.output
     fixed = tools.call(
         "edit_file",
         {
