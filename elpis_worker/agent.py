@@ -616,8 +616,13 @@ class Agent:
         before = self._snapshot(action.args.get("path")) if checked else None
         result = self.toolbox.call(action.tool, action.args)
         changed = result.ok and not result.output.startswith("no change")
-        if checked and result.ok and not changed:
-            self._remind_failure(result)
+        if action.tool in EDIT_TOOLS and result.ok and not changed:
+            # An edit that leaves the file as it was is a failed attempt, not a tool that worked: the
+            # emotion model appraises it as one (the 1.5B model rewrote its own wrong code three turns
+            # running, calm, at temperature 0.2), and the result says how the code fails.
+            result.ok, result.error_kind = False, "no_change"
+            if checked:
+                self._remind_failure(result)
         if changed and checked:
             # The check after each edit: the model sees at once whether the change fixed the tests.
             check = self.toolbox.call("run_tests", {})

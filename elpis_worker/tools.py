@@ -34,8 +34,8 @@ class ProtectedPathError(WorkspaceError):
 class ToolResult:
     """What one tool call did. `error_kind` is one of "escape", "not_found", "bad_args", "timeout",
     "nonzero_exit", "unknown_tool", "protected", "syntax_error", "tests_failing", "repeated",
-    "os_error" (the host refused, e.g. disk full), "regression" (an edit that broke tests, undone), or None
-    when ok."""
+    "os_error" (the host refused, e.g. disk full), "regression" (an edit that broke tests, undone),
+    "no_change" (an edit of the file to what it already holds, set by the loop), or None when ok."""
 
     ok: bool
     output: str

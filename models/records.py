@@ -45,6 +45,7 @@ class ErrorKind(enum.StrEnum):
     repeated = "repeated"  # a call excluded for repeating one that failed or changed nothing
     os_error = "os_error"  # the host refused (disk full...)
     regression = "regression"  # an edit that broke passing tests, undone
+    no_change = "no_change"  # an edit whose result is what the file already holds
 
 
 class Strategy(enum.StrEnum):

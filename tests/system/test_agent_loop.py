@@ -407,6 +407,7 @@ def test_an_edit_that_leaves_the_same_failure_is_kept(api, db_url, scripted):
     assert "|     return a * b" in result.tool_result
     # Writing the same code again changes nothing, and the result says that code fails, and how.
     assert same.tool_result.startswith("no change: calc/ops.py already holds exactly this subtract")
+    assert same.detail["ok"] is False and same.detail["error_kind"] == "no_change"  # a failed attempt
     assert "With the code as it is, the tests fail:\n>" in same.tool_result
     assert "assert subtract(" in same.tool_result
 
