@@ -553,6 +553,14 @@ class Toolbox:
                 f"the def line) so it matches once:\n{_occurrences(text, search)}",
                 error_kind="bad_args",
             )
+        elif count == 1 and (whole := _whole_definition(text, search, replace, target)) is not None:
+            # `search` is a def line alone and `replace` that whole function: replacing the line alone
+            # would leave the old body under the new one (seen in the eval: two bodies, two returns).
+            new_text, replaced, added = whole
+            at, note = (
+                _merged_at(new_text, replaced + added),
+                f" (as a whole definition){_merge_note(replaced, added)}",
+            )
         elif count == 1:
             new_text, at = text.replace(search, replace, 1), text.index(search)
         elif replace.strip().startswith(search.strip()) and len(replace.strip()) > len(search.strip()):
@@ -1152,6 +1160,40 @@ def _repair_docstrings(content: str, old: str) -> str | None:
         else:
             out.append(line)
     return "\n".join(out) + ("\n" if content.endswith("\n") else "") if changed else None
+
+
+def _whole_definition(
+    text: str, search: str, replace: str, target: Path
+) -> tuple[str, list[str], list[str]] | None:
+    """The merge a def-line-only `search` with a whole-definition `replace` means, or None."""
+    line = _DEF_LINE.match(search.strip("\n"))
+    if target.suffix != ".py" or "\n" in search.strip("\n") or line is None:
+        return None
+    body = textwrap.dedent(replace).strip("\n")
+    if "\n" not in body or not body.startswith(search.strip()):
+        return None
+    # Lines inserted under the def line are a literal edit; a new body ending in return before the old
+    # one (dead code after it) is a whole definition.
+    if not _dead_code_in(text.replace(search, replace, 1), line.group(1)):
+        return None
+    merged = merge_definitions(text, replace)
+    if merged is None or line.group(1) not in merged[1]:
+        return None
+    return merged
+
+
+def _dead_code_in(source: str, name: str) -> bool:
+    """Whether a function `name` of `source` has statements after a return or raise of its body."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, _FUNCTIONS) and node.name == name:
+            ends = [i for i, stmt in enumerate(node.body) if isinstance(stmt, ast.Return | ast.Raise)]
+            if ends and ends[0] < len(node.body) - 1:
+                return True
+    return False
 
 
 def _parses(source: str) -> bool:

@@ -976,6 +976,34 @@ def test_write_file_of_a_class_with_only_some_methods_merges_them_into_it(worksp
     )
 
 
+def test_edit_file_of_a_def_line_with_a_whole_function_replaces_the_function(workspace: Path) -> None:
+    """Seen in the eval: search `def capitalize_words(text):`, replace that line and a new body. Taken
+    literally the old body stayed under the new one (two returns); it is the whole function."""
+    (workspace / "case.py").write_text('"""Case."""\n\n\ndef cap(text):\n    return text.upper()\n')
+    tools = make_toolbox(workspace)
+    whole = tools.call(
+        "edit_file",
+        {
+            "path": "case.py",
+            "search": "def cap(text):",
+            "replace": "def cap(text):\n    return text.title()\n",
+        },
+    )
+    assert whole.ok and "as a whole definition" in whole.output
+    assert (workspace / "case.py").read_text() == '"""Case."""\n\n\ndef cap(text):\n    return text.title()\n'
+    # Lines inserted under a def line stay a literal edit: the body is kept.
+    inserted = tools.call(
+        "edit_file",
+        {"path": "case.py", "search": "def cap(text):", "replace": "def cap(text):\n    text = str(text)"},
+    )
+    assert inserted.ok and "as a whole definition" not in inserted.output
+    assert (
+        (workspace / "case.py")
+        .read_text()
+        .endswith("def cap(text):\n    text = str(text)\n    return text.title()\n")
+    )
+
+
 def test_edit_file_naming_a_function_with_its_whole_new_definition_merges_it(workspace: Path) -> None:
     (workspace / "c.py").write_text('"""Temps."""\n\n\ndef f_to_c(f):\n    return (f - 32) * 9 / 5\n')
     tools = make_toolbox(workspace)
