@@ -501,6 +501,15 @@ def test_sample_batch_tasks_fail_before_and_pass_after(tmp_path: Path) -> None:
             file.write_text(text.replace(old, new, 1) if old else new)
         passed = tools.call("run_tests", {})
         assert passed.tests_passed, passed.output
+    # Seen in `make run`: the docstring task passed with "Text helpers.", which says nothing of what
+    # slugify returns; the check now asks for that.
+    root = prepare_workspace(str(ELPIS_ROOT / tasks[2]["repo"]), None, tmp_path / "vague")
+    text = root / "calc" / "text.py"
+    text.write_text(
+        text.read_text().replace("def slugify(text):\n", 'def slugify(text):\n    """Text helpers."""\n')
+    )
+    vague = make_toolbox(root, test_command=tasks[2]["test_command"], command_timeout=120)
+    assert not vague.call("run_tests", {}).tests_passed
 
 
 def test_run_tests_without_test_command(workspace: Path) -> None:
