@@ -258,24 +258,9 @@ def _stdlib_import(name: str) -> str | None:
 
 def _defined_in(root: Path, name: str, tests: bool = False) -> list[str]:
     """Workspace Python files (test files only with `tests`) that define `name` at top level."""
-    found = []
-    for relative in _tracked_files(root):
-        if not relative.endswith(".py") or (_is_test_file(relative) and not tests):
-            continue
-        try:
-            tree = ast.parse((root / relative).read_text("utf-8", "replace"))
-        except (OSError, SyntaxError, ValueError):
-            continue
-        for node in tree.body:
-            names = (
-                [node.name]
-                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
-                else [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
-            )
-            if name in names:
-                found.append(relative)
-                break
-    return found
+    return list(
+        dict.fromkeys(relative for relative, _node in _top_level_definitions(root, tests).get(name, []))
+    )
 
 
 def _tested_import(root: Path, test_path: str) -> str | None:
@@ -381,12 +366,12 @@ def _used_names(line: str) -> list[str]:
     return list(dict.fromkeys(name for _at, name in sorted(found)))
 
 
-def _top_level_definitions(root: Path) -> dict[str, list[tuple[str, ast.stmt]]]:
-    """name -> (file, node) of every top-level function, class and constant of the workspace's
-    non-test Python files."""
+def _top_level_definitions(root: Path, tests: bool = False) -> dict[str, list[tuple[str, ast.stmt]]]:
+    """name -> (file, node) of every top-level function, class and constant of the workspace's Python
+    files (test files only with `tests`)."""
     found: dict[str, list[tuple[str, ast.stmt]]] = {}
     for relative in _tracked_files(root):
-        if not relative.endswith(".py") or _is_test_file(relative) or relative.endswith("conftest.py"):
+        if not relative.endswith(".py") or (_is_test_file(relative) and not tests):
             continue
         try:
             tree = ast.parse((root / relative).read_text("utf-8", "replace"))
@@ -414,7 +399,7 @@ def failing_definitions(output: str, root: Path, limit: int = DEFINITIONS_SHOWN)
     seen: set[str] = set()
     for line in dict.fromkeys(_FAILING_LINE.findall(output)):
         for name in _used_names(line):
-            places = definitions.get(name, [])
+            places = [p for p in definitions.get(name, []) if not p[0].endswith("conftest.py")]
             if len(places) != 1 or name in seen:
                 continue
             seen.add(name)
