@@ -56,7 +56,6 @@ from elpis_worker.turns import (
     REPLAN,
     Action,
     TurnSteps,
-    banned_call,
     default_plan,
     diff_sha,
     group_turns,
@@ -580,37 +579,17 @@ class Agent:
         return tokens
 
     def _call_tool(self, action: Action, plan: TurnPlan) -> ToolResult:
-        if action.error is not None:
-            return ToolResult(
-                ok=False,
-                output=f"your reply was not a valid tool call: {action.error}",
-                error_kind="bad_args",
-            )
-        call = banned_call(action.tool, action.args, plan.banned)
-        if call is not None:
-            return ToolResult(
-                ok=False,
-                output=f"refused: the same {action.tool} call was made in turn {call.get('turn')} and "
-                "failed or changed nothing, and nothing has changed since. Do something different.",
-                error_kind="repeated",
-            )
-        if action.tool == "finish" and self.task.test_command:
-            # The model's word is not enough: finishing is accepted only when the task's tests pass.
+        refused = self.policy.refusal(action, plan)
+        if refused is not None:
+            return refused
+        if self.policy.gates_finish(action):
             check = self.toolbox.call("run_tests", {})
-            if not check.tests_passed:
-                return ToolResult(
-                    ok=False,
-                    output="finish refused: the task's tests still fail.\n" + check.output,
-                    exit_code=check.exit_code,
-                    error_kind="tests_failing",
-                    tests_run=True,
-                    tests_passed=False,
-                    failures=check.failures,
-                )
-            done = self.toolbox.call("finish", action.args)
-            done.tests_run, done.tests_passed, done.failures = True, True, 0
-            done.output = "finished; the task's tests pass"
-            return done
+            done = (
+                self.toolbox.call("finish", action.args)
+                if check.tests_passed
+                else ToolResult(ok=False, output="")
+            )
+            return self.policy.finish_verdict(check, done)
         # An edit tool's success is followed by a run of the task's tests (the check after each edit).
         checked = action.tool in EDIT_TOOLS and bool(self.task.test_command)
         before = self._snapshot(action.args.get("path")) if checked else None

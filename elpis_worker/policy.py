@@ -1,6 +1,8 @@
 """The tool policy: what the next turn may do, from the strategy the emotion model chose and what the
 turns so far did. Replanning shuts a failing tool out; wrapping up and confidence narrow the tools;
-calls that failed or changed nothing since the workspace last changed may not be repeated.
+calls that failed or changed nothing since the workspace last changed may not be repeated. It also
+gates each call before it runs (`refusal`) and decides whether a finish stands (`finish_verdict`): the
+model's word is not enough, finishing needs the task's tests to pass.
 """
 
 from __future__ import annotations
@@ -8,8 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from elpis_worker.tools import TOOL_SCHEMAS
-from elpis_worker.turns import REPLAN, TurnSteps, call_key, default_plan, diff_sha, normalized_args
+from elpis_worker.tools import TOOL_SCHEMAS, ToolResult
+from elpis_worker.turns import (
+    REPLAN,
+    Action,
+    TurnSteps,
+    banned_call,
+    call_key,
+    default_plan,
+    diff_sha,
+    normalized_args,
+)
 from models import StepKind
 from models.records import EDIT_TOOLS, ToolResultDetail, TurnPlan
 
@@ -60,6 +71,47 @@ class ToolPolicy:
         elif strategy == "finish" and tests_passing and detail.diff_lines:
             plan.tools = ["finish", *(t for t in TOOL_SCHEMAS if t in EDIT_TOOLS)] if review else ["finish"]
         return plan
+
+    def refusal(self, action: Action, plan: TurnPlan) -> ToolResult | None:
+        """The result of a call this turn may not make, without running it: a reply that is not a valid
+        tool call, or an exact repeat of a call the plan bans. None when the call may run."""
+        if action.error is not None:
+            return ToolResult(
+                ok=False,
+                output=f"your reply was not a valid tool call: {action.error}",
+                error_kind="bad_args",
+            )
+        call = banned_call(action.tool, action.args, plan.banned)
+        if call is not None:
+            return ToolResult(
+                ok=False,
+                output=f"refused: the same {action.tool} call was made in turn {call.get('turn')} and "
+                "failed or changed nothing, and nothing has changed since. Do something different.",
+                error_kind="repeated",
+            )
+        return None
+
+    def gates_finish(self, action: Action) -> bool:
+        """Whether this call is a finish that must first be checked by the task's tests."""
+        return action.tool == "finish" and self.has_tests
+
+    @staticmethod
+    def finish_verdict(check: ToolResult, done: ToolResult) -> ToolResult:
+        """A gated finish, given the task's test run made for it (`check`) and the finish tool's own
+        result (`done`, only used when the tests pass): refused while the tests fail."""
+        if not check.tests_passed:
+            return ToolResult(
+                ok=False,
+                output="finish refused: the task's tests still fail.\n" + check.output,
+                exit_code=check.exit_code,
+                error_kind="tests_failing",
+                tests_run=True,
+                tests_passed=False,
+                failures=check.failures,
+            )
+        done.tests_run, done.tests_passed, done.failures = True, True, 0
+        done.output = "finished; the task's tests pass"
+        return done
 
     def banned_calls(self, turns: list[TurnSteps], upto: TurnSteps) -> list[dict[str, Any]]:
         """Calls of the last REPEAT_WINDOW turns that failed or changed nothing, made since the workspace

@@ -201,6 +201,11 @@ def test_protected_tests_cannot_be_overwritten(api, db_url, scripted):
     result = next(s for s in steps_of(db_url, task_id) if s.kind == StepKind.tool_result)
     assert result.detail["error_kind"] == "protected" and "protected by the task" in result.tool_result
     assert "tests/test_ops.py" not in (task_row(db_url, task_id).workspace_diff or "")
+    # The finish gate: the model's word is not enough while the task's tests fail.
+    finish = [s for s in steps_of(db_url, task_id) if s.kind == StepKind.tool_result][-1]
+    assert finish.tool_name == "finish" and finish.detail["error_kind"] == "tests_failing"
+    assert finish.tool_result.startswith("finish refused") and not finish.detail["finished"]
+    assert task_row(db_url, task_id).status == TaskStatus.failed
 
 
 def test_bad_protected_globs_are_a_422(api):

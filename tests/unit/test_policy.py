@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from elpis_worker.policy import ToolPolicy
-from elpis_worker.tools import TOOL_SCHEMAS
+from elpis_worker.tools import TOOL_SCHEMAS, ToolResult
 from elpis_worker.turns import TurnSteps, diff_sha, parse_action
 from models import Step, StepKind
 from models.records import ToolResultDetail
@@ -78,3 +80,34 @@ def test_a_reply_with_a_raw_newline_in_a_string_is_a_tool_call() -> None:
     action = parse_action('{"thought": "two\nlines", "tool": "run_tests", "args": {}}')
     assert action.error is None and action.tool == "run_tests" and action.thought == "two\nlines"
     assert parse_action('{"thought": "cut').error is not None
+
+
+def test_the_gate_refuses_an_invalid_reply_and_a_banned_repeat_and_lets_others_run() -> None:
+    edit = {"path": "a.py", "search": "x", "replace": "y"}
+    failed = [turn(1, "edit_file", edit, ok=False)]
+    plan = POLICY.plan_next(failed, failed[-1], "continue", NONE, tests_passing=False)
+
+    invalid = POLICY.refusal(parse_action("not json"), plan)
+    assert invalid is not None and not invalid.ok and invalid.error_kind == "bad_args"
+    repeat = POLICY.refusal(parse_action(f'{{"tool": "edit_file", "args": {json.dumps(edit)}}}'), plan)
+    assert repeat is not None and repeat.error_kind == "repeated" and "turn 1" in repeat.output
+    other = {**edit, "replace": "z"}
+    assert POLICY.refusal(parse_action(f'{{"tool": "edit_file", "args": {json.dumps(other)}}}'), plan) is None
+
+
+def test_a_finish_stands_only_when_the_task_tests_pass() -> None:
+    finish = parse_action('{"tool": "finish", "args": {"summary": "done"}}')
+    assert POLICY.gates_finish(finish)
+    assert not ToolPolicy(exclude_repeats=True, has_tests=False).gates_finish(finish)
+    assert not POLICY.gates_finish(parse_action('{"tool": "run_tests", "args": {}}'))
+
+    failing = ToolResult(
+        ok=False, output="1 failed", exit_code=1, tests_run=True, tests_passed=False, failures=1
+    )
+    refused = POLICY.finish_verdict(failing, ToolResult(ok=True, output="", finished=True))
+    assert not refused.ok and not refused.finished and refused.error_kind == "tests_failing"
+    assert refused.output.startswith("finish refused") and "1 failed" in refused.output
+
+    passing = ToolResult(ok=True, output="1 passed", exit_code=0, tests_run=True, tests_passed=True)
+    done = POLICY.finish_verdict(passing, ToolResult(ok=True, output="", finished=True, summary="done"))
+    assert done.ok and done.finished and done.tests_passed and done.failures == 0
