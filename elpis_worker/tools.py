@@ -895,7 +895,7 @@ def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]
         partial = _partial_class(node, old_tree)
         if partial is not None:
             # A class written with only some of its methods: those methods are merged into it.
-            changes.extend(_merge_methods(partial, node, snippet_lines, replaced, new_methods))
+            changes.extend(_merge_methods(partial, node, snippet_lines, replaced, new_methods, old))
             merged.add(node.name)
             continue
         source = "".join(snippet_lines[_first_line(node) - 1 : node.end_lineno])
@@ -908,8 +908,9 @@ def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]
             return None
         if candidates:
             first, last, indent = candidates[0]
+            source, kept = _with_old_docstring(source, node, _definition_at(old_tree, name, first), old)
             changes.append((first, last, textwrap.indent(source, " " * indent)))
-            replaced.append(name)
+            replaced.append(name + (KEPT_DOCSTRING if kept else ""))
         elif constant and (first_definition := _first_definition_line(old_tree)):
             # Before the code that may use it at import time.
             changes.append((first_definition, first_definition - 1, source.rstrip("\n") + "\n\n\n"))
@@ -952,7 +953,8 @@ def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]
         after_docstring = bool(head) and isinstance(head[0], ast.Expr)
         result = "".join(out[:at]) + ("\n" if after_docstring else "") + block + "".join(out[at:])
     names = [_top_level_name(n) or "" for n in definitions]
-    names = [name for name in names if name not in replaced and name not in merged]
+    done = {name.removesuffix(KEPT_DOCSTRING) for name in replaced}
+    names = [name for name in names if name not in done and name not in merged]
     if docstring:
         result, which = _with_module_docstring(result, ast.get_source_segment(snippet, docstring) or "")
         (replaced if which == "replaced" else names).append("the module docstring")
@@ -1090,12 +1092,72 @@ def _partial_class(node: ast.AST, old_tree: ast.Module) -> ast.ClassDef | None:
     return olds[0] if missing else None
 
 
+# Said of a replaced definition whose docstring was kept (see _with_old_docstring).
+KEPT_DOCSTRING = " (its docstring kept)"
+
+
+def _definition_at(tree: ast.Module, name: str, first: int) -> ast.AST | None:
+    """The function or class `name` of `tree` whose first line (decorators included) is `first`."""
+    return next(
+        (
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, _DEFINITIONS) and n.name == name and _first_line(n) == first
+        ),
+        None,
+    )
+
+
+def _with_old_docstring(source: str, new: ast.AST, old: ast.AST | None, old_text: str) -> tuple[str, bool]:
+    """A function or class rewritten without a docstring keeps the one it had, and so does each method
+    of a rewritten class. A small model fixing a function writes its code and leaves the docstring out
+    (the 1.5B model's fixes dropped one in two), so a fix would delete documentation nobody asked to
+    delete. `source` is `new`'s text from its first line (decorators included), `new` at its own
+    column; returns it and whether a docstring went in. A definition written with a docstring, even a
+    different one, is taken as written."""
+    if not isinstance(new, _DEFINITIONS) or not isinstance(old, _DEFINITIONS):
+        return source, False
+    pairs = [(new, old)]
+    if isinstance(new, ast.ClassDef) and isinstance(old, ast.ClassDef):
+        methods = {m.name: m for m in old.body if isinstance(m, _FUNCTIONS)}
+        pairs += [(m, methods[m.name]) for m in new.body if isinstance(m, _FUNCTIONS) and m.name in methods]
+    old_lines = old_text.splitlines()
+    inserts: list[tuple[int, str]] = []
+    for n, o in pairs:
+        if (
+            not n.body
+            or ast.get_docstring(n, clean=False) is not None
+            or ast.get_docstring(o, clean=False) is None
+        ):
+            continue
+        body = n.body[0]
+        if body.lineno == n.lineno:
+            continue  # `def f(): return 1`: no line of its own to put a docstring on
+        written = textwrap.dedent("\n".join(old_lines[o.body[0].lineno - 1 : o.body[0].end_lineno]))
+        inserts.append(
+            (
+                body.lineno - _first_line(new),
+                textwrap.indent(written, " " * (body.col_offset - new.col_offset)),
+            )
+        )
+    lines = source.splitlines(keepends=True)
+    # A class's docstring is followed by a blank line, as formatters write it.
+    body_of_class = (
+        new.body[0].lineno - _first_line(new) if isinstance(new, ast.ClassDef) and new.body else -1
+    )
+    for at, docstring in sorted(inserts, reverse=True):
+        gap = "\n" if at == body_of_class and lines[at].strip() else ""
+        lines[at:at] = [docstring + "\n" + gap]
+    return "".join(lines), bool(inserts)
+
+
 def _merge_methods(
     old_class: ast.ClassDef,
     node: ast.ClassDef,
     snippet_lines: list[str],
     replaced: list[str],
     added: list[str],
+    old_source: str,
 ) -> list[tuple[int, int, str]]:
     """Line changes that put `node`'s methods into `old_class`: each replaces the method of the same
     name, a new one goes at the end of the class. Names are noted as Class.method."""
@@ -1110,8 +1172,9 @@ def _merge_methods(
         same = [i for i in old_class.body if isinstance(i, _FUNCTIONS) and i.name == item.name]
         if same:
             first, last = _first_line(same[0]), same[0].end_lineno or same[0].lineno
+            source, kept = _with_old_docstring(source, item, same[0], old_source)
             changes.append((first, last, textwrap.indent(source, " " * same[0].col_offset)))
-            replaced.append(name)
+            replaced.append(name + (KEPT_DOCSTRING if kept else ""))
         else:
             changes.append((end + 1, end, "\n" + textwrap.indent(source, indent)))
             added.append(name)
@@ -1208,7 +1271,7 @@ def _merged_at(text: str, names: list[str]) -> int:
     """Where the first of merge_definitions' replaced or added names (a definition, or an import
     statement) now is in `text`."""
     for name in names:
-        short = name.rsplit(".", 1)[-1]
+        short = name.removesuffix(KEPT_DOCSTRING).rsplit(".", 1)[-1]
         if name.startswith(("import ", "from ")):
             found = re.search(rf"^{re.escape(name)}$", text, re.MULTILINE)
         else:

@@ -707,6 +707,50 @@ def test_write_file_with_some_definitions_merges_them(workspace: Path) -> None:
     )
 
 
+def test_a_definition_rewritten_without_its_docstring_keeps_it(workspace: Path) -> None:
+    """Seen in the eval: the 1.5B model's fixes wrote the function's code alone, and the diff deleted its
+    docstring. A function, a class and each method of a rewritten class keep the docstring they had
+    when the new text has none; a new docstring is taken as written."""
+    (workspace / "m.py").write_text(
+        '"""Maths."""\n\n\n@cache\ndef add(a,\n        b):\n    """Sum of a and b."""\n    return a - b\n\n\n'
+        'class Box:\n    """A box."""\n\n    def size(self):\n        """How big.\n\n        In litres.\n        """\n'
+        "        return 0\n\n    def name(self): return 'box'\n"
+    )
+    tools = make_toolbox(workspace)
+    fixed = tools.call(
+        "write_file", {"path": "m.py", "content": "@cache\ndef add(a,\n        b):\n    return a + b\n"}
+    )
+    assert fixed.ok and "replaced add (its docstring kept); the rest" in fixed.output, fixed.output
+    rewritten = tools.call(
+        "write_file",
+        {
+            "path": "m.py",
+            "content": "class Box:\n    def size(self):\n        return 1\n\n    def name(self):\n        return 'b'\n",
+        },
+    )
+    assert rewritten.ok and "replaced Box (its docstring kept)" in rewritten.output, rewritten.output
+    assert (workspace / "m.py").read_text() == (
+        '"""Maths."""\n\n\n@cache\ndef add(a,\n        b):\n    """Sum of a and b."""\n    return a + b\n\n\n'
+        'class Box:\n    """A box."""\n\n    def size(self):\n        """How big.\n\n        In litres.\n        """\n'
+        "        return 1\n\n    def name(self):\n        return 'b'\n"
+    )
+    # The same code again is no change; a docstring written anew replaces the old one.
+    again = tools.call(
+        "write_file", {"path": "m.py", "content": "@cache\ndef add(a,\n        b):\n    return a + b\n"}
+    )
+    assert again.ok and again.output.startswith("no change")
+    documented = tools.call(
+        "write_file",
+        {
+            "path": "m.py",
+            "content": '@cache\ndef add(a,\n        b):\n    """Add b to a."""\n    return a + b\n',
+        },
+    )
+    assert documented.ok and "replaced add;" in documented.output
+    assert '"""Add b to a."""' in (workspace / "m.py").read_text()
+    assert "Sum of a and b" not in (workspace / "m.py").read_text()
+
+
 def test_write_file_of_imports_alone_adds_them_to_the_module(workspace: Path) -> None:
     """Seen in the eval: told `timedelta` is not imported, Qwen 1.5B wrote just the import line. That
     is added after the module's imports; the rest of the file is kept, in a module with definitions or
