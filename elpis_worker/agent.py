@@ -790,7 +790,7 @@ class Agent:
         plan = self.policy.plan_next(self.turns, turn, modulation.strategy, detail, tests_passing, review)
         lines = [modulation.prompt_line] if modulation.prompt_line else []
         if plan.review and not plan.replan:
-            lines.append(review_prompt(self.task.instruction))
+            lines.append(review_prompt(self.task.instruction, workspace_diff(self.root)))
         lines.append(REPLAN_PROMPT if plan.replan else next_prompt(plan))
         return self._record(
             turn,

@@ -48,23 +48,30 @@ REPLAN_PROMPT = (
 )
 
 
-# Characters of the task's instruction repeated on the review turn.
+# Characters of the task's instruction, and of the change, shown on the review turn.
 REVIEW_INSTRUCTION_CHARS = 600
+REVIEW_DIFF_CHARS = 1500
 
 
-def review_prompt(instruction: str) -> str:
-    """The review turn's line: the task once more, and the question a fix for the visible test's values
-    only fails (the hidden checks of the eval test other inputs)."""
+def review_prompt(instruction: str, diff: str) -> str:
+    """The review turn's line: the task once more beside the change made, and the two questions a fix
+    that only satisfies the visible test fails (the eval's hidden checks test other inputs and the other
+    parts of the task). It names no example inputs: told "empty input, a setting", the 1.5B model added
+    `if fahrenheit == 'setting': return 1` to a correct conversion."""
     task = (
         instruction
         if len(instruction) <= REVIEW_INSTRUCTION_CHARS
         else instruction[:REVIEW_INSTRUCTION_CHARS] + " [...]"
     )
+    change = diff.strip() or "(no change to the files)"
+    if len(change) > REVIEW_DIFF_CHARS:
+        change = change[:REVIEW_DIFF_CHARS] + "\n[... cut ...]"
     return (
-        f"Before you finish, check the change against the task once more: {task}\n"
-        "Does the code do that for every input the task names (empty input, other values, spacing, a "
-        "setting instead of a fixed value), not only for the values in the test? If it does, call "
-        "finish; if not, fix it."
+        f"The tests pass. Before you finish, check the change against the task once more: {task}\n"
+        f"The change so far:\n{change}\n"
+        "Is every part of the task done, and does the code follow the general rule the task describes "
+        "rather than special cases for particular values? If so, call finish; if a part is missing, make "
+        "that change."
     )
 
 

@@ -82,6 +82,8 @@ def test_scripted_loop_fixes_the_failing_test(api, db_url):
     assert "Before you finish, check the change against the task once more: Fix the failing test" in (
         review.content
     )
+    # It shows the change beside the task, as the workspace's diff.
+    assert "The change so far:\ndiff --git a/" in review.content and "+    return a - b" in review.content
     assert not any((e.get("plan") or {}).get("review") for e in emotions[:2] + emotions[3:])
 
 

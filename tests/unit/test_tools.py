@@ -713,7 +713,8 @@ def test_a_definition_rewritten_without_its_docstring_keeps_it(workspace: Path) 
     when the new text has none; a new docstring is taken as written."""
     (workspace / "m.py").write_text(
         '"""Maths."""\n\n\n@cache\ndef add(a,\n        b):\n    """Sum of a and b."""\n    return a - b\n\n\n'
-        'class Box:\n    """A box."""\n\n    def size(self):\n        """How big.\n\n        In litres.\n        """\n'
+        'class Box:\n    """A box."""\n\n    def size(self):\n'
+        '        """How big.\n\n        In litres.\n        """\n'
         "        return 0\n\n    def name(self): return 'box'\n"
     )
     tools = make_toolbox(workspace)
@@ -725,13 +726,15 @@ def test_a_definition_rewritten_without_its_docstring_keeps_it(workspace: Path) 
         "write_file",
         {
             "path": "m.py",
-            "content": "class Box:\n    def size(self):\n        return 1\n\n    def name(self):\n        return 'b'\n",
+            "content": "class Box:\n    def size(self):\n        return 1\n\n"
+            "    def name(self):\n        return 'b'\n",
         },
     )
     assert rewritten.ok and "replaced Box (its docstring kept)" in rewritten.output, rewritten.output
     assert (workspace / "m.py").read_text() == (
         '"""Maths."""\n\n\n@cache\ndef add(a,\n        b):\n    """Sum of a and b."""\n    return a + b\n\n\n'
-        'class Box:\n    """A box."""\n\n    def size(self):\n        """How big.\n\n        In litres.\n        """\n'
+        'class Box:\n    """A box."""\n\n    def size(self):\n'
+        '        """How big.\n\n        In litres.\n        """\n'
         "        return 1\n\n    def name(self):\n        return 'b'\n"
     )
     # The same code again is no change; a docstring written anew replaces the old one.
