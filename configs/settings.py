@@ -92,6 +92,7 @@ class GenerationSettings(_Section):
     reflect_max_tokens: int = Field(96, ge=8)
     one_call_per_turn: bool = True
     history_thoughts: bool = False
+    fresh_look_on_replan: bool = True
 
 
 class BudgetSettings(_Section):

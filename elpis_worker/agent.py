@@ -29,16 +29,15 @@ from elpis_worker.grammar import (
     think_schema,
 )
 from elpis_worker.observe import (
-    SOURCE_FILES_MAX,
     ObservationPlan,
+    diff_files,
     failing_assertion,
     failing_definitions,
     failure_hints,
-    mentioned_files,
+    files_involved,
     own_test_hint,
     render_source,
     repo_map,
-    traceback_files,
     trim_test_output,
 )
 from elpis_worker.policy import REPEAT_WINDOW, ToolPolicy
@@ -52,6 +51,7 @@ from elpis_worker.tools import (
     regression_between,
 )
 from elpis_worker.turns import (
+    FRESH_LOOK,
     MEMORY,
     REPLAN,
     Action,
@@ -95,6 +95,10 @@ RESAMPLE_TEMPERATURE_MAX = 0.9
 # What the first turn may do when the observations already show the failure and its source: the edit
 # tools, in the tools' own order.
 REPAIR_TOOLS = tuple(name for name in TOOL_SCHEMAS if name in EDIT_TOOLS)
+
+
+# Characters of the change so far shown by a fresh look.
+FRESH_LOOK_DIFF_CHARS = 1500
 
 
 def _result(step: Step) -> ToolResultDetail:
@@ -204,9 +208,10 @@ class Agent:
     # --- the loop -------------------------------------------------------------------------
     def _loop(self) -> TaskStatus:
         steps = self.store.load_steps(self.task_id)
-        self.observations = [s for s in steps if s.kind == StepKind.observe]
+        # The opening's observations are turn 0; a later observe step is a turn's fresh look.
+        self.observations = [s for s in steps if s.kind == StepKind.observe and s.turn == 0]
         self._observe()
-        turns = group_turns([s for s in steps if s.kind != StepKind.observe])
+        turns = group_turns([s for s in steps if s.kind != StepKind.observe or s.turn > 0])
         self.turns = turns
         finished: Action | None = None
         # Resume: a turn that was interrupted is completed first, from the phase it reached.
@@ -265,10 +270,9 @@ class Agent:
                 )
             else:
                 tests = next((s for s in self.observations if s.tool_name == ObservationPlan.TESTS), None)
-                named = traceback_files((tests.tool_result or "") if tests else "", self.root)
-                for path in mentioned_files(self.task.instruction, self.root):
-                    named.setdefault(path, [])
-                files = list(named)[:SOURCE_FILES_MAX]
+                output = (tests.tool_result or "") if tests else ""
+                named = files_involved(output, self.task.instruction, self.root)
+                files = list(named)
                 detail = ObserveDetail(files=files)
                 output = "\n\n".join(render_source(self.root, f, named[f]) for f in files)
                 content = (
@@ -331,6 +335,9 @@ class Agent:
         if (turn.number == 1 or plan.replan) and turn.get(MEMORY) is None:
             stop(f"turn {turn.number}'s memory recall")
             self._recall(turn, "task start" if turn.number == 1 else "replan")
+        if plan.replan and self.gen.fresh_look_on_replan and turn.get(FRESH_LOOK) is None:
+            stop(f"turn {turn.number}'s fresh look")
+            self._fresh_look(turn)
         if plan.replan and turn.get(REPLAN) is None:
             stop(f"turn {turn.number}'s replan")
             self._replan(turn, modulation, plan)
@@ -466,6 +473,46 @@ class Agent:
             if result is not None and not _result(result).ok:
                 return (result.tool_result or "")[-300:]
         return ""
+
+    def _fresh_look(self, turn: TurnSteps) -> Step:
+        """The replanning strategy's clean slate, recorded as an `observe` step of this turn: the task's
+        tests as they last ran, the files changed so far and those the failure runs through, as they are
+        now, and the change so far. The prompt starts over from here (the earlier turns are left out):
+        a small model stuck on a wrong fix copies the attempts in front of it (seen in the eval, the
+        same rewrite turn after turn), and its first turn, made from a clean view, is its best."""
+        started = time.perf_counter()
+        task = self.store.load_task(self.task_id)
+        diff = workspace_diff(self.root)
+        lines = [
+            f"Fresh look after {turn.number - 1} turns: the earlier turns are left out; this is where "
+            "things stand now."
+        ]
+        output = task.test_output or ""
+        if self.task.test_command and task.test_output is not None:
+            verdict = "pass" if task.test_passed else "fail"
+            hints = "".join(f"\n{h}" for h in failure_hints(output, self.root))
+            lines.append(
+                f"The tests {verdict} now ({self.task.test_command}):\n{trim_test_output(output)}{hints}"
+            )
+        named = files_involved(output, self.task.instruction, self.root, first=diff_files(diff))
+        files = list(named)
+        if files:
+            sources = "\n\n".join(render_source(self.root, f, named[f]) for f in files)
+            lines.append(f"Source of the files involved, as they are now:\n{sources}")
+        lines.append(f"The change so far:\n{diff.strip()[:FRESH_LOOK_DIFF_CHARS] or '(none)'}")
+        previous = next((t for t in self.turns if t.number == turn.number - 1), None)
+        emotion = previous.get(StepKind.emotion) if previous is not None else None
+        if emotion is not None and emotion.content:
+            # The line the left-out turn ended with: the affect and the request to replan.
+            lines.append(emotion.content)
+        return self._record(
+            turn,
+            StepKind.observe,
+            content="\n".join(lines),
+            tool_name=ObservationPlan.FRESH_LOOK,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            detail=ObserveDetail(files=files).stored(),
+        )
 
     def _replan(self, turn: TurnSteps, modulation: Modulation, plan: TurnPlan) -> Step:
         """The frustration strategy: restate the goal, name what failed, choose another approach."""

@@ -170,6 +170,9 @@ class LlamaBackend:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
 
+FRESH_LOOK_TURNS = re.compile(r"^Fresh look after (\d+) turns", re.MULTILINE)
+
+
 class ScriptedBackend:
     """Test double: think calls replay the script's tool calls in order (position = number of tool calls
     already in the conversation, so a resumed task continues where it was). Like the real model it obeys
@@ -245,6 +248,9 @@ class ScriptedBackend:
         allowed = [alt["properties"]["tool"]["const"] for alt in (schema or {}).get("anyOf", [])]
         if allowed:
             done = sum(1 for m in messages if m["role"] == "assistant" and '"tool"' in m["content"])
+            # A fresh look leaves the turns before it out of the conversation: count them back in.
+            looks = [int(n) for m in messages for n in FRESH_LOOK_TURNS.findall(m["content"])]
+            done += looks[-1] if looks else 0
             # Sampling the same conversation again (the loop rejected a banned call) gives the next
             # scripted item, as a real model's next sample would differ; later turns stay shifted.
             task_key = messages[1]["content"] if len(messages) > 1 else ""

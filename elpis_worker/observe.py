@@ -50,6 +50,8 @@ class ObservationPlan:
     REPO_MAP = "repo_map"
     TESTS = "run_tests"
     SOURCES = "read_sources"
+    # Not part of a task's opening: recorded in a turn when the agent replans (see Agent._fresh_look).
+    FRESH_LOOK = "fresh_look"
 
     @classmethod
     def for_task(cls, test_command: str | None) -> list[str]:
@@ -199,6 +201,24 @@ def mentioned_files(text: str, root: Path) -> list[str]:
         if relative is not None and relative not in out:
             out.append(relative)
     return out
+
+
+def diff_files(diff: str) -> list[str]:
+    """The paths a `git diff` changes, in its order."""
+    return [m.group(1) for m in re.finditer(r"^diff --git a/(.+?) b/", diff, re.MULTILINE)]
+
+
+def files_involved(
+    output: str, instruction: str, root: Path, first: list[str] | None = None
+) -> dict[str, list[int]]:
+    """The workspace files worth showing, each with its lines of interest: `first` (the files changed so
+    far, say), those a test failure's traceback runs through, then those the task's text names; at most
+    SOURCE_FILES_MAX, only files that exist."""
+    named: dict[str, list[int]] = {path: [] for path in first or []}
+    named.update(traceback_files(output, root) if output else {})
+    for path in mentioned_files(instruction, root):
+        named.setdefault(path, [])
+    return dict([(f, at) for f, at in named.items() if (root / f).is_file()][:SOURCE_FILES_MAX])
 
 
 def render_source(root: Path, relative: str, lines_of_interest: list[int] | None = None) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from configs.settings import Settings
 from elpis_worker.tools import TOOL_DESCRIPTIONS, TOOL_SCHEMAS
-from elpis_worker.turns import MEMORY, REPLAN, TurnSteps, stored_plan
+from elpis_worker.turns import FRESH_LOOK, MEMORY, REPLAN, TurnSteps, stored_plan
 from models import Step, StepKind, Task
 from models.records import OutcomeDetail, ReflectDetail, ThinkDetail, ToolResultDetail, TurnPlan
 
@@ -123,7 +123,13 @@ class Conversation:
         so that is exactly what precedes the call being made). Earlier turns are dropped from the front
         while the whole does not fit the context."""
         opening = self.opening(observations, recalled, opening_line, repair_first)
-        window = self.window([t for t in turns if t.number < upto.number])
+        earlier = [t for t in turns if t.number < upto.number]
+        # A fresh look (recorded when the agent replans) says where things stand: the turns before it
+        # are left out, so the replan is not built on a copy of the attempts that failed.
+        looks = [t.number for t in [*earlier, upto] if t.get(FRESH_LOOK) is not None]
+        if looks:
+            earlier = [t for t in earlier if t.number >= looks[-1]]
+        window = self.window(earlier)
         budget_tokens = self.settings.model.n_ctx - self.settings.generation.max_tokens - 64
         current = self.turn_messages(upto, stop_after_result=True)
         while True:
@@ -179,6 +185,9 @@ class Conversation:
         recalled, replan = turn.get(MEMORY), turn.get(REPLAN)
         if recalled is not None and recalled.content and turn.number > 1:
             out.append({"role": "user", "content": recalled.content})
+        look = turn.get(FRESH_LOOK)
+        if look is not None:
+            out.append({"role": "user", "content": look.content})
         if replan is not None:
             plan = (ReflectDetail.read(replan.detail) or ReflectDetail()).plan or stored_plan(None)
             out.append({"role": "assistant", "content": replan.content})

@@ -44,6 +44,9 @@ def parse_action(text: str) -> Action:
 
 REPLAN = "replan"  # key of a turn's replanning reflect step (a reflect step with detail.replan)
 MEMORY = StepKind.memory.value  # a turn's retrieval of long-term memories
+# A turn's fresh look (an observe step after turn 0, recorded when the agent replans): the prompt starts
+# over from it, leaving the earlier turns out.
+FRESH_LOOK = StepKind.observe.value
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 from helpers import SAMPLES, steps_of, wait_finished
 
 from elpis_worker.emotion import STUCK_TEMPERATURE_MAX
+from elpis_worker.prompts import REPLAN_PROMPT
 from models import StepKind
 
 STUBBORN = [
@@ -65,6 +66,13 @@ def test_failing_tests_build_frustration_then_a_strategy_switch(api, start_worke
     replans = [s for s in steps if s.kind == StepKind.reflect and (s.detail or {}).get("replan")]
     assert len(replans) == 1 and replans[0].turn == 4
     assert set(json_keys(replans[0].content)) == {"goal", "failed", "new_approach"}
+    # Before it, a fresh look at where things stand, from which the replan's prompt starts over.
+    (look,) = (s for s in steps if s.kind == StepKind.observe and s.turn > 0)
+    assert look.turn == 4 and look.tool_name == "fresh_look" and look.seq < replans[0].seq
+    assert look.content.startswith("Fresh look after 3 turns") and "The tests fail now" in look.content
+    assert "--- calc/ops.py" in look.content and look.content.endswith(
+        emotions[2]["modulation"]["prompt_line"] + "\n" + REPLAN_PROMPT
+    )
     calls = [s.tool_name for s in steps if s.kind == StepKind.tool_call]
     assert calls[:4] == ["run_tests", "run_tests", "run_tests", "read_file"]  # a different tool call
     think4 = next(s for s in steps if s.kind == StepKind.think and s.turn == 4)
@@ -100,6 +108,7 @@ def test_without_modulation_the_agent_keeps_looping(api, start_worker, scripted,
     calls = [s.tool_name for s in steps if s.kind == StepKind.tool_call]
     assert calls == ["run_tests"] * 6
     assert not [s for s in steps if (s.detail or {}).get("replan")]
+    assert not [s for s in steps if s.kind == StepKind.observe and s.turn > 0]  # no fresh look either
     assert {s.sampling["temperature"] for s in steps if s.kind == StepKind.think} == {0.5}
     # The state is still measured and persisted: it just does not steer.
     assert steps[-1].emotion["after"]["mood"] in {"frustrated", "anxious"}

@@ -1,0 +1,62 @@
+"""What the model reads, built from steps alone (no database): the conversation and its windowing."""
+
+from __future__ import annotations
+
+from configs.settings import load_settings
+from elpis_worker.prompts import SYSTEM_PROMPT, Conversation
+from elpis_worker.turns import TurnSteps, group_turns
+from models import Step, StepKind, Task
+
+
+def turn_steps(number: int, tool: str) -> list[Step]:
+    call = {"tool": tool, "args": {}}
+    return [
+        Step(
+            turn=number,
+            kind=StepKind.think,
+            content=f'{{"thought": "t{number}", "tool": "{tool}", "args": {{}}}}',
+        ),
+        Step(turn=number, kind=StepKind.tool_call, tool_name=tool, tool_args=call["args"], content=tool),
+        Step(
+            turn=number,
+            kind=StepKind.tool_result,
+            tool_name=tool,
+            tool_result=f"output of turn {number}",
+            content="",
+            detail={"ok": False, "error_kind": "nonzero_exit"},
+        ),
+        Step(turn=number, kind=StepKind.emotion, content=f"Affect after turn {number}."),
+    ]
+
+
+def conversation() -> Conversation:
+    task = Task(instruction="Fix the failing test", test_command="python -m pytest -q", protected=[])
+    return Conversation(task, load_settings(), lambda text: max(1, len(text) // 4))
+
+
+def test_a_fresh_look_leaves_the_turns_before_it_out() -> None:
+    steps = [s for n in (1, 2, 3) for s in turn_steps(n, "run_tests")]
+    look = Step(
+        turn=4, kind=StepKind.observe, tool_name="fresh_look", content="Fresh look after 3 turns: now."
+    )
+    opening = [
+        Step(turn=0, kind=StepKind.observe, tool_name="repo_map", content="Repository map:\ncalc/ops.py")
+    ]
+    turns = group_turns(steps)
+    current = TurnSteps(4)
+    before = conversation().messages(opening, turns, current)
+    assert before[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    assert "Repository map" in before[1]["content"]
+    shown = "\n".join(m["content"] for m in before)
+    assert all(f"output of turn {n}" in shown for n in (1, 2, 3))
+
+    current.steps[StepKind.observe.value] = look
+    after = conversation().messages(opening, turns, current)
+    # The system prompt and the opening stay (llama.cpp reuses their KV cache); the earlier turns go.
+    assert after[:2] == before[:2]
+    assert after[2:] == [{"role": "user", "content": look.content}]
+    # A later turn sees the fresh look and what followed it, not what came before it.
+    turns = group_turns([*steps, look, *turn_steps(4, "read_file")])
+    later = conversation().messages(opening, turns, TurnSteps(5))
+    shown = "\n".join(m["content"] for m in later)
+    assert "output of turn 4" in shown and look.content in shown and "output of turn 3" not in shown
