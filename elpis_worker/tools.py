@@ -513,6 +513,9 @@ class Toolbox:
         data = content.encode("utf-8")
         if target.is_file() and target.read_bytes() == data:
             return ToolResult(ok=True, output=f"no change: {path} already holds exactly this")
+        old_text = target.read_text("utf-8", "replace") if target.is_file() else ""
+        if (refused := self._imports_itself(target, old_text, content)) is not None:
+            return refused
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("wb") as f:
             f.write(data)
@@ -611,6 +614,8 @@ class Toolbox:
                 output=f"edit not applied: {problem}; the file is unchanged",
                 error_kind="syntax_error",
             )
+        if (refused := self._imports_itself(target, text, new_text)) is not None:
+            return refused
         target.write_bytes(new_text.encode("utf-8"))
         first = text.count("\n", 0, at) + 1
         lines = new_text.splitlines()
@@ -620,6 +625,23 @@ class Toolbox:
             ok=True,
             output=f"edited {self._display(target)}{note}; lines {max(1, first - 2)}-{shown_to}:\n{window}",
             changed_files=True,
+        )
+
+    def _imports_itself(self, target: Path, old: str, new: str) -> ToolResult | None:
+        """The refusal of a change that makes a Python module import itself (see `_self_import`)."""
+        if target.suffix != ".py":
+            return None
+        relative = target.relative_to(self.root).with_suffix("")
+        parts = relative.parts[:-1] if relative.name == "__init__" else relative.parts
+        line = _self_import(".".join(parts), old, new)
+        if line is None:
+            return None
+        return ToolResult(
+            ok=False,
+            output=f"not written: {self._display(target)} would import from itself ({line}); a module "
+            "has its own names without importing them. Put the import at the top of the file that uses "
+            "the name (the file the NameError's traceback points to); the file is unchanged",
+            error_kind="bad_args",
         )
 
     def _refuse_protected(self, target: Path) -> None:
@@ -1316,6 +1338,35 @@ def _lost_definitions(target: Path, content: str) -> list[str]:
     lost = [name for name in _definitions(target.read_text("utf-8", "replace")) if name not in kept]
     # A lost class says it all: its methods are not listed again.
     return [name for name in lost if name.split(".")[0] == name or name.split(".")[0] not in lost]
+
+
+def _self_import(module: str, old: str, new: str) -> str | None:
+    """An import statement `new` adds that imports the file's own module (`module`, dotted): seen in the
+    eval, told to import `slugify` where it is used, the 1.5B model wrote `from blog.utils import
+    slugify` into blog/utils.py, the file that defines it. The statement as written, or None."""
+    try:
+        tree = ast.parse(new)
+    except (SyntaxError, ValueError):
+        return None
+    package = module.rsplit(".", 1)[0] if "." in module else ""
+    existing = {line.strip() for line in old.splitlines()}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".") if package else []
+            if node.level:
+                base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+                target = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                target = node.module or ""
+            hits = target == module
+        elif isinstance(node, ast.Import):
+            hits = any(alias.name == module for alias in node.names)
+        else:
+            continue
+        line = ast.get_source_segment(new, node) or ""
+        if hits and line.strip() not in existing:
+            return line
+    return None
 
 
 def _python_syntax_error(target: Path, content: str) -> str | None:

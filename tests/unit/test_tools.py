@@ -754,6 +754,42 @@ def test_a_definition_rewritten_without_its_docstring_keeps_it(workspace: Path) 
     assert "Sum of a and b" not in (workspace / "m.py").read_text()
 
 
+def test_a_module_may_not_be_made_to_import_itself(workspace: Path) -> None:
+    """Seen in the eval: told to import `slugify` where post_url uses it, the 1.5B model wrote
+    `from blog.utils import slugify` into blog/utils.py, the file that defines it (a circular import that
+    broke every test). Both edit tools refuse it, say where the import belongs, and leave the file."""
+    (workspace / "blog").mkdir()
+    (workspace / "blog" / "__init__.py").write_text("")
+    utils = workspace / "blog" / "utils.py"
+    utils.write_text('"""Text helpers."""\n\n\ndef slugify(title):\n    return title.lower()\n')
+    before = utils.read_text()
+    tools = make_toolbox(workspace)
+    for call in [
+        ("write_file", {"path": "blog/utils.py", "content": "from blog.utils import slugify\n"}),
+        ("write_file", {"path": "blog/utils.py", "content": "from .utils import slugify\n"}),
+        (
+            "edit_file",
+            {
+                "path": "blog/utils.py",
+                "search": '"""Text helpers."""',
+                "replace": '"""Text helpers."""\nimport blog.utils',
+            },
+        ),
+    ]:
+        refused = tools.call(*call)
+        assert not refused.ok and refused.error_kind == "bad_args", refused.output
+        assert "would import from itself" in refused.output and "file that uses the name" in refused.output
+        assert utils.read_text() == before
+    # The same import in the module that uses the name is what was meant, and is written.
+    (workspace / "blog" / "posts.py").write_text(
+        "def post_url(title):\n    return '/posts/' + slugify(title)\n"
+    )
+    placed = tools.call(
+        "write_file", {"path": "blog/posts.py", "content": "from blog.utils import slugify\n"}
+    )
+    assert placed.ok and "from blog.utils import slugify" in (workspace / "blog" / "posts.py").read_text()
+
+
 def test_write_file_of_imports_alone_adds_them_to_the_module(workspace: Path) -> None:
     """Seen in the eval: told `timedelta` is not imported, Qwen 1.5B wrote just the import line. That
     is added after the module's imports; the rest of the file is kept, in a module with definitions or
