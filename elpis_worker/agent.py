@@ -656,7 +656,6 @@ class Agent:
             result.output += f"\nTests after this change: {verdict}"
             if not check.tests_passed:
                 result.output += f"\n{trim_test_output(check.output, max_lines=20)}"
-                result.output += "".join(f"\n{h}" for h in failure_hints(check.output, self.root))
             result.tests_run, result.tests_passed = True, check.tests_passed
             result.failures, result.exit_code = check.failures, check.exit_code
             result.test_output = check.output
@@ -667,6 +666,9 @@ class Agent:
                 result.output += "".join(f"\n{d}" for d in failing_definitions(check.output, self.root))
                 own = own_test_hint(check.output, self.toolbox.relative(action.args["path"]))
                 result.output += f"\n{own}" if own else ""
+                # The hints last, nearest the next reply: with the definitions after it, the 1.5B model
+                # followed the hint's import into the file named last (blog/utils.py, not blog/posts.py).
+                result.output += "".join(f"\n{h}" for h in failure_hints(check.output, self.root))
         return result
 
     def _remind_failure(self, result: ToolResult) -> None:
