@@ -1133,7 +1133,7 @@ def _definition_at(tree: ast.Module, name: str, first: int) -> ast.AST | None:
 def _with_old_docstring(source: str, new: ast.AST, old: ast.AST | None, old_text: str) -> tuple[str, bool]:
     """A function or class rewritten without a docstring keeps the one it had, and so does each method
     of a rewritten class. A small model fixing a function writes its code and leaves the docstring out
-    (the 1.5B model's fixes dropped one in two), so a fix would delete documentation nobody asked to
+    (20 of 33 diffs in one eval run deleted one), so a fix would delete documentation nobody asked to
     delete. `source` is `new`'s text from its first line (decorators included), `new` at its own
     column; returns it and whether a docstring went in. A definition written with a docstring, even a
     different one, is taken as written."""
