@@ -13,7 +13,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
@@ -76,6 +78,54 @@ def wait_finished(db_url: str, task_id: int, timeout: float = 180):
         timeout=timeout,
         what=f"task {task_id} to finish",
     )
+
+
+def ago(seconds: float) -> datetime:
+    return datetime.now(UTC) - timedelta(seconds=seconds)
+
+
+def task_as_left(
+    db_url: str, *, webhook: bool = False, source: dict[str, Any] | None = None, **fields: Any
+) -> int:
+    """A task row on the sample calc as a fault left it (status, times, holder given directly), for the
+    reconciler to find; with `webhook`, the delivery and task_source rows of a GitHub issue."""
+    from configs import get_settings
+    from models import Batch, Task, session_scope
+    from models.webhooks import DeliveryOutcome, Provider, TaskSource, Trigger, WebhookDelivery
+
+    fields.setdefault("budget", get_settings().budget.model_dump())
+    with session_scope(db_url) as s:
+        batch = Batch(source="github" if webhook else "rest")
+        s.add(batch)
+        task = Task(repo=str(SAMPLES / "calc"), instruction="Fix it", **fields)
+        batch.tasks.append(task)
+        s.flush()
+        if webhook:
+            key = uuid.uuid4().hex
+            delivery = WebhookDelivery(
+                provider=Provider.github,
+                delivery_id=key,
+                event="issues",
+                payload_sha256="0" * 64,
+                outcome=DeliveryOutcome.tasks,
+                batch_id=batch.id,
+            )
+            s.add(delivery)
+            s.flush()
+            s.add(
+                TaskSource(
+                    task_id=task.id,
+                    delivery_pk=delivery.id,
+                    provider=Provider.github,
+                    trigger=Trigger.issue_label,
+                    repository="acme/calc",
+                    number=5,
+                    push_url="https://github.com/acme/calc.git",
+                    dedup_key=f"test:{key}",
+                    **(source or {}),
+                )
+            )
+        return task.id
 
 
 # --- scripted workers on the sample repository -----------------------------------------------------------

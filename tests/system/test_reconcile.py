@@ -4,20 +4,18 @@ injected (the database is shared by the whole session, so the tests look only at
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from helpers import SAMPLES, steps_of, task_row, wait_finished, wait_for
+from helpers import SAMPLES, ago, steps_of, task_as_left, task_row, wait_finished, wait_for
 from test_observability import samples, value
 
 from configs import get_settings
 from configs.settings import Settings
 from elpis_worker.reconcile import ReconcileReport, reconcile
 from elpis_worker.store import LostClaim, TaskStore
-from models import Batch, StepKind, Task, TaskStatus, session_scope
-from models.webhooks import DeliveryOutcome, Provider, TaskSource, Trigger, WebhookDelivery
+from models import StepKind, Task, TaskStatus, session_scope
 
 FIX_TASK = {
     "repo": str(SAMPLES / "calc"),
@@ -26,53 +24,9 @@ FIX_TASK = {
 }
 
 
-def ago(seconds: float) -> datetime:
-    return datetime.now(UTC) - timedelta(seconds=seconds)
-
-
 def config(**worker: Any) -> Settings:
     settings = get_settings()
     return settings.model_copy(update={"worker": settings.worker.model_copy(update=worker)})
-
-
-def make_task(
-    db_url: str, *, webhook: bool = False, source: dict[str, Any] | None = None, **fields: Any
-) -> int:
-    """A task row as a fault left it (status, times, holder given directly); with `webhook`, the
-    delivery and task_source rows of a GitHub issue."""
-    fields.setdefault("budget", get_settings().budget.model_dump())
-    with session_scope(db_url) as s:
-        batch = Batch(source="github" if webhook else "rest")
-        s.add(batch)
-        task = Task(repo=FIX_TASK["repo"], instruction="Fix it", **fields)
-        batch.tasks.append(task)
-        s.flush()
-        if webhook:
-            key = uuid.uuid4().hex
-            delivery = WebhookDelivery(
-                provider=Provider.github,
-                delivery_id=key,
-                event="issues",
-                payload_sha256="0" * 64,
-                outcome=DeliveryOutcome.tasks,
-                batch_id=batch.id,
-            )
-            s.add(delivery)
-            s.flush()
-            s.add(
-                TaskSource(
-                    task_id=task.id,
-                    delivery_pk=delivery.id,
-                    provider=Provider.github,
-                    trigger=Trigger.issue_label,
-                    repository="acme/calc",
-                    number=5,
-                    push_url="https://github.com/acme/calc.git",
-                    dedup_key=f"test:{key}",
-                    **(source or {}),
-                )
-            )
-        return task.id
 
 
 def sweep(db_url: str, settings: Settings) -> tuple[ReconcileReport, list[int], list[int]]:
@@ -83,8 +37,8 @@ def sweep(db_url: str, settings: Settings) -> tuple[ReconcileReport, list[int], 
 
 
 def test_a_queued_task_past_the_grace_is_sent_again_once_per_grace(db_url):
-    old = make_task(db_url, created_at=ago(600))
-    fresh = make_task(db_url)
+    old = task_as_left(db_url, created_at=ago(600))
+    fresh = task_as_left(db_url)
     settings = config(queued_grace=300)
 
     report, runs, _ = sweep(db_url, settings)
@@ -102,14 +56,14 @@ def test_a_queued_task_past_the_grace_is_sent_again_once_per_grace(db_url):
 
 
 def test_a_running_task_with_a_stale_heartbeat_is_sent_again(db_url):
-    stale = make_task(
+    stale = task_as_left(
         db_url,
         status=TaskStatus.running,
         worker_id="gone-host:4242",
         heartbeat_at=ago(3600),
         started_at=ago(60),
     )
-    live = make_task(
+    live = task_as_left(
         db_url, status=TaskStatus.running, worker_id="busy-host:7", heartbeat_at=ago(1), started_at=ago(60)
     )
     settings = config(stale_after=60)
@@ -122,16 +76,16 @@ def test_a_running_task_with_a_stale_heartbeat_is_sent_again(db_url):
 
 def test_a_finished_webhook_task_without_its_result_gets_its_publishing(db_url):
     finished = {"status": TaskStatus.succeeded, "finished_at": ago(600)}
-    lost = make_task(db_url, webhook=True, **finished)
-    published = make_task(db_url, webhook=True, source={"published_at": ago(500)}, **finished)
-    retry_due_later = make_task(
+    lost = task_as_left(db_url, webhook=True, **finished)
+    published = task_as_left(db_url, webhook=True, source={"published_at": ago(500)}, **finished)
+    retry_due_later = task_as_left(
         db_url,
         webhook=True,
         source={"publish_retry_at": datetime.now(UTC) + timedelta(seconds=60)},
         **finished,
     )
-    just_finished = make_task(db_url, webhook=True, status=TaskStatus.failed, finished_at=ago(1))
-    rest_task = make_task(db_url, **finished)
+    just_finished = task_as_left(db_url, webhook=True, status=TaskStatus.failed, finished_at=ago(1))
+    rest_task = task_as_left(db_url, **finished)
     settings = config(queued_grace=300)
 
     report, runs, publishes = sweep(db_url, settings)
@@ -146,10 +100,10 @@ def test_a_task_past_its_wall_budget_is_failed_with_the_reason(db_url):
     running = {"status": TaskStatus.running, "worker_id": "hung-host:1", "heartbeat_at": ago(0)}
     budget = {**get_settings().budget.model_dump(), "max_seconds": 10}
     # Budget 10 s, margin 1 s: overdue 12 s after its start.
-    overdue = make_task(db_url, started_at=ago(20), budget=budget, **running)
-    in_time = make_task(db_url, started_at=ago(5), budget=budget, **running)
-    cancelled = make_task(db_url, started_at=ago(20), budget=budget, cancel_requested=True, **running)
-    webhook = make_task(db_url, webhook=True, started_at=ago(20), budget=budget, **running)
+    overdue = task_as_left(db_url, started_at=ago(20), budget=budget, **running)
+    in_time = task_as_left(db_url, started_at=ago(5), budget=budget, **running)
+    cancelled = task_as_left(db_url, started_at=ago(20), budget=budget, cancel_requested=True, **running)
+    webhook = task_as_left(db_url, webhook=True, started_at=ago(20), budget=budget, **running)
 
     report, runs, publishes = sweep(db_url, config(time_limit_margin=1))
     task = task_row(db_url, overdue)
@@ -167,12 +121,12 @@ def test_a_task_past_its_wall_budget_is_failed_with_the_reason(db_url):
 
 
 def test_every_action_is_counted_in_metrics(api, db_url):
-    make_task(db_url, created_at=ago(600))
-    make_task(
+    task_as_left(db_url, created_at=ago(600))
+    task_as_left(
         db_url, status=TaskStatus.running, worker_id="gone:1", heartbeat_at=ago(3600), started_at=ago(60)
     )
-    make_task(db_url, webhook=True, status=TaskStatus.succeeded, finished_at=ago(600))
-    make_task(
+    task_as_left(db_url, webhook=True, status=TaskStatus.succeeded, finished_at=ago(600))
+    task_as_left(
         db_url,
         status=TaskStatus.running,
         worker_id="hung:1",
@@ -192,7 +146,7 @@ def test_every_action_is_counted_in_metrics(api, db_url):
 
 
 def test_a_task_the_broker_refuses_is_left_for_the_next_sweep(db_url):
-    old = make_task(db_url, created_at=ago(600))
+    old = task_as_left(db_url, created_at=ago(600))
 
     def down(task_id: int) -> None:
         raise ConnectionError("broker down")
@@ -250,7 +204,7 @@ def test_beat_runs_the_sweep_on_the_maintenance_queue(db_url, monkeypatch):
     )
     assert app.conf.task_routes["elpis.reconcile"] == {"queue": MAINTENANCE_QUEUE}
 
-    old = make_task(db_url, created_at=ago(3600))
+    old = task_as_left(db_url, created_at=ago(3600))
     sent: list[tuple[int, str | None]] = []
     monkeypatch.setattr(tasks, "enqueue_run_task", lambda task_id, url=None: sent.append((task_id, url)))
     monkeypatch.setattr(tasks, "enqueue_publish", lambda task_id: None)
