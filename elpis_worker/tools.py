@@ -511,9 +511,10 @@ class Toolbox:
                 return ToolResult(ok=True, output=f"no change: {path} already holds exactly this")
             note = _merge_note(replaced, added)
         data = content.encode("utf-8")
-        if target.is_file() and target.read_bytes() == data:
+        existing = target.read_bytes() if target.is_file() else None
+        if existing == data:
             return ToolResult(ok=True, output=f"no change: {path} already holds exactly this")
-        old_text = target.read_text("utf-8", "replace") if target.is_file() else ""
+        old_text = existing.decode("utf-8", "replace") if existing is not None else ""
         if (refused := self._imports_itself(target, old_text, content)) is not None:
             return refused
         target.parent.mkdir(parents=True, exist_ok=True)

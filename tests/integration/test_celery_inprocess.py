@@ -22,8 +22,7 @@ from celery import signals
 from celery.contrib.testing.worker import start_worker
 from helpers import ago, task_as_left, task_row, wait_for
 from sqlalchemy import select
-from test_memory import FAIL_TURNS, drafts_by_task, markers, memories_by_task, snapshot
-from test_memory import make_task as finished_task
+from test_memory import drafts_by_task, markers, memories_by_task, snapshot, succeeded_and_failed
 
 from configs import get_settings
 from elpis_api.migrate import upgrade
@@ -112,17 +111,7 @@ def worker(fresh_database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[InP
 
 def test_the_worker_consolidates_finished_tasks_into_memories(worker):
     db = worker.database_url
-    done = [
-        finished_task(db),
-        finished_task(
-            db,
-            instruction="Make the parser accept tabs",
-            status=TaskStatus.failed,
-            turns=FAIL_TURNS,
-            emotion=(-0.6, 0.7),
-            diff=None,
-        ),
-    ]
+    done = succeeded_and_failed(db)
     # A task still running: remembered once it finishes, not before.
     task_as_left(db, status=TaskStatus.running, worker_id="busy:7", heartbeat_at=ago(0), started_at=ago(5))
 

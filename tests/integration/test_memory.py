@@ -60,6 +60,21 @@ def embedder():
     return get_embedder()
 
 
+def succeeded_and_failed(url: str) -> list[int]:
+    """Two finished tasks, one fixed and one that failed frustrated: what a consolidation run finds."""
+    return [
+        make_task(url),
+        make_task(
+            url,
+            instruction="Make the parser accept tabs",
+            status=TaskStatus.failed,
+            turns=FAIL_TURNS,
+            emotion=(-0.6, 0.7),
+            diff=None,
+        ),
+    ]
+
+
 def cfg(**changes):
     return get_settings().memory.model_copy(update=changes)
 
@@ -230,17 +245,7 @@ def test_consolidation_forms_memories_with_lineage_back_to_steps(mem_db, embedde
 
 
 def test_consolidation_is_idempotent(mem_db, embedder):
-    ids = [
-        make_task(mem_db),
-        make_task(
-            mem_db,
-            instruction="Make the parser accept tabs",
-            status=TaskStatus.failed,
-            turns=FAIL_TURNS,
-            emotion=(-0.6, 0.7),
-            diff=None,
-        ),
-    ]
+    ids = succeeded_and_failed(mem_db)
     first = mem.consolidate_memories(mem_db, embedder=embedder)
     assert first.tasks_consolidated == 2
     before = snapshot(mem_db)
