@@ -41,7 +41,13 @@ from elpis_worker.observe import (
     trim_test_output,
 )
 from elpis_worker.policy import REPEAT_WINDOW, ToolPolicy
-from elpis_worker.prompts import REPLAN_PROMPT, Conversation, next_prompt, review_prompt
+from elpis_worker.prompts import (
+    REPLAN_PROMPT,
+    Conversation,
+    check_failed_prompt,
+    next_prompt,
+    review_prompt,
+)
 from elpis_worker.shutdown import WorkerShuttingDown, stop_requested
 from elpis_worker.store import Cancelled, LostClaim, TaskStore
 from elpis_worker.tools import (
@@ -171,7 +177,11 @@ class Agent:
             time.monotonic() + self.budget.max_seconds - (datetime.now(UTC) - started).total_seconds()
         )
         self.root = settings.workspace_root / f"task-{task.id}"
-        self.policy = ToolPolicy(settings.tools.exclude_repeats, has_tests=bool(task.test_command))
+        self.policy = ToolPolicy(
+            settings.tools.exclude_repeats,
+            has_tests=bool(task.test_command),
+            check_on_review=settings.tools.check_on_review,
+        )
         self.conversation = Conversation(task, settings, backend.count_tokens)
         self.toolbox: Toolbox  # the tools need the workspace: `run` makes them once it is prepared
         # The persisted history, loaded by the loop (a resumed task starts from what is stored).
@@ -839,7 +849,13 @@ class Agent:
         plan = self.policy.plan_next(self.turns, turn, modulation.strategy, detail, tests_passing, review)
         lines = [modulation.prompt_line] if modulation.prompt_line else []
         if plan.review and not plan.replan:
-            lines.append(review_prompt(self.task.instruction, workspace_diff(self.root)))
+            lines.append(
+                review_prompt(
+                    self.task.instruction, workspace_diff(self.root), check=self.policy.check_on_review
+                )
+            )
+        if not plan.replan and (failed_check := check_failed_prompt(action.tool, detail, tests_passing)):
+            lines.append(failed_check)
         lines.append(REPLAN_PROMPT if plan.replan else next_prompt(plan))
         return self._record(
             turn,

@@ -176,9 +176,9 @@ FRESH_LOOK_TURNS = re.compile(r"^Fresh look after (\d+) turns", re.MULTILINE)
 class ScriptedBackend:
     """Test double: think calls replay the script's tool calls in order (position = number of tool calls
     already in the conversation, so a resumed task continues where it was). Like the real model it obeys
-    the grammar: when the schema excludes the scripted tool, it takes the item's "instead" action or, failing
-    that, the first allowed of list_dir / run_tests / finish. Other calls (reflect, replan) get an object
-    filled from the schema. Deterministic; counts tokens as characters / 4."""
+    the grammar: when the schema excludes the scripted tool, it takes the item's "instead" action or,
+    failing that, the first allowed of list_dir / run_tests / python / finish. Other calls (reflect,
+    replan) get an object filled from the schema. Deterministic; counts tokens as characters / 4."""
 
     name = "scripted"
     FALLBACKS = (
@@ -188,6 +188,8 @@ class ScriptedBackend:
             "args": {"path": "."},
         },
         {"thought": "Check the tests.", "tool": "run_tests", "args": {}},
+        # The review turn's check (tools.check_on_review), for a script written without one.
+        {"thought": "Try the change.", "tool": "python", "args": {"code": "print('checked')"}},
         {"thought": "Wrap up.", "tool": "finish", "args": {"summary": "stopped by the scripted backend"}},
     )
 

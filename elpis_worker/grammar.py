@@ -21,6 +21,7 @@ REPEAT_KEY = {
     "write_file": "content",
     "search": "pattern",
     "run": "command",
+    "python": "code",
 }
 # A string the grammar can exclude: no quote, backslash, bracket, caret or control character (those need
 # escapes that the schema-to-grammar conversion does not carry through reliably).

@@ -487,7 +487,8 @@ def form_memories(task: Task, steps: Sequence[Step]) -> list[Draft]:
             for c, r in calls
             if r is not None
             and _succeeded(r)
-            and c.tool_name in ("write_file", "edit_file", "run", "run_tests", "read_file", "search")
+            and c.tool_name
+            in ("write_file", "edit_file", "run", "python", "run_tests", "read_file", "search")
         ]
         if useful:
             how = _sequence([_step_label(c, r) for c, r in useful])

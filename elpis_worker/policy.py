@@ -34,6 +34,7 @@ REPLAN_COOLDOWN = 3
 class ToolPolicy:
     exclude_repeats: bool  # tools.exclude_repeats: ban exact repeats of useless calls
     has_tests: bool  # the task has a test command (wrapping up may run it)
+    check_on_review: bool = False  # tools.check_on_review: the review turn tries the change first
 
     def plan_next(
         self,
@@ -49,7 +50,9 @@ class ToolPolicy:
         cannot repeat it; wrapping up (unless the tests fail) narrows the tools to running the tests
         and finishing; confidence with passing tests and a change made narrows them to finish, or, on
         the `review` turn (an edit has just made the tests pass for the first time), to finishing and
-        the edit tools: the change is checked against the task before the agent is done."""
+        the edit tools: the change is checked against the task before the agent is done. With
+        `check_on_review` the review turn may not finish yet: it tries the change with `python` (or
+        edits), and the turn after decides."""
         plan = default_plan(strategy)
         plan.banned = self.banned_calls(turns, turn) if self.exclude_repeats else []
         plan.review = review
@@ -68,7 +71,12 @@ class ToolPolicy:
             # With the tests failing, running them again or finishing cannot help: the last turns stay
             # open for a fix (the prompt line says the budget is nearly spent).
             plan.tools = ["run_tests", "finish"] if self.has_tests else ["finish"]
-        elif strategy == "finish" and tests_passing and detail.diff_lines:
+        elif review and self.check_on_review:
+            # The change is tried before the agent may finish: asserts of what the task asks, on inputs
+            # the tests do not use (the eval's commonest wrong success passes the visible test only).
+            plan.tools = ["python", *(t for t in TOOL_SCHEMAS if t in EDIT_TOOLS)]
+        elif strategy == "finish" and tests_passing and detail.diff_lines and detail.ok:
+            # Not after a failed call: a check that failed, or an edit that was refused, asks for a fix.
             plan.tools = ["finish", *(t for t in TOOL_SCHEMAS if t in EDIT_TOOLS)] if review else ["finish"]
         return plan
 

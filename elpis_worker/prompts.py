@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from configs.settings import Settings
-from elpis_worker.tools import TOOL_DESCRIPTIONS, TOOL_SCHEMAS
+from elpis_worker.tools import ASSERT_FAILED, TOOL_DESCRIPTIONS, TOOL_SCHEMAS
 from elpis_worker.turns import FRESH_LOOK, MEMORY, REPLAN, TurnSteps, stored_plan
 from models import Step, StepKind, Task
 from models.records import OutcomeDetail, ReflectDetail, ThinkDetail, ToolResultDetail, TurnPlan
@@ -53,11 +53,12 @@ REVIEW_INSTRUCTION_CHARS = 600
 REVIEW_DIFF_CHARS = 1500
 
 
-def review_prompt(instruction: str, diff: str) -> str:
+def review_prompt(instruction: str, diff: str, check: bool = False) -> str:
     """The review turn's line: the task once more beside the change made, and the two questions a fix
     that only satisfies the visible test fails (the eval's hidden checks test other inputs and the other
     parts of the task). It names no example inputs: told "empty input, a setting", the 1.5B model added
-    `if fahrenheit == 'setting': return 1` to a correct conversion."""
+    `if fahrenheit == 'setting': return 1` to a correct conversion. With `check` (tools.check_on_review)
+    the turn may not finish: it asks the model to try the change with asserts of its own."""
     task = (
         instruction
         if len(instruction) <= REVIEW_INSTRUCTION_CHARS
@@ -66,12 +67,31 @@ def review_prompt(instruction: str, diff: str) -> str:
     change = diff.strip() or "(no change to the files)"
     if len(change) > REVIEW_DIFF_CHARS:
         change = change[:REVIEW_DIFF_CHARS] + "\n[... cut ...]"
-    return (
-        f"The tests pass. Before you finish, check the change against the task once more: {task}\n"
-        f"The change so far:\n{change}\n"
+    head = f"The tests pass. Before you finish, check the change against the task once more: {task}\n"
+    head += f"The change so far:\n{change}\n"
+    if check:
+        return head + (
+            "Try it: call python with an assert for each result the task states and for inputs the tests "
+            "do not use (assert f(x) == expected, f(x)); what the changed files define is already "
+            "imported. If a part of the task is missing, make that change instead."
+        )
+    return head + (
         "Is every part of the task done, and does the code follow the general rule the task describes "
         "rather than special cases for particular values? If so, call finish; if a part is missing, make "
         "that change."
+    )
+
+
+def check_failed_prompt(tool: str, detail: ToolResultDetail, tests_passing: bool | None) -> str | None:
+    """The line after a `python` check whose assert failed while the task's tests pass: the model's own
+    expectation may be the wrong part. Seen in the eval: a right capitalize_words, checked with
+    `assert capitalize_words('aBcDeF') == 'AbcDeF'`, and the turns that followed spent on rewriting
+    the same code and repeating the check until the budget ran out."""
+    if tool != "python" or detail.exit_code != ASSERT_FAILED or not tests_passing:
+        return None
+    return (
+        "The check failed while the tests pass. If the code is wrong for that input, fix it; if the value "
+        "the assert expected is wrong, call finish."
     )
 
 

@@ -11,19 +11,20 @@ import difflib
 import fnmatch
 import os
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from elpis_worker.sandbox import SANDBOX_PATH, Sandbox, SandboxError, SandboxProcess
-from elpis_worker.workspace import WorkspaceError, WorkspaceEscapeError, resolve_inside
+from elpis_worker.workspace import WorkspaceError, WorkspaceEscapeError, resolve_inside, workspace_diff
 
 
 class ProtectedPathError(WorkspaceError):
@@ -138,6 +139,17 @@ class RunArgs(ToolArgs):
     command: str = Field(..., description="shell command, run in the workspace root")
 
 
+class PythonArgs(ToolArgs):
+    tool: ClassVar[str] = "python"
+    help: ClassVar[str] = (
+        "python(code): run Python code in the workspace root (the project's modules import) and show what "
+        "it prints or the error; asserts of the results the task asks for try a change on new inputs."
+    )
+    code: str = Field(
+        ..., description="Python statements, e.g. from pkg.mod import f; assert f(2) == 4, f(2)"
+    )
+
+
 class RunTestsArgs(ToolArgs):
     tool: ClassVar[str] = "run_tests"
     help: ClassVar[str] = "run_tests(): run the task's tests and show the result."
@@ -161,6 +173,7 @@ TOOL_ARGS: dict[str, type[ToolArgs]] = {
         EditFileArgs,
         SearchArgs,
         RunArgs,
+        PythonArgs,
         RunTestsArgs,
         FinishArgs,
     )
@@ -343,6 +356,7 @@ class Toolbox:
             "write_file": self.write_file,
             "search": self.search,
             "run": self.run,
+            "python": self.python,
             "run_tests": self.run_tests,
             "finish": self.finish,
         }
@@ -567,9 +581,15 @@ class Toolbox:
             )
         elif count == 1:
             new_text, at = text.replace(search, replace, 1), text.index(search)
-        elif replace.strip().startswith(search.strip()) and len(replace.strip()) > len(search.strip()):
+        elif (
+            replace.strip().startswith(search.strip())
+            and len(replace.strip()) > len(search.strip())
+            and _DEFINITION_LINE.match(search.strip())
+        ):
             # "Replace the missing `def power(a, b)` with `def power(a, b): ...`": the model is adding
-            # new code, so it goes at the end, and the answer says so.
+            # new code, so it goes at the end, and the answer says so. Only for a definition's head: a
+            # statement that `replace` extends (`return '/x/' + t` -> `... + t.lower()`) is an edit of
+            # that statement, matched below (the eval appended such a `return` after the function).
             new_text, at, replace = _appended(text, replace)
             note = " ('search' is not in the file but starts 'replace': appended at the end)"
         else:
@@ -741,6 +761,54 @@ class Toolbox:
             )
         before = self._protected_files()
         return self._restore_protected(before, self._shell(command))
+
+    def python(self, code: str) -> ToolResult:
+        """Run Python code in the workspace, in the sandbox `run` uses: the model's way to try its change
+        on inputs the tests do not use (the review turn asks for it). The public names of the modules
+        the change touched are imported first (seen in the eval: `assert transpose([]) == []` with no
+        import, a NameError instead of a check); the code keeps its own line numbers."""
+        if not code.strip():
+            return ToolResult(
+                ok=False, output="bad arguments for python: 'code' is empty", error_kind="bad_args"
+            )
+        prelude = "".join(
+            f"try:\n    from {m} import *\nexcept Exception as _e:\n    print('could not import {m}:', _e)\n"
+            for m in self._changed_modules()
+        )
+        program = prelude + _PYTHON_RUNNER.replace("CODE", repr(code))
+        before = self._protected_files()
+        result = self._restore_protected(before, self._shell(f"python -c {shlex.quote(program)}"))
+        if result.ok and result.output == "(no output)":
+            held = ", every assert held" if "assert" in code else ""
+            result.output = f"(no output: the code ran without an error{held})"
+        elif result.exit_code == ASSERT_FAILED:
+            result.output += (
+                "\nEither the code or the value this assert expects is wrong: check both against the task."
+            )
+        return result
+
+    def _changed_modules(self) -> list[str]:
+        """The importable modules among the files changed so far, tests left out: `calc/ops.py` is
+        `calc.ops`, a package's `__init__.py` the package."""
+        try:
+            diff = workspace_diff(self.root)
+        except (WorkspaceError, OSError, subprocess.SubprocessError):
+            return []  # a directory that is not a prepared workspace (the tools' own tests)
+        modules = []
+        for path in _DIFF_FILE.findall(diff):
+            file = PurePosixPath(path)
+            if (
+                file.suffix != ".py"
+                or file.name == "conftest.py"
+                or any(p.startswith("test") for p in file.parts)
+            ):
+                continue
+            parts = list(file.with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            if parts and all(p.isidentifier() for p in parts):
+                modules.append(".".join(parts))
+        return modules
 
     def run_tests(self) -> ToolResult:
         if not self.test_command:
@@ -1384,6 +1452,37 @@ def _python_syntax_error(target: Path, content: str) -> str | None:
     except ValueError as exc:  # NUL bytes
         return f"the result would not be valid Python ({exc})"
     return None
+
+
+# Exit status of the python tool's code when an assert failed (a traceback of its own is 1).
+ASSERT_FAILED = 3
+# How the python tool runs the model's code (CODE: its repr): a failed one-line `assert x == y` shows the
+# line and both sides' values, as pytest does; seen in the eval: a bare "AssertionError" for
+# `assert capitalize_words('aBcDeF') == 'AbcDeF'` told the model nothing about which side was wrong.
+_PYTHON_RUNNER = """
+import ast as _ast, sys as _sys, traceback as _tb
+_code = CODE
+try:
+    exec(compile(_code, "<code>", "exec"))
+except AssertionError as _error:
+    _frames = [f for f in _tb.extract_tb(_error.__traceback__) if f.filename == "<code>"]
+    _number = _frames[-1].lineno if _frames else 0
+    _lines = _code.splitlines()
+    _text = _lines[_number - 1].strip() if 0 < _number <= len(_lines) else ""
+    _said = f"AssertionError: {_error}" if str(_error) else "AssertionError"
+    print(f"line {_number}: {_text}" if _text else "")
+    try:
+        _test = _ast.parse(_text).body[0].test
+        assert isinstance(_test, _ast.Compare) and len(_test.comparators) == 1
+        _left = eval(compile(_ast.Expression(_test.left), "<code>", "eval"))
+        _right = eval(compile(_ast.Expression(_test.comparators[0]), "<code>", "eval"))
+        print(f"{_said}: the left side is {_left!r}, the right side {_right!r}")
+    except Exception:
+        print(_said)
+    _sys.exit(3)
+"""
+_DIFF_FILE = re.compile(r"^diff --git a/(\S+) b/", re.MULTILINE)
+_DEFINITION_LINE = re.compile(r"(?:async\s+def|def|class)\s+\w+|@")
 
 
 def _match_ignoring_indent(text: str, search: str, replace: str) -> tuple[str, int] | None:

@@ -23,6 +23,7 @@ class ToolName(enum.StrEnum):
     edit_file = "edit_file"
     search = "search"
     run = "run"
+    python = "python"
     run_tests = "run_tests"
     finish = "finish"
 

@@ -82,9 +82,44 @@ def test_scripted_loop_fixes_the_failing_test(api, db_url):
     assert "Before you finish, check the change against the task once more: Fix the failing test" in (
         review.content
     )
-    # It shows the change beside the task, as the workspace's diff.
+    # It shows the change beside the task, as the workspace's diff, and asks for a check of its own.
     assert "The change so far:\ndiff --git a/" in review.content and "+    return a - b" in review.content
+    assert "call python with an assert for each result the task states" in review.content
+    # The review turn may not finish yet: it tries the change (or edits), and the turn after finishes.
+    thinks = [s for s in steps if s.kind == StepKind.think]
+    assert thinks[3].sampling["allowed_tools"] == ["python", "write_file", "edit_file"]
+    (probe,) = (r for r in results if r.tool_name == "python")
+    assert probe.detail["ok"] is True and "every assert held" in probe.tool_result
+    assert thinks[4].sampling["allowed_tools"] == ["finish"]
     assert not any((e.get("plan") or {}).get("review") for e in emotions[:2] + emotions[3:])
+
+
+def test_a_failed_check_on_the_review_turn_leaves_the_choice_to_the_model(api, db_url, scripted):
+    """The review turn's check expects a wrong value of a right fix: its result shows both sides, the
+    next turn's line says the expectation may be the wrong part, finish is open again, and it stands
+    (the tests pass)."""
+    fix = {
+        "path": "calc/ops.py",
+        "search": '    """Return a minus b."""\n    return a + b',
+        "replace": '    """Return a minus b."""\n    return a - b',
+    }
+    script = scripted(
+        [
+            {"thought": "fix", "tool": "edit_file", "args": fix},
+            {"thought": "check", "tool": "python", "args": {"code": "assert subtract(5, 3) == 3"}},
+            {"thought": "the assert was wrong", "tool": "finish", "args": {"summary": "fixed subtract"}},
+        ]
+    )
+    task_id = submit(api, instruction="Fix the failing test in tests/test_ops.py")
+    assert run_scripted(db_url, task_id, script) == TaskStatus.succeeded
+    steps = steps_of(db_url, task_id)
+    (check,) = (s for s in steps if s.kind == StepKind.tool_result and s.tool_name == "python")
+    assert check.detail["ok"] is False and "the left side is 2, the right side 3" in check.tool_result
+    after = next(s for s in steps if s.kind == StepKind.emotion and s.turn == check.turn)
+    assert "The check failed while the tests pass" in after.content
+    following = next(s for s in steps if s.kind == StepKind.think and s.turn == check.turn + 1)
+    assert "finish" in following.sampling.get("allowed_tools", ["finish"])
+    assert [s.tool_name for s in steps if s.kind == StepKind.tool_call] == ["edit_file", "python", "finish"]
 
 
 def test_no_review_turn_when_it_is_switched_off(api, db_url):
@@ -306,7 +341,7 @@ def test_repair_first_the_first_turn_may_only_change_files(api, db_url, scripted
         ]
     )
     task_id = submit(api, instruction="One test fails. Fix the bug in calc/ops.py.")
-    status = run_scripted(db_url, task_id, script, tools={"repair_first": True})
+    status = run_scripted(db_url, task_id, script, tools={"repair_first": True, "check_on_review": False})
     steps = steps_of(db_url, task_id)
     thinks = [s for s in steps if s.kind == StepKind.think]
     assert thinks[0].sampling["allowed_tools"] == ["write_file", "edit_file"]
@@ -369,7 +404,7 @@ def test_an_edit_that_breaks_a_passing_test_is_undone_and_excluded(api, db_url, 
         ]
     )
     task_id = submit(api, instruction="Fix the failing test", budget={"max_steps": 4})
-    status = run_scripted(db_url, task_id, script)
+    status = run_scripted(db_url, task_id, script, tools={"check_on_review": False})
     steps = steps_of(db_url, task_id)
     results = [s for s in steps if s.kind == StepKind.tool_result]
     first = results[0]
@@ -524,7 +559,7 @@ def test_a_new_test_file_that_fails_first_is_kept_not_undone(api, db_url, script
         test_command="python -m pytest -q tests/test_power.py",
         budget={"max_steps": 3},
     )
-    status = run_scripted(db_url, task_id, script)
+    status = run_scripted(db_url, task_id, script, tools={"check_on_review": False})
     results = [s for s in steps_of(db_url, task_id) if s.kind == StepKind.tool_result]
     assert results[0].detail["ok"] and not results[0].detail["reverted"], results[0].tool_result
     assert status == TaskStatus.succeeded

@@ -64,6 +64,25 @@ def test_finish_only_with_passing_tests_and_a_change() -> None:
     assert not POLICY.plan_next(turns, turns[0], "continue", CHANGED, True).review
 
 
+def test_the_review_turn_tries_the_change_before_it_may_finish() -> None:
+    """With check_on_review, the review turn offers python and the edit tools, not finish; after a
+    check that held the next turn narrows to finish, after one that failed it stays open for a fix."""
+    checking = ToolPolicy(exclude_repeats=True, has_tests=True, check_on_review=True)
+    turns = [turn(1, "write_file", {"path": "a.py", "content": "x = 1\n"}, ok=True, sha="abc")]
+    review = checking.plan_next(turns, turns[0], "finish", CHANGED, True, review=True)
+    assert review.review and review.tools == ["python", "write_file", "edit_file"]
+    # Whatever the strategy, except a replan (which has its own turn) or wrapping up.
+    assert checking.plan_next(turns, turns[0], "continue", CHANGED, True, review=True).tools == review.tools
+    assert checking.plan_next(turns, turns[0], "wrap_up", CHANGED, True, review=True).tools == [
+        "run_tests",
+        "finish",
+    ]
+    turns.append(turn(2, "python", {"code": "assert f(2) == 4"}, ok=True, sha="abc"))
+    assert checking.plan_next(turns, turns[1], "finish", CHANGED, True).tools == ["finish"]
+    failed = ToolResultDetail(ok=False, error_kind="nonzero_exit", diff_lines=2)
+    assert checking.plan_next(turns, turns[1], "finish", failed, True).tools == list(TOOL_SCHEMAS)
+
+
 def test_a_change_to_the_workspace_lifts_the_bans() -> None:
     read = {"path": "a.py"}
     turns = [turn(1, "read_file", read, ok=True), turn(2, "read_file", read, ok=True)]

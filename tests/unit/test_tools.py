@@ -415,6 +415,44 @@ def test_run_nonzero_exit(workspace: Path) -> None:
     assert result.output == "oops\n[exit code 3]"
 
 
+def test_python_runs_code_against_the_workspace_modules(workspace: Path) -> None:
+    """The review turn's check: the code imports the workspace's modules; a silent success says every
+    assert held; a failed one-line assert of a comparison shows its line and both sides' values (and
+    says the expectation may be the wrong part), any other error its traceback; quotes need no shell
+    escaping; protected files stay as they were."""
+    tools = make_toolbox(workspace, protected=["notes.txt"])
+    held = tools.call("python", {"code": "from src.app import greet\nassert greet() == 'hello', greet()"})
+    assert held.ok and held.output == "(no output: the code ran without an error, every assert held)"
+
+    failed = tools.call("python", {"code": 'from src.app import greet\nassert greet() == "Hi", "greeting"'})
+    assert not failed.ok and failed.error_kind == "nonzero_exit" and failed.exit_code == 3
+    assert failed.output.splitlines()[:2] == [
+        'line 2: assert greet() == "Hi", "greeting"',
+        "AssertionError: greeting: the left side is 'hello', the right side 'Hi'",
+    ]
+    assert "Either the code or the value this assert expects is wrong" in failed.output
+
+    crashed = tools.call("python", {"code": "x = 1\nraise KeyError(x)"})
+    assert (
+        crashed.exit_code == 1
+        and 'File "<code>", line 2' in crashed.output
+        and "KeyError: 1" in crashed.output
+    )
+    assert "Either the code" not in crashed.output
+
+    printed = tools.call("python", {"code": "print(6 * 7)"})
+    assert printed.ok and printed.output == "42"
+
+    tampered = tools.call("python", {"code": "open('notes.txt', 'w').write('gone')"})
+    assert (
+        "protected" in tampered.output
+        and (workspace / "notes.txt").read_text() == "first line\nneedle here\n"
+    )
+
+    empty = tools.call("python", {"code": "  "})
+    assert not empty.ok and empty.error_kind == "bad_args" and "'code' is empty" in empty.output
+
+
 def test_run_timeout_kills_command(workspace: Path) -> None:
     result = make_toolbox(workspace, command_timeout=1).call("run", {"command": "echo started; sleep 30"})
     assert not result.ok
@@ -469,6 +507,30 @@ def test_run_tests_on_sample_repo_before_and_after_fix(tmp_path: Path) -> None:
     assert "diff --git a/calc/ops.py b/calc/ops.py" in diff
     assert diff.count("diff --git") == 1  # no caches or other stray files in the task's diff
     assert diff_stats(diff) == 2
+
+
+def test_python_imports_the_changed_modules_first(tmp_path: Path) -> None:
+    """In a prepared workspace the names of the modules changed so far (tests left out) are there
+    without an import, and the code's own line numbers stay in its traceback."""
+    root = prepare_workspace(str(SAMPLE_REPO), None, tmp_path / "calc")
+    tools = make_toolbox(root)
+    before = tools.call("python", {"code": "subtract(5, 3)"})
+    assert not before.ok and "NameError: name 'subtract' is not defined" in before.output
+    (root / "tests" / "test_ops.py").write_text("import calc.ops\n")  # a changed test: not imported
+    tools.call(
+        "edit_file",
+        {
+            "path": "calc/ops.py",
+            "search": "return a + b\n\n\ndef multiply",
+            "replace": "return a - b\n\n\ndef multiply",
+        },
+    )
+    held = tools.call("python", {"code": "assert subtract(5, 3) == 2\nassert add(2, 2) == 4"})
+    assert held.ok and held.output == "(no output: the code ran without an error, every assert held)"
+    failed = tools.call("python", {"code": "x = 1\nassert subtract(1, 1) == 5"})
+    assert not failed.ok and "line 2: assert subtract(1, 1) == 5" in failed.output
+    assert "the left side is 0, the right side 5" in failed.output
+    assert "test_ops" not in tools.call("python", {"code": "print(sorted(globals()))"}).output
 
 
 def test_sample_batch_tasks_fail_before_and_pass_after(tmp_path: Path) -> None:
@@ -641,6 +703,33 @@ def test_edit_file_matches_ignoring_indentation_and_reindents(workspace: Path) -
     )
     assert loose.ok and "ignoring indentation" in loose.output
     assert (workspace / "m.py").read_text() == "class A:\n    def f(self):\n        return 3\n"
+
+
+def test_edit_file_extending_a_missing_def_line_appends_but_a_statement_is_edited(workspace: Path) -> None:
+    """A `search` that is a missing def line which `replace` extends is new code, appended; a statement
+    that `replace` extends is an edit of that statement. Seen in the eval: `return '/posts/' + title`
+    (the file has double quotes) extended with `.lower()` was appended after the function."""
+    tools = make_toolbox(workspace)
+    added = tools.call(
+        "edit_file",
+        {"path": "src/app.py", "search": "def wave():", "replace": "def wave():\n    return 'bye'"},
+    )
+    assert added.ok and "appended at the end" in added.output
+    assert (workspace / "src" / "app.py").read_text().endswith("\n\n\ndef wave():\n    return 'bye'\n")
+
+    (workspace / "src" / "app.py").write_text('def url(title):\n    return "/posts/" + title\n')
+    edited = tools.call(
+        "edit_file",
+        {
+            "path": "src/app.py",
+            "search": "return '/posts/' + title",
+            "replace": "return '/posts/' + title.lower()",
+        },
+    )
+    assert edited.ok and "matched with the file's quotes" in edited.output, edited.output
+    assert (
+        workspace / "src" / "app.py"
+    ).read_text() == 'def url(title):\n    return "/posts/" + title.lower()\n'
 
 
 def test_edit_file_empty_search_appends(workspace: Path) -> None:
