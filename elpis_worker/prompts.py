@@ -71,9 +71,10 @@ def review_prompt(instruction: str, diff: str, check: bool = False) -> str:
     head += f"The change so far:\n{change}\n"
     if check:
         return head + (
-            "Try it: call python with an assert for each result the task states and for inputs the tests "
-            "do not use (assert f(x) == expected, f(x)); what the changed files define is already "
-            "imported. If a part of the task is missing, make that change instead."
+            "Try it: call python with a few asserts, one per line, each comparing a call's result with what "
+            "the task says it must be, for the results the task states and for inputs the tests do not use; "
+            "what the changed files define is already imported. If a part of the task is missing, make "
+            "that change instead."
         )
     return head + (
         "Is every part of the task done, and does the code follow the general rule the task describes "

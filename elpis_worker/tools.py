@@ -56,6 +56,8 @@ class ToolResult:
 
 # Characters of a finish summary (the grammar stops it there).
 SUMMARY_CHARS = 300
+# Characters of the python tool's code (the grammar stops it there; a line it cuts is left out).
+PYTHON_CODE_CHARS = 500
 
 
 class ToolArgs(BaseModel):
@@ -145,9 +147,9 @@ class PythonArgs(ToolArgs):
         "python(code): run Python code in the workspace root (the project's modules import) and show what "
         "it prints or the error; asserts of the results the task asks for try a change on new inputs."
     )
-    code: str = Field(
-        ..., description="Python statements, e.g. from pkg.mod import f; assert f(2) == 4, f(2)"
-    )
+    # Capped: told to write asserts, the 1.5B model can repeat one line until max_tokens cuts the reply
+    # (seen in the eval: `assert f(x)` ninety times, three turns running); the grammar closes it here.
+    code: str = Field(..., max_length=PYTHON_CODE_CHARS, description="Python statements, one per line")
 
 
 class RunTestsArgs(ToolArgs):
@@ -775,6 +777,7 @@ class Toolbox:
             f"try:\n    from {m} import *\nexcept Exception as _e:\n    print('could not import {m}:', _e)\n"
             for m in self._changed_modules()
         )
+        code, cut = _without_cut_line(code)
         program = prelude + _PYTHON_RUNNER.replace("CODE", repr(code))
         before = self._protected_files()
         result = self._restore_protected(before, self._shell(f"python -c {shlex.quote(program)}"))
@@ -784,6 +787,11 @@ class Toolbox:
         elif result.exit_code == ASSERT_FAILED:
             result.output += (
                 "\nEither the code or the value this assert expects is wrong: check both against the task."
+            )
+        if cut:
+            result.output = (
+                f"(the last line was cut off at {PYTHON_CODE_CHARS} characters and left out)\n"
+                + (result.output)
             )
         return result
 
@@ -870,6 +878,23 @@ class Toolbox:
                 changed_files=True,
             )
         return ToolResult(ok=True, output=output or "(no output)", exit_code=0, changed_files=True)
+
+
+def _without_cut_line(code: str) -> tuple[str, bool]:
+    """`code` without its last line when it reached the grammar's length cap and only that line keeps it
+    from compiling: the cap cut it. Returns the code and whether a line was left out."""
+    if len(code) < PYTHON_CODE_CHARS:
+        return code, False
+    try:
+        compile(code, "<code>", "exec")
+        return code, False
+    except (SyntaxError, ValueError):
+        head = code.rstrip("\n").rpartition("\n")[0]
+    try:
+        compile(head, "<code>", "exec")
+    except (SyntaxError, ValueError):
+        return code, False
+    return (head, True) if head.strip() else (code, False)
 
 
 def _check_args(name: str, args: Any) -> str | None:
@@ -999,9 +1024,11 @@ def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]
             return None
         if candidates:
             first, last, indent = candidates[0]
-            source, kept = _with_old_docstring(source, node, _definition_at(old_tree, name, first), old)
+            previous = _definition_at(old_tree, name, first)
+            source, kept_body = _with_old_body(source, node, previous, old)
+            source, kept = _with_old_docstring(source, node, previous, old)
             changes.append((first, last, textwrap.indent(source, " " * indent)))
-            replaced.append(name + (KEPT_DOCSTRING if kept else ""))
+            replaced.append(name + (KEPT_BODY if kept_body else KEPT_DOCSTRING if kept else ""))
         elif constant and (first_definition := _first_definition_line(old_tree)):
             # Before the code that may use it at import time.
             changes.append((first_definition, first_definition - 1, source.rstrip("\n") + "\n\n\n"))
@@ -1044,7 +1071,7 @@ def merge_definitions(old: str, snippet: str) -> tuple[str, list[str], list[str]
         after_docstring = bool(head) and isinstance(head[0], ast.Expr)
         result = "".join(out[:at]) + ("\n" if after_docstring else "") + block + "".join(out[at:])
     names = [_top_level_name(n) or "" for n in definitions]
-    done = {name.removesuffix(KEPT_DOCSTRING) for name in replaced}
+    done = {_bare(name) for name in replaced}
     names = [name for name in names if name not in done and name not in merged]
     if docstring:
         result, which = _with_module_docstring(result, ast.get_source_segment(snippet, docstring) or "")
@@ -1183,8 +1210,33 @@ def _partial_class(node: ast.AST, old_tree: ast.Module) -> ast.ClassDef | None:
     return olds[0] if missing else None
 
 
-# Said of a replaced definition whose docstring was kept (see _with_old_docstring).
+# Said of a replaced definition whose docstring was kept (see _with_old_docstring), or of a function
+# given only a docstring, whose body was kept (see _with_old_body).
 KEPT_DOCSTRING = " (its docstring kept)"
+KEPT_BODY = " (docstring set, its code kept)"
+
+
+def _bare(name: str) -> str:
+    """A replaced definition's name without the note on what was kept."""
+    return name.removesuffix(KEPT_DOCSTRING).removesuffix(KEPT_BODY)
+
+
+def _with_old_body(source: str, new: ast.AST, old: ast.AST | None, old_text: str) -> tuple[str, bool]:
+    """A function rewritten as its def line and a docstring alone keeps its code: what the model means
+    is "give it this docstring". Seen in the eval: asked for a docstring on celsius_to_fahrenheit, the
+    model wrote the def line and the docstring, the merge replaced the whole function, and it returned
+    None. Returns the source (the old code under the new docstring) and whether that happened."""
+    if not isinstance(new, _FUNCTIONS) or not isinstance(old, _FUNCTIONS) or len(new.body) != 1:
+        return source, False
+    if ast.get_docstring(new, clean=False) is None:
+        return source, False
+    code = old.body[1:] if ast.get_docstring(old, clean=False) is not None else old.body
+    if not code or code[0].lineno == old.lineno:
+        return source, False  # the old function had no code of its own line to keep
+    lines = source.splitlines(keepends=True)
+    head = "".join(lines[: (new.body[0].end_lineno or new.body[0].lineno) - _first_line(new) + 1])
+    kept = textwrap.dedent("\n".join(old_text.splitlines()[code[0].lineno - 1 : old.end_lineno]))
+    return head + textwrap.indent(kept, " " * (new.body[0].col_offset - new.col_offset)) + "\n", True
 
 
 def _definition_at(tree: ast.Module, name: str, first: int) -> ast.AST | None:
@@ -1263,9 +1315,10 @@ def _merge_methods(
         same = [i for i in old_class.body if isinstance(i, _FUNCTIONS) and i.name == item.name]
         if same:
             first, last = _first_line(same[0]), same[0].end_lineno or same[0].lineno
+            source, kept_body = _with_old_body(source, item, same[0], old_source)
             source, kept = _with_old_docstring(source, item, same[0], old_source)
             changes.append((first, last, textwrap.indent(source, " " * same[0].col_offset)))
-            replaced.append(name + (KEPT_DOCSTRING if kept else ""))
+            replaced.append(name + (KEPT_BODY if kept_body else KEPT_DOCSTRING if kept else ""))
         else:
             changes.append((end + 1, end, "\n" + textwrap.indent(source, indent)))
             added.append(name)
@@ -1362,7 +1415,7 @@ def _merged_at(text: str, names: list[str]) -> int:
     """Where the first of merge_definitions' replaced or added names (a definition, or an import
     statement) now is in `text`."""
     for name in names:
-        short = name.removesuffix(KEPT_DOCSTRING).rsplit(".", 1)[-1]
+        short = _bare(name).rsplit(".", 1)[-1]
         if name.startswith(("import ", "from ")):
             found = re.search(rf"^{re.escape(name)}$", text, re.MULTILINE)
         else:

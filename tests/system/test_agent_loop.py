@@ -84,7 +84,7 @@ def test_scripted_loop_fixes_the_failing_test(api, db_url):
     )
     # It shows the change beside the task, as the workspace's diff, and asks for a check of its own.
     assert "The change so far:\ndiff --git a/" in review.content and "+    return a - b" in review.content
-    assert "call python with an assert for each result the task states" in review.content
+    assert "call python with a few asserts, one per line" in review.content
     # The review turn may not finish yet: it tries the change (or edits), and the turn after finishes.
     thinks = [s for s in steps if s.kind == StepKind.think]
     assert thinks[3].sampling["allowed_tools"] == ["python", "write_file", "edit_file"]

@@ -61,6 +61,7 @@ SLOW_FIX = [
     {"thought": "slow 2", "tool": "run", "args": {"command": "sleep 2; echo two"}},
     {"thought": "slow 3", "tool": "run", "args": {"command": "sleep 2; echo three"}},
     {"thought": "fix", "tool": "write_file", "args": {"path": "calc/ops.py", "content": FIXED_OPS}},
+    {"thought": "try it", "tool": "python", "args": {"code": "assert subtract(7, 2) == 5"}},
     {"thought": "done", "tool": "finish", "args": {"summary": "fixed subtract"}},
 ]
 SLOW_FIX_TOOLS = [turn["tool"] for turn in SLOW_FIX]

@@ -98,7 +98,7 @@ def test_up_works_a_batch_serves_and_stops_everything(tmp_path: Path):
     status = elpis(env, "status", "1")
     assert status.returncode == 0, status.stderr
     # One generation per turn; the first turn has nothing to reflect on.
-    assert "observe 3, memory 1, reflect 3, think 4, tool_call 4, tool_result 4, emotion 4" in status.stdout
+    assert "observe 3, memory 1, reflect 4, think 5, tool_call 5, tool_result 5, emotion 5" in status.stdout
     assert "trajectory" in status.stdout and "valence" in status.stdout
     steps = elpis(env, "steps", "1")
     assert steps.returncode == 0 and "edit_file" in steps.stdout

@@ -48,6 +48,7 @@ def test_killed_worker_is_resumed_without_duplicate_steps(api, db_url, start_wor
             {"thought": "look", "tool": "list_dir", "args": {"path": "."}},
             {"thought": "slow step", "tool": "run", "args": {"command": "sleep 4; echo slept"}},
             {"thought": "fix", "tool": "write_file", "args": {"path": "calc/ops.py", "content": FIXED_OPS}},
+            {"thought": "try it", "tool": "python", "args": {"code": "assert subtract(7, 2) == 5"}},
             {"thought": "done", "tool": "finish", "args": {"summary": "fixed subtract"}},
         ]
     )
@@ -73,10 +74,10 @@ def test_killed_worker_is_resumed_without_duplicate_steps(api, db_url, start_wor
         == ["observe"] * 3
         + ["memory"]
         + ["think", "tool_call", "tool_result", "emotion"]
-        + ["reflect", "think", "tool_call", "tool_result", "emotion"] * 3
+        + ["reflect", "think", "tool_call", "tool_result", "emotion"] * 4
     )
     tools = [s.tool_name for s in steps if s.kind == StepKind.tool_call]
-    assert tools == ["list_dir", "run", "write_file", "finish"]
+    assert tools == ["list_dir", "run", "write_file", "python", "finish"]
     assert {s.worker_id for s in steps[:11]} == {holder}  # first worker wrote up to the run's tool_call
     assert steps[11].worker_id != holder
     assert "+    return a - b" in task.workspace_diff

@@ -16,6 +16,7 @@ import yaml
 from helpers import wait_gone
 
 from elpis_worker.tools import (
+    PYTHON_CODE_CHARS,
     TOOL_DESCRIPTIONS,
     TOOL_SCHEMAS,
     Toolbox,
@@ -449,6 +450,14 @@ def test_python_runs_code_against_the_workspace_modules(workspace: Path) -> None
         and (workspace / "notes.txt").read_text() == "first line\nneedle here\n"
     )
 
+    # A line the grammar's length cap cut is left out, and the result says so; a shorter broken line is
+    # the model's own syntax error.
+    long = "x = 1\nassert x == 1\nassert [x] != [" + "2, " * PYTHON_CODE_CHARS
+    capped = tools.call("python", {"code": long[:PYTHON_CODE_CHARS]})
+    assert capped.ok and capped.output.startswith("(the last line was cut off at")
+    broken = tools.call("python", {"code": "x = 1\nassert x =="})
+    assert not broken.ok and "SyntaxError" in broken.output and "cut off" not in broken.output
+
     empty = tools.call("python", {"code": "  "})
     assert not empty.ok and empty.error_kind == "bad_args" and "'code' is empty" in empty.output
 
@@ -841,6 +850,38 @@ def test_a_definition_rewritten_without_its_docstring_keeps_it(workspace: Path) 
     assert documented.ok and "replaced add;" in documented.output
     assert '"""Add b to a."""' in (workspace / "m.py").read_text()
     assert "Sum of a and b" not in (workspace / "m.py").read_text()
+
+
+def test_a_function_given_only_a_docstring_keeps_its_code(workspace: Path) -> None:
+    """Seen in the eval: asked for a docstring, the model wrote the def line and the docstring alone,
+    and the merge replaced the whole function, which then returned None. A function or method written
+    as a docstring alone gets that docstring and keeps its code (the old docstring goes)."""
+    (workspace / "m.py").write_text(
+        "def to_f(c):\n    return c * 9 / 5 + 32\n\n\n"
+        'class Box:\n    def size(self):\n        """Old."""\n        x = 1\n        return x\n\n'
+        "    def name(self):\n        return 'box'\n"
+    )
+    tools = make_toolbox(workspace)
+    documented = tools.call(
+        "write_file", {"path": "m.py", "content": 'def to_f(c):\n    """Celsius to Fahrenheit.\n    """\n'}
+    )
+    assert documented.ok and "replaced to_f (docstring set, its code kept)" in documented.output
+    method = tools.call(
+        "write_file",
+        {"path": "m.py", "content": 'class Box:\n    def size(self):\n        """In litres."""\n'},
+    )
+    assert method.ok and "Box.size (docstring set, its code kept)" in method.output, method.output
+    assert (workspace / "m.py").read_text() == (
+        'def to_f(c):\n    """Celsius to Fahrenheit.\n    """\n    return c * 9 / 5 + 32\n\n\n'
+        'class Box:\n    def size(self):\n        """In litres."""\n        x = 1\n        return x\n\n'
+        "    def name(self):\n        return 'box'\n"
+    )
+    # A body of its own is taken as written, docstring or not.
+    rewritten = tools.call(
+        "write_file", {"path": "m.py", "content": 'def to_f(c):\n    """F."""\n    return 0\n'}
+    )
+    assert rewritten.ok and "replaced to_f;" in rewritten.output
+    assert 'def to_f(c):\n    """F."""\n    return 0\n' in (workspace / "m.py").read_text()
 
 
 def test_a_module_may_not_be_made_to_import_itself(workspace: Path) -> None:
