@@ -45,6 +45,7 @@ from elpis_worker.prompts import (
     REPLAN_PROMPT,
     Conversation,
     check_failed_prompt,
+    cut_text,
     next_prompt,
     review_prompt,
 )
@@ -509,7 +510,7 @@ class Agent:
         if files:
             sources = "\n\n".join(render_source(self.root, f, named[f]) for f in files)
             lines.append(f"Source of the files involved, as they are now:\n{sources}")
-        lines.append(f"The change so far:\n{diff.strip()[:FRESH_LOOK_DIFF_CHARS] or '(none)'}")
+        lines.append(f"The change so far:\n{cut_text(diff.strip(), FRESH_LOOK_DIFF_CHARS) or '(none)'}")
         previous = next((t for t in self.turns if t.number == turn.number - 1), None)
         emotion = previous.get(StepKind.emotion) if previous is not None else None
         if emotion is not None and emotion.content:

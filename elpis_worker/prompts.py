@@ -53,6 +53,11 @@ REVIEW_INSTRUCTION_CHARS = 600
 REVIEW_DIFF_CHARS = 1500
 
 
+def cut_text(text: str, limit: int) -> str:
+    """`text` up to `limit` characters, with a marker where it was cut (so the model knows there is more)."""
+    return text if len(text) <= limit else text[:limit] + "\n[... cut ...]"
+
+
 def review_prompt(instruction: str, diff: str, check: bool = False) -> str:
     """The review turn's line: the task once more beside the change made, and the two questions a fix
     that only satisfies the visible test fails (the eval's hidden checks test other inputs and the other
@@ -64,9 +69,7 @@ def review_prompt(instruction: str, diff: str, check: bool = False) -> str:
         if len(instruction) <= REVIEW_INSTRUCTION_CHARS
         else instruction[:REVIEW_INSTRUCTION_CHARS] + " [...]"
     )
-    change = diff.strip() or "(no change to the files)"
-    if len(change) > REVIEW_DIFF_CHARS:
-        change = change[:REVIEW_DIFF_CHARS] + "\n[... cut ...]"
+    change = cut_text(diff.strip(), REVIEW_DIFF_CHARS) or "(no change to the files)"
     head = f"The tests pass. Before you finish, check the change against the task once more: {task}\n"
     head += f"The change so far:\n{change}\n"
     if check:

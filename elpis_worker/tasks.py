@@ -1,7 +1,8 @@
 """Celery tasks and the per-process resident model.
 
-The model is loaded once per worker process at `worker_process_init` (prefork children) and reused by
-every task the process runs; `get_backend()` loads it lazily for pools without that signal (solo).
+The model is loaded once per worker process at `worker_process_init` (prefork children; Celery 5's solo
+pool sends it too) and reused by every task the process runs; `get_backend()` loads it lazily where
+the signal never came (the threads pool of the in-process testing worker, a task called directly).
 
 Every run of `elpis.run_task` carries Celery time limits derived from the task's wall budget
 (`enqueue_run_task`): the loop checks its budget only between turns, so a hung generation or tool would

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from configs.settings import load_settings
-from elpis_worker.prompts import SYSTEM_PROMPT, Conversation
+from elpis_worker.prompts import REVIEW_DIFF_CHARS, SYSTEM_PROMPT, Conversation, cut_text, review_prompt
 from elpis_worker.turns import TurnSteps, group_turns
 from models import Step, StepKind, Task
 
@@ -60,3 +60,14 @@ def test_a_fresh_look_leaves_the_turns_before_it_out() -> None:
     later = conversation().messages(opening, turns, TurnSteps(5))
     shown = "\n".join(m["content"] for m in later)
     assert "output of turn 4" in shown and look.content in shown and "output of turn 3" not in shown
+
+
+def test_a_cut_change_says_so_on_the_review_turn() -> None:
+    """The review turn and the fresh look show the change up to a limit, and mark where they cut it."""
+    assert cut_text("abc", 3) == "abc"
+    assert cut_text("abcd", 3) == "abc\n[... cut ...]"
+    long_diff = "+x = 1\n" * (REVIEW_DIFF_CHARS // 7 + 10)
+    line = review_prompt("Fix it.", long_diff, check=True)
+    assert "[... cut ...]" in line and "call python with a few asserts" in line and "call finish" not in line
+    assert "(no change to the files)" in review_prompt("Fix it.", "", check=False)
+    assert "If so, call finish" in review_prompt("Fix it.", "+x", check=False)
