@@ -1384,7 +1384,7 @@ def _whole_definition(
     if not _dead_code_in(text.replace(search, replace, 1), line.group(1)):
         return None
     merged = merge_definitions(text, replace)
-    if merged is None or line.group(1) not in merged[1]:
+    if merged is None or line.group(1) not in {_bare(name) for name in merged[1]}:
         return None
     return merged
 

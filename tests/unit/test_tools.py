@@ -1224,6 +1224,23 @@ def test_edit_file_of_a_def_line_with_a_whole_function_replaces_the_function(wor
         .read_text()
         .endswith("def cap(text):\n    text = str(text)\n    return text.title()\n")
     )
+    # Seen in the eval: a function with a docstring (which the merge keeps) got the new return above its
+    # docstring and old body, two returns, because the merge's note hid the function's name.
+    (workspace / "words.py").write_text(
+        'def count(text):\n    """Words."""\n    return len(text.split(" "))\n'
+    )
+    documented = tools.call(
+        "edit_file",
+        {
+            "path": "words.py",
+            "search": "def count(text):",
+            "replace": "def count(text):\n    return len(text.split())",
+        },
+    )
+    assert documented.ok and "as a whole definition" in documented.output, documented.output
+    assert (
+        workspace / "words.py"
+    ).read_text() == 'def count(text):\n    """Words."""\n    return len(text.split())\n'
 
 
 def test_edit_file_naming_a_function_with_its_whole_new_definition_merges_it(workspace: Path) -> None:
