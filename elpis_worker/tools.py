@@ -777,7 +777,7 @@ class Toolbox:
             f"try:\n    from {m} import *\nexcept Exception as _e:\n    print('could not import {m}:', _e)\n"
             for m in self._changed_modules()
         )
-        code, cut = _without_cut_line(code)
+        code, cut = _without_cut_line(_rejoined_strings(code))
         program = prelude + _PYTHON_RUNNER.replace("CODE", repr(code))
         before = self._protected_files()
         result = self._restore_protected(before, self._shell(f"python -c {shlex.quote(program)}"))
@@ -878,6 +878,26 @@ class Toolbox:
                 changed_files=True,
             )
         return ToolResult(ok=True, output=output or "(no output)", exit_code=0, changed_files=True)
+
+
+def _rejoined_strings(code: str) -> str:
+    """`code` with each string literal that a newline split in two joined again by a `\\n` escape: the
+    model means `'a\\nb'` and writes `\\n` in its JSON, which decodes to a real newline (seen in the
+    eval: `assert count_words('the  quick\\nbrown') == 2`, an unterminated string). Unchanged when it
+    compiles, or when joining does not make it compile."""
+    lines = code.split("\n")
+    for _ in range(len(lines)):
+        try:
+            compile("\n".join(lines), "<code>", "exec")
+            return "\n".join(lines)
+        except SyntaxError as exc:
+            at = (exc.lineno or 0) - 1
+            if "unterminated string literal" not in (exc.msg or "") or not 0 <= at < len(lines) - 1:
+                return code
+            lines[at : at + 2] = [lines[at] + "\\n" + lines[at + 1]]
+        except ValueError:
+            return code
+    return code
 
 
 def _without_cut_line(code: str) -> tuple[str, bool]:

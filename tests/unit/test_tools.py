@@ -455,6 +455,9 @@ def test_python_runs_code_against_the_workspace_modules(workspace: Path) -> None
     long = "x = 1\nassert x == 1\nassert [x] != [" + "2, " * PYTHON_CODE_CHARS
     capped = tools.call("python", {"code": long[:PYTHON_CODE_CHARS]})
     assert capped.ok and capped.output.startswith("(the last line was cut off at")
+    # A string literal a JSON-decoded newline split is joined again with a \\n escape.
+    split = tools.call("python", {"code": "assert len('a\nb'.splitlines()) == 2\nprint('ok')"})
+    assert split.ok and split.output == "ok", split.output
     broken = tools.call("python", {"code": "x = 1\nassert x =="})
     assert not broken.ok and "SyntaxError" in broken.output and "cut off" not in broken.output
 
