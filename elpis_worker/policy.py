@@ -71,6 +71,13 @@ class ToolPolicy:
             # With the tests failing, running them again or finishing cannot help: the last turns stay
             # open for a fix (the prompt line says the budget is nearly spent).
             plan.tools = ["run_tests", "finish"] if self.has_tests else ["finish"]
+        elif self.check_on_review and tests_passing and _called(turn) == "python":
+            # After a check with the tests passing, what is left is to finish, or to fix what a failed
+            # check found: no more checks (the eval's failed checks of right code were repeated, and the
+            # code rewritten unchanged, until the budget ran out).
+            plan.tools = (
+                ["finish"] if detail.ok else ["finish", *(t for t in TOOL_SCHEMAS if t in EDIT_TOOLS)]
+            )
         elif review and self.check_on_review:
             # The change is tried before the agent may finish: asserts of what the task asks, on inputs
             # the tests do not use (the eval's commonest wrong success passes the visible test only).
@@ -162,3 +169,9 @@ class ToolPolicy:
         best = max(failures.values())
         latest = [r.tool_name for t in reversed(window) if (r := t.get(StepKind.tool_result)) is not None]
         return next(name for name in latest if failures.get(name) == best)
+
+
+def _called(turn: TurnSteps) -> str | None:
+    """The tool `turn` called, None before its call."""
+    call = turn.get(StepKind.tool_call)
+    return call.tool_name if call is not None else None

@@ -87,15 +87,17 @@ def review_prompt(instruction: str, diff: str, check: bool = False) -> str:
 
 
 def check_failed_prompt(tool: str, detail: ToolResultDetail, tests_passing: bool | None) -> str | None:
-    """The line after a `python` check whose assert failed while the task's tests pass: the model's own
-    expectation may be the wrong part. Seen in the eval: a right capitalize_words, checked with
-    `assert capitalize_words('aBcDeF') == 'AbcDeF'`, and the turns that followed spent on rewriting
-    the same code and repeating the check until the budget ran out."""
-    if tool != "python" or detail.exit_code != ASSERT_FAILED or not tests_passing:
+    """The line after a `python` check that failed while the task's tests pass: the check itself may be
+    the wrong part. Seen in the eval: a right capitalize_words checked with `assert
+    capitalize_words('aBcDeF') == 'AbcDeF'`, a right Cart checked with `Cart().add(...).total()` (add
+    returns None), and the turns that followed spent on rewriting the same code and repeating the
+    check until the budget ran out."""
+    if tool != "python" or detail.ok or not tests_passing:
         return None
+    what = "the value the assert expected" if detail.exit_code == ASSERT_FAILED else "the check's own code"
     return (
-        "The check failed while the tests pass. If the code is wrong for that input, fix it; if the value "
-        "the assert expected is wrong, call finish."
+        f"The check failed while the tests pass. If the code is wrong for that input, fix it; if {what} "
+        "is wrong, call finish."
     )
 
 

@@ -66,7 +66,8 @@ def test_finish_only_with_passing_tests_and_a_change() -> None:
 
 def test_the_review_turn_tries_the_change_before_it_may_finish() -> None:
     """With check_on_review, the review turn offers python and the edit tools, not finish; after a
-    check that held the next turn narrows to finish, after one that failed it stays open for a fix."""
+    check that held the next turn narrows to finish, after one that failed to finish or a fix, whatever
+    the strategy: no more checks."""
     checking = ToolPolicy(exclude_repeats=True, has_tests=True, check_on_review=True)
     turns = [turn(1, "write_file", {"path": "a.py", "content": "x = 1\n"}, ok=True, sha="abc")]
     review = checking.plan_next(turns, turns[0], "finish", CHANGED, True, review=True)
@@ -80,7 +81,19 @@ def test_the_review_turn_tries_the_change_before_it_may_finish() -> None:
     turns.append(turn(2, "python", {"code": "assert f(2) == 4"}, ok=True, sha="abc"))
     assert checking.plan_next(turns, turns[1], "finish", CHANGED, True).tools == ["finish"]
     failed = ToolResultDetail(ok=False, error_kind="nonzero_exit", diff_lines=2)
-    assert checking.plan_next(turns, turns[1], "finish", failed, True).tools == list(TOOL_SCHEMAS)
+    assert checking.plan_next(turns, turns[1], "continue", CHANGED, True).tools == ["finish"]
+    for strategy in ("finish", "continue"):
+        assert checking.plan_next(turns, turns[1], strategy, failed, True).tools == [
+            "finish",
+            "write_file",
+            "edit_file",
+        ]
+    # Not after a failed call otherwise: a refused edit with the tests passing leaves every tool open.
+    refused = [
+        *turns,
+        turn(3, "edit_file", {"path": "a.py", "search": "x", "replace": "y"}, ok=False, sha="abc"),
+    ]
+    assert checking.plan_next(refused, refused[2], "finish", failed, True).tools == list(TOOL_SCHEMAS)
 
 
 def test_a_change_to_the_workspace_lifts_the_bans() -> None:
