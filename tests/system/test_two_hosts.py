@@ -52,6 +52,7 @@ SLOW_FIX = [
     {"thought": "slow 1", "tool": "run", "args": {"command": "sleep 2; echo one"}},
     {"thought": "slow 2", "tool": "run", "args": {"command": "sleep 2; echo two"}},
     {"thought": "fix", "tool": "write_file", "args": {"path": "calc/ops.py", "content": FIXED_OPS}},
+    {"thought": "try it", "tool": "python", "args": {"code": "assert subtract(7, 2) == 5"}},
     {"thought": "done", "tool": "finish", "args": {"summary": "fixed subtract"}},
 ]
 
