@@ -778,7 +778,7 @@ class Toolbox:
             for m in self._changed_modules()
         )
         code, cut = _without_cut_line(_rejoined_strings(code))
-        program = prelude + _PYTHON_RUNNER.replace("CODE", repr(code))
+        program = prelude + _PYTHON_RUNNER.replace("EXIT", str(ASSERT_FAILED)).replace("CODE", repr(code))
         before = self._protected_files()
         result = self._restore_protected(before, self._shell(f"python -c {shlex.quote(program)}"))
         if result.ok and result.output == "(no output)":
@@ -1529,9 +1529,10 @@ def _python_syntax_error(target: Path, content: str) -> str | None:
 
 # Exit status of the python tool's code when an assert failed (a traceback of its own is 1).
 ASSERT_FAILED = 3
-# How the python tool runs the model's code (CODE: its repr): a failed one-line `assert x == y` shows the
-# line and both sides' values, as pytest does; seen in the eval: a bare "AssertionError" for
-# `assert capitalize_words('aBcDeF') == 'AbcDeF'` told the model nothing about which side was wrong.
+# How the python tool runs the model's code (CODE: its repr; EXIT: ASSERT_FAILED): a failed one-line
+# `assert x == y` shows the line and both sides' values, as pytest does; seen in the eval: a bare
+# "AssertionError" for `assert capitalize_words('aBcDeF') == 'AbcDeF'` told the model nothing about
+# which side was wrong.
 _PYTHON_RUNNER = """
 import ast as _ast, sys as _sys, traceback as _tb
 _code = CODE
@@ -1552,7 +1553,7 @@ except AssertionError as _error:
         print(f"{_said}: the left side is {_left!r}, the right side {_right!r}")
     except Exception:
         print(_said)
-    _sys.exit(3)
+    _sys.exit(EXIT)
 """
 _DIFF_FILE = re.compile(r"^diff --git a/(\S+) b/", re.MULTILINE)
 _DEFINITION_LINE = re.compile(r"(?:async\s+def|def|class)\s+\w+|@")
