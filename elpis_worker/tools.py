@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, ClassVar
+from xml.etree import ElementTree
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -232,6 +233,32 @@ def cap_output(data: bytes, cap: int) -> str:
     return buffer.text()
 
 
+# Where a pytest run of the task's tests writes its JUnit XML report (PYTEST_ADDOPTS asks for it, so the
+# test command is not rewritten: `make test`, `cd sub && pytest` and `python -m pytest` all pick it up).
+# Inside the workspace's .git: writable in the sandbox, never part of the task's diff.
+JUNIT_REPORT = ".git/elpis-junit.xml"
+# A report bigger than this is not read (the test command is the agent's code too); the regex counts.
+_JUNIT_CAP = 5_000_000
+
+
+def junit_failures(report: Path) -> int | None:
+    """Failing tests (failures plus errors, collection errors included) by pytest's JUnit XML report
+    `report`; None where there is none, it is too big, or it does not parse as one."""
+    try:
+        if report.stat().st_size > _JUNIT_CAP:
+            return None
+        root = ElementTree.parse(report).getroot()
+    except (OSError, ElementTree.ParseError):
+        return None
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    if root.tag not in ("testsuite", "testsuites") or not suites:
+        return None
+    try:
+        return sum(int(s.get("failures", "0")) + int(s.get("errors", "0")) for s in suites)
+    except ValueError:
+        return None
+
+
 def parse_test_failures(output: str) -> int | None:
     """Failing tests according to the last pytest or unittest summary in `output`; None if there is none."""
     for line in reversed(output.splitlines()):
@@ -287,10 +314,14 @@ def regression_between(before: str, after: str, new_files: Collection[str] = ())
     return None
 
 
-def _command_env(root: Path, *, sandboxed: bool = True) -> dict[str, str]:
+def _command_env(root: Path, *, sandboxed: bool = True, junit: Path | None = None) -> dict[str, str]:
     """A minimal environment: the worker's secrets (database URL, tokens) stay out of the agent's
     commands, and the Elpis venv's python/pytest come first on PATH so test commands find them. In the
-    sandbox PATH holds only directories the sandbox shows."""
+    sandbox PATH holds only directories the sandbox shows. With `junit`, a pytest run writes its JUnit
+    XML report there."""
+    addopts = "-p no:cacheprovider"
+    if junit is not None:
+        addopts += f" --junitxml={shlex.quote(str(junit))}"
     venv_bin = str(Path(sys.executable).parent)
     system_path = SANDBOX_PATH if sandboxed else os.environ.get("PATH") or os.defpath
     return {
@@ -302,7 +333,7 @@ def _command_env(root: Path, *, sandboxed: bool = True) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         # Caches would otherwise show up as new files in the task's diff.
         "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTEST_ADDOPTS": "-p no:cacheprovider",
+        "PYTEST_ADDOPTS": addopts,
     }
 
 
@@ -822,24 +853,28 @@ class Toolbox:
         if not self.test_command:
             return ToolResult(ok=False, output="no test command for this task", error_kind="not_found")
         before = self._protected_files()
-        result = self._restore_protected(before, self._shell(self.test_command))
+        report = self.root / JUNIT_REPORT if (self.root / ".git").is_dir() else None
+        if report is not None:
+            report.unlink(missing_ok=True)  # a report left by an earlier run must not count for this one
+        result = self._restore_protected(before, self._shell(self.test_command, junit=report))
         result.tests_run = True
         result.tests_passed = result.ok
         if result.ok:
             result.failures = 0
         elif result.error_kind != "timeout":
-            result.failures = parse_test_failures(result.output)
+            # pytest's own count where it wrote a report; the summary line of any runner otherwise.
+            counted = junit_failures(report) if report is not None else None
+            result.failures = counted if counted is not None else parse_test_failures(result.output)
         return result
 
     def finish(self, summary: str) -> ToolResult:
         return ToolResult(ok=True, output="finished", finished=True, summary=summary)
 
-    def _shell(self, command: str) -> ToolResult:
+    def _shell(self, command: str, *, junit: Path | None = None) -> ToolResult:
         buffer = _HeadTail(self.output_cap)
+        env = _command_env(self.root, sandboxed=self.sandbox.kind != "none", junit=junit)
         try:
-            sandboxed = self.sandbox.spawn(
-                self.root, command, _command_env(self.root, sandboxed=self.sandbox.kind != "none")
-            )
+            sandboxed = self.sandbox.spawn(self.root, command, env)
         except SandboxError as exc:
             return ToolResult(ok=False, output=f"could not start the command: {exc}", error_kind="os_error")
         proc = sandboxed.proc

@@ -16,12 +16,14 @@ import yaml
 from helpers import wait_gone
 
 from elpis_worker.tools import (
+    JUNIT_REPORT,
     PYTHON_CODE_CHARS,
     TOOL_DESCRIPTIONS,
     TOOL_SCHEMAS,
     Toolbox,
     ToolResult,
     failing_tests,
+    junit_failures,
     parse_test_failures,
     regression_between,
 )
@@ -584,6 +586,49 @@ def test_sample_batch_tasks_fail_before_and_pass_after(tmp_path: Path) -> None:
     )
     vague = make_toolbox(root, test_command=tasks[2]["test_command"], command_timeout=120)
     assert not vague.call("run_tests", {}).tests_passed
+
+
+def test_run_tests_counts_failures_from_pytests_junit_report(tmp_path: Path) -> None:
+    """The count comes from pytest's JUnit XML (asked for through PYTEST_ADDOPTS, the command as the
+    task wrote it), so it holds where the output has no summary line to read; the report stays out of
+    the task's diff, and one left by an earlier run does not count for a command that wrote none."""
+    source = tmp_path / "source"
+    (source / "tests").mkdir(parents=True)
+    (source / "tests" / "test_x.py").write_text(
+        "import pytest\n\n"
+        "def test_a():\n    assert 1 == 2\n\n"
+        "def test_b():\n    assert 'a' == 'b'\n\n"
+        "def test_c():\n    pass\n\n"
+        "@pytest.fixture\ndef broken():\n    raise RuntimeError('fixture')\n\n"
+        "def test_d(broken):\n    pass\n"
+    )
+    root = prepare_workspace(str(source), None, tmp_path / "ws")
+
+    quiet = make_toolbox(root, test_command="python -m pytest -q > /dev/null", command_timeout=120)
+    result = quiet.call("run_tests", {})
+    assert not result.tests_passed
+    assert parse_test_failures(result.output) is None, result.output  # nothing for the regex to read
+    assert result.failures == 3, result.output  # two failures and the fixture's error
+    assert (root / JUNIT_REPORT).is_file()
+    assert workspace_diff(root) == ""
+
+    other = make_toolbox(root, test_command="echo no runner here; exit 1").call("run_tests", {})
+    assert not other.tests_passed and other.failures is None, other.output
+
+
+def test_junit_failures_reads_every_suite_and_refuses_what_is_no_report(tmp_path: Path) -> None:
+    report = tmp_path / "report.xml"
+    assert junit_failures(report) is None  # none written
+    report.write_text(
+        '<testsuites><testsuite name="a" tests="3" failures="1" errors="0"/>'
+        '<testsuite name="b" tests="2" failures="0" errors="2"/></testsuites>'
+    )
+    assert junit_failures(report) == 3
+    report.write_text('<testsuite name="a" tests="4" failures="0" errors="0"/>')
+    assert junit_failures(report) == 0
+    for junk in ("<testsuites><testsuite", "<html/>", '<testsuite failures="many"/>'):
+        report.write_text(junk)
+        assert junit_failures(report) is None, junk
 
 
 def test_run_tests_without_test_command(workspace: Path) -> None:
