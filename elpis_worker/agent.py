@@ -20,6 +20,7 @@ from typing import Any
 from configs.settings import Settings
 from elpis_worker.backend import Completion, ModelBackend
 from elpis_worker.emotion import AffectState, EmotionEngine, Modulation, Observation, baseline_from_config
+from elpis_worker.execution import ToolRunner
 from elpis_worker.grammar import (
     REFLECT_SCHEMA,
     REFLECTION_PROPERTIES,
@@ -31,11 +32,8 @@ from elpis_worker.grammar import (
 from elpis_worker.observe import (
     ObservationPlan,
     diff_files,
-    failing_assertion,
-    failing_definitions,
     failure_hints,
     files_involved,
-    own_test_hint,
     render_source,
     repo_map,
     trim_test_output,
@@ -54,8 +52,6 @@ from elpis_worker.store import Cancelled, LostClaim, TaskStore
 from elpis_worker.tools import (
     TOOL_SCHEMAS,
     Toolbox,
-    ToolResult,
-    regression_between,
 )
 from elpis_worker.turns import (
     FRESH_LOOK,
@@ -184,7 +180,9 @@ class Agent:
             check_on_review=settings.tools.check_on_review,
         )
         self.conversation = Conversation(task, settings, backend.count_tokens)
-        self.toolbox: Toolbox  # the tools need the workspace: `run` makes them once it is prepared
+        # The tools need the workspace: `run` makes them, and the runner of their calls, once it is prepared.
+        self.toolbox: Toolbox
+        self.runner: ToolRunner
         # The persisted history, loaded by the loop (a resumed task starts from what is stored).
         self.observations: list[Step] = []
         self.turns: list[TurnSteps] = []
@@ -203,6 +201,13 @@ class Agent:
             self.settings.tools.output_cap,
             self.settings.tools.read_cap,
             protected=list(task.protected or []),
+        )
+        self.runner = ToolRunner(
+            self.toolbox,
+            self.policy,
+            self.store,
+            task.id,
+            undo_regressions=self.settings.tools.undo_regressions,
         )
         try:
             with Heartbeat(self.store, task.id, self.settings.worker.heartbeat_interval):
@@ -636,100 +641,9 @@ class Agent:
         )
         return tokens
 
-    def _call_tool(self, action: Action, plan: TurnPlan) -> ToolResult:
-        refused = self.policy.refusal(action, plan)
-        if refused is not None:
-            return refused
-        if self.policy.gates_finish(action):
-            check = self.toolbox.call("run_tests", {})
-            done = (
-                self.toolbox.call("finish", action.args)
-                if check.tests_passed
-                else ToolResult(ok=False, output="")
-            )
-            return self.policy.finish_verdict(check, done)
-        # An edit tool's success is followed by a run of the task's tests (the check after each edit).
-        checked = action.tool in EDIT_TOOLS and bool(self.task.test_command)
-        before = self._snapshot(action.args.get("path")) if checked else None
-        result = self.toolbox.call(action.tool, action.args)
-        changed = result.ok and not result.output.startswith("no change")
-        if action.tool in EDIT_TOOLS and result.ok and not changed:
-            # An edit that leaves the file as it was is a failed attempt, not a tool that worked: the
-            # emotion model appraises it as one (the 1.5B model rewrote its own wrong code three turns
-            # running, calm, at temperature 0.2), and the result says how the code fails.
-            result.ok, result.error_kind = False, "no_change"
-            if checked:
-                self._remind_failure(result)
-        if changed and checked:
-            # The check after each edit: the model sees at once whether the change fixed the tests.
-            check = self.toolbox.call("run_tests", {})
-            verdict = "pass" if check.tests_passed else "fail"
-            result.output += f"\nTests after this change: {verdict}"
-            if not check.tests_passed:
-                result.output += f"\n{trim_test_output(check.output, max_lines=20)}"
-            result.tests_run, result.tests_passed = True, check.tests_passed
-            result.failures, result.exit_code = check.failures, check.exit_code
-            result.test_output = check.output
-            if not check.tests_passed and before is not None:
-                self._undo_regression(result, action.args["path"], before[0], check.output)
-            if not check.tests_passed:
-                # As the files are now (after an undo too): the code the failing line runs through.
-                result.output += "".join(f"\n{d}" for d in failing_definitions(check.output, self.root))
-                own = own_test_hint(check.output, self.toolbox.relative(action.args["path"]))
-                result.output += f"\n{own}" if own else ""
-                # The hints last, nearest the next reply: with the definitions after it, the 1.5B model
-                # followed the hint's import into the file named last (blog/utils.py, not blog/posts.py).
-                result.output += "".join(f"\n{h}" for h in failure_hints(check.output, self.root))
-        return result
-
-    def _remind_failure(self, result: ToolResult) -> None:
-        """An edit that changed nothing while the tests fail: the model wrote what is already there,
-        believing it right (seen in the eval, three turns running). The result says the code as it
-        stands fails, and how."""
-        task = self.store.load_task(self.task_id)
-        if task.test_passed is not False:
-            return
-        shown = failing_assertion(task.test_output or "")
-        if shown:
-            result.output += (
-                f"\nWith the code as it is, the tests fail:\n{shown}\n"
-                "So this code is wrong: change it so that the failing line holds."
-            )
-
-    def _snapshot(self, path: object) -> tuple[bytes | None] | None:
-        """The file an edit is about to change, as it is now; None where it cannot be read (the tool
-        itself will refuse such a path)."""
-        if not self.settings.tools.undo_regressions or not isinstance(path, str):
-            return None
-        try:
-            return (self.toolbox.snapshot(path),)
-        except (WorkspaceError, OSError):
-            return None
-
-    def _undo_regression(self, result: ToolResult, path: str, before: bytes | None, output: str) -> None:
-        """An edit that broke tests which did not fail before is undone at once: the next attempt starts
-        again from the last good state instead of building on a wrong fix (Agentless's candidate
-        patches, one at a time). The call then counts as failed, so it is excluded from the next turn."""
-        previous = self.store.load_task(self.task_id).test_output or ""
-        # The tests of a file this edit created are new (a test the task asked for), not broken ones.
-        created = [self.toolbox.relative(path)] if before is None else []
-        why = regression_between(previous, output, new_files=created)
-        if why is None:
-            return
-        try:
-            self.toolbox.restore(path, before)
-        except (WorkspaceError, OSError) as exc:
-            log.warning("task %s: could not undo the edit of %s: %s", self.task_id, path, exc)
-            return
-        result.ok, result.error_kind, result.reverted, result.changed_files = False, "regression", True, True
-        result.output += (
-            f"\nThis change made things worse ({why}), so it was undone: {path} is back as it was. "
-            "Fix the original failure in a different way."
-        )
-
     def _execute(self, turn: TurnSteps, action: Action, plan: TurnPlan) -> Step:
         started = time.perf_counter()
-        result = self._call_tool(action, plan)
+        result = self.runner.call(action, plan)
         duration = (time.perf_counter() - started) * 1000
         diff = workspace_diff(self.root) if result.changed_files else None
         current_diff = diff if diff is not None else (self.store.load_task(self.task_id).workspace_diff or "")

@@ -1,0 +1,132 @@
+"""A tool call as the loop makes it, around the tool itself: the policy's refusal and finish gate, the
+check after each edit (the task's tests run at once, the failing code and hints appended to the
+result), the reminder after an edit that changed nothing, and the undo of an edit that broke tests.
+
+The agent loop (elpis_worker/agent.py) decides what to call and records what happened; this module
+decides what a call does to the workspace and what its result says.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from elpis_worker.observe import (
+    failing_assertion,
+    failing_definitions,
+    failure_hints,
+    own_test_hint,
+    trim_test_output,
+)
+from elpis_worker.policy import ToolPolicy
+from elpis_worker.store import TaskStore
+from elpis_worker.tools import Toolbox, ToolResult, regression_between
+from elpis_worker.turns import Action
+from elpis_worker.workspace import WorkspaceError
+from models.records import EDIT_TOOLS, TurnPlan
+
+log = logging.getLogger(__name__)
+
+
+class ToolRunner:
+    """Runs one task's tool calls. The store is read for the task's last test run (what a regression
+    is measured against, what a no-change edit is reminded of)."""
+
+    def __init__(
+        self, toolbox: Toolbox, policy: ToolPolicy, store: TaskStore, task_id: int, *, undo_regressions: bool
+    ) -> None:
+        self.toolbox, self.policy, self.store, self.task_id = toolbox, policy, store, task_id
+        self.undo_regressions = undo_regressions
+
+    def call(self, action: Action, plan: TurnPlan) -> ToolResult:
+        refused = self.policy.refusal(action, plan)
+        if refused is not None:
+            return refused
+        if self.policy.gates_finish(action):
+            check = self.toolbox.call("run_tests", {})
+            done = (
+                self.toolbox.call("finish", action.args)
+                if check.tests_passed
+                else ToolResult(ok=False, output="")
+            )
+            return self.policy.finish_verdict(check, done)
+        # An edit tool's success is followed by a run of the task's tests (the check after each edit).
+        checked = action.tool in EDIT_TOOLS and bool(self.toolbox.test_command)
+        before = self._snapshot(action.args.get("path")) if checked else None
+        result = self.toolbox.call(action.tool, action.args)
+        changed = result.ok and not result.output.startswith("no change")
+        if action.tool in EDIT_TOOLS and result.ok and not changed:
+            # An edit that leaves the file as it was is a failed attempt, not a tool that worked: the
+            # emotion model appraises it as one (the 1.5B model rewrote its own wrong code three turns
+            # running, calm, at temperature 0.2), and the result says how the code fails.
+            result.ok, result.error_kind = False, "no_change"
+            if checked:
+                self._remind_failure(result)
+        if changed and checked:
+            self._check_edit(result, action.args["path"], before)
+        return result
+
+    def _check_edit(self, result: ToolResult, path: str, before: tuple[bytes | None] | None) -> None:
+        """The check after each edit: the model sees at once whether the change fixed the tests."""
+        check = self.toolbox.call("run_tests", {})
+        verdict = "pass" if check.tests_passed else "fail"
+        result.output += f"\nTests after this change: {verdict}"
+        result.tests_run, result.tests_passed = True, check.tests_passed
+        result.failures, result.exit_code, result.test_output = check.failures, check.exit_code, check.output
+        if check.tests_passed:
+            return
+        result.output += f"\n{trim_test_output(check.output, max_lines=20)}"
+        if before is not None:
+            self._undo_regression(result, path, before[0], check.output)
+        root = self.toolbox.root
+        # As the files are now (after an undo too): the code the failing line runs through.
+        result.output += "".join(f"\n{d}" for d in failing_definitions(check.output, root))
+        own = own_test_hint(check.output, self.toolbox.relative(path))
+        result.output += f"\n{own}" if own else ""
+        # The hints last, nearest the next reply: with the definitions after it, the 1.5B model
+        # followed the hint's import into the file named last (blog/utils.py, not blog/posts.py).
+        result.output += "".join(f"\n{h}" for h in failure_hints(check.output, root))
+
+    def _remind_failure(self, result: ToolResult) -> None:
+        """An edit that changed nothing while the tests fail: the model wrote what is already there,
+        believing it right (seen in the eval, three turns running). The result says the code as it
+        stands fails, and how."""
+        task = self.store.load_task(self.task_id)
+        if task.test_passed is not False:
+            return
+        shown = failing_assertion(task.test_output or "")
+        if shown:
+            result.output += (
+                f"\nWith the code as it is, the tests fail:\n{shown}\n"
+                "So this code is wrong: change it so that the failing line holds."
+            )
+
+    def _snapshot(self, path: object) -> tuple[bytes | None] | None:
+        """The file an edit is about to change, as it is now; None where it cannot be read (the tool
+        itself will refuse such a path)."""
+        if not self.undo_regressions or not isinstance(path, str):
+            return None
+        try:
+            return (self.toolbox.snapshot(path),)
+        except (WorkspaceError, OSError):
+            return None
+
+    def _undo_regression(self, result: ToolResult, path: str, before: bytes | None, output: str) -> None:
+        """An edit that broke tests which did not fail before is undone at once: the next attempt starts
+        again from the last good state instead of building on a wrong fix (Agentless's candidate
+        patches, one at a time). The call then counts as failed, so it is excluded from the next turn."""
+        previous = self.store.load_task(self.task_id).test_output or ""
+        # The tests of a file this edit created are new (a test the task asked for), not broken ones.
+        created = [self.toolbox.relative(path)] if before is None else []
+        why = regression_between(previous, output, new_files=created)
+        if why is None:
+            return
+        try:
+            self.toolbox.restore(path, before)
+        except (WorkspaceError, OSError) as exc:
+            log.warning("task %s: could not undo the edit of %s: %s", self.task_id, path, exc)
+            return
+        result.ok, result.error_kind, result.reverted, result.changed_files = False, "regression", True, True
+        result.output += (
+            f"\nThis change made things worse ({why}), so it was undone: {path} is back as it was. "
+            "Fix the original failure in a different way."
+        )
