@@ -19,7 +19,7 @@ from typing import Any
 
 from configs.settings import Settings
 from elpis_worker.backend import Completion, ModelBackend
-from elpis_worker.emotion import AffectState, EmotionEngine, Modulation, Observation, baseline_from_config
+from elpis_worker.emotion import AffectState, EmotionEngine, Modulation, baseline_from_config
 from elpis_worker.execution import ToolRunner
 from elpis_worker.grammar import (
     REFLECT_SCHEMA,
@@ -38,7 +38,7 @@ from elpis_worker.observe import (
     repo_map,
     trim_test_output,
 )
-from elpis_worker.policy import REPEAT_WINDOW, ToolPolicy
+from elpis_worker.policy import ToolPolicy
 from elpis_worker.prompts import (
     REPLAN_PROMPT,
     Conversation,
@@ -47,6 +47,7 @@ from elpis_worker.prompts import (
     next_prompt,
     review_prompt,
 )
+from elpis_worker.sensing import affect_history, earlier_test_runs, sense, tool_result
 from elpis_worker.shutdown import WorkerShuttingDown, stop_requested
 from elpis_worker.store import Cancelled, LostClaim, TaskStore
 from elpis_worker.tools import (
@@ -102,11 +103,6 @@ REPAIR_TOOLS = tuple(name for name in TOOL_SCHEMAS if name in EDIT_TOOLS)
 
 # Characters of the change so far shown by a fresh look.
 FRESH_LOOK_DIFF_CHARS = 1500
-
-
-def _result(step: Step) -> ToolResultDetail:
-    """A tool_result step's detail (every such step stores one)."""
-    return ToolResultDetail.read(step.detail) or ToolResultDetail(ok=False)
 
 
 def _think_detail(step: Step) -> ThinkDetail:
@@ -233,7 +229,7 @@ class Agent:
         # Resume: a turn that was interrupted is completed first, from the phase it reached.
         for t in turns:
             result = t.get(StepKind.tool_result)
-            if result is not None and _result(result).finished and t.get(StepKind.emotion):
+            if result is not None and tool_result(result).finished and t.get(StepKind.emotion):
                 finished = self._action_of(t)
         while finished is None:
             last = turns[-1] if turns else None
@@ -383,7 +379,7 @@ class Agent:
         if turn.get(StepKind.emotion) is None:
             stop(f"turn {turn.number}'s emotion update")
             self._update_emotion(turn, state, action, result_step)
-        return action, _result(result_step).finished
+        return action, tool_result(result_step).finished
 
     def _stop_if_worker_stopping(self, next_step: str) -> None:
         """Between two steps: when the worker is shutting down, start no other step. Everything done so
@@ -439,15 +435,6 @@ class Agent:
         sources = next((s for s in self.observations if s.tool_name == ObservationPlan.SOURCES), None)
         return bool(sources is not None and (ObserveDetail.read(sources.detail) or ObserveDetail()).files)
 
-    def _history(self) -> list[AffectState]:
-        return [
-            AffectState.from_dict(
-                EmotionRecord.model_validate(t.get(StepKind.emotion).emotion).after.model_dump()
-            )
-            for t in self.turns
-            if t.get(StepKind.emotion)
-        ]
-
     def _recall(self, turn: TurnSteps, reason: str) -> Step:
         """Retrieve long-term memories for this task into the prompt, within the token budget, and
         record what was recalled (and how it scored) as a `memory` step."""
@@ -486,7 +473,7 @@ class Agent:
     def _last_failure_output(self, turn: TurnSteps) -> str:
         for t in reversed([t for t in self.turns if t.number < turn.number]):
             result = t.get(StepKind.tool_result)
-            if result is not None and not _result(result).ok:
+            if result is not None and not tool_result(result).ok:
                 return (result.tool_result or "")[-300:]
         return ""
 
@@ -714,41 +701,12 @@ class Agent:
         )
 
     def _update_emotion(self, turn: TurnSteps, before: AffectState, action: Action, result: Step) -> Step:
-        detail = _result(result)
-        previous_results = [
-            t.get(StepKind.tool_result)
-            for t in self.turns
-            if t.number < turn.number and t.get(StepKind.tool_result)
-        ]
-        observed: list[OutcomeDetail] = [
-            d for s in self.observations if (d := ObserveDetail.read(s.detail)) is not None and d.tests_run
-        ]
-        # An undone edit's test run no longer describes the workspace.
-        prev_tests = observed + [
-            d for r in previous_results if (d := _result(r)).tests_run and not d.reverted
-        ]
-        recent = [
-            self._action_key(t) for t in self.turns if turn.number - REPEAT_WINDOW <= t.number < turn.number
-        ]
+        detail = tool_result(result)
+        prev_tests = earlier_test_runs(turn, self.turns, self.observations)
         budget_used = self._budget_used(turn.number)
-        obs = Observation(
-            tool=action.tool,
-            ok=detail.ok,
-            error_kind=detail.error_kind,
-            tests_run=detail.tests_run,
-            tests_passed=detail.tests_passed,
-            failures=detail.failures,
-            prev_failures=prev_tests[-1].failures if prev_tests else None,
-            repeated_action=(action.tool, json.dumps(action.args, sort_keys=True)) in recent,
-            diff_lines=detail.diff_lines,
-            prev_diff_lines=_result(previous_results[-1]).diff_lines if previous_results else 0,
-            budget_used=budget_used,
-            memory_signal=(MemoryDetail.read(recalled.detail) or MemoryDetail()).memory_signal
-            if (recalled := turn.get(MEMORY)) is not None
-            else 0.0,
-        )
+        obs = sense(turn, self.turns, action, detail, prev_tests, budget_used)
         after, appraisals = self.engine.update(before, obs)
-        history = self._history() + [after]
+        history = affect_history(self.turns) + [after]
         tests_passing = (
             detail.tests_passed if detail.tests_run else (prev_tests[-1].tests_passed if prev_tests else None)
         )
@@ -804,13 +762,6 @@ class Agent:
     def _action_of(turn: TurnSteps) -> Action:
         call = turn.get(StepKind.tool_call)
         return Action(call.tool_name or "invalid", call.tool_args or {})
-
-    @staticmethod
-    def _action_key(turn: TurnSteps) -> tuple[str, str] | None:
-        call = turn.get(StepKind.tool_call)
-        if call is None:
-            return None
-        return (call.tool_name or "", json.dumps(call.tool_args or {}, sort_keys=True))
 
     # --- the prompt -------------------------------------------------------------------------
     def _messages(self, upto: TurnSteps) -> list[dict[str, str]]:
