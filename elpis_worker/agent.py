@@ -47,6 +47,7 @@ from elpis_worker.prompts import (
     next_prompt,
     review_prompt,
 )
+from elpis_worker.sandbox import Sandbox
 from elpis_worker.sensing import affect_history, earlier_test_runs, sense, tool_result
 from elpis_worker.shutdown import WorkerShuttingDown, stop_requested
 from elpis_worker.store import Cancelled, LostClaim, TaskStore
@@ -176,9 +177,20 @@ class Agent:
             check_on_review=settings.tools.check_on_review,
         )
         self.conversation = Conversation(task, settings, backend.count_tokens)
-        # The tools need the workspace: `run` makes them, and the runner of their calls, once it is prepared.
-        self.toolbox: Toolbox
-        self.runner: ToolRunner
+        tools = settings.tools
+        # The tools of the task's workspace (`run` prepares it before the first call).
+        self.toolbox = Toolbox(
+            self.root,
+            task.test_command,
+            tools.command_timeout,
+            tools.output_cap,
+            tools.read_cap,
+            protected=list(task.protected or []),
+            sandbox=Sandbox.from_settings(settings),
+        )
+        self.runner = ToolRunner(
+            self.toolbox, self.policy, store, task.id, undo_regressions=tools.undo_regressions
+        )
         # The persisted history, loaded by the loop (a resumed task starts from what is stored).
         self.observations: list[Step] = []
         self.turns: list[TurnSteps] = []
@@ -190,21 +202,6 @@ class Agent:
             prepare_workspace(task.repo, task.ref, root, diff=task.workspace_diff)
         except WorkspaceError as exc:
             return self.store.finish(task.id, TaskStatus.failed, reason=f"workspace: {exc}")
-        self.toolbox = Toolbox(
-            root,
-            task.test_command,
-            self.settings.tools.command_timeout,
-            self.settings.tools.output_cap,
-            self.settings.tools.read_cap,
-            protected=list(task.protected or []),
-        )
-        self.runner = ToolRunner(
-            self.toolbox,
-            self.policy,
-            self.store,
-            task.id,
-            undo_regressions=self.settings.tools.undo_regressions,
-        )
         try:
             with Heartbeat(self.store, task.id, self.settings.worker.heartbeat_interval):
                 return self._loop()

@@ -375,8 +375,6 @@ class Toolbox:
 
             sandbox = Sandbox.from_settings(get_settings())
         self.sandbox = sandbox
-        if not self.root.is_dir():
-            raise WorkspaceError(f"workspace {root} is not a directory")
         self.test_command = test_command
         self.command_timeout = command_timeout
         self.output_cap = output_cap
@@ -414,7 +412,12 @@ class Toolbox:
             target.write_bytes(data)
 
     def call(self, name: str, args: dict[str, Any]) -> ToolResult:
-        """Run tool `name` with `args`; the agent's mistakes come back as ok=False, never as exceptions."""
+        """Run tool `name` with `args`; the agent's mistakes come back as ok=False, never as exceptions.
+        The workspace may be made after the toolbox, but must be there by the first call."""
+        if not self.root.is_dir():
+            return ToolResult(
+                ok=False, output=f"workspace {self.root} is not a directory", error_kind="os_error"
+            )
         handler = self._handlers.get(name)
         if handler is None:
             return ToolResult(

@@ -631,6 +631,18 @@ def test_junit_failures_reads_every_suite_and_refuses_what_is_no_report(tmp_path
         assert junit_failures(report) is None, junk
 
 
+def test_a_toolbox_may_be_made_before_its_workspace(tmp_path: Path) -> None:
+    """The agent makes its tools with the rest of its state; the workspace is prepared after."""
+    root = tmp_path / "not-yet"
+    tools = make_toolbox(root)
+    missing = tools.call("list_dir", {})
+    assert not missing.ok and missing.error_kind == "os_error"
+    assert missing.output == f"workspace {root} is not a directory"
+    root.mkdir()
+    (root / "a.txt").write_text("a\n")
+    assert tools.call("list_dir", {}).ok
+
+
 def test_run_tests_without_test_command(workspace: Path) -> None:
     result = make_toolbox(workspace, test_command=None).call("run_tests", {})
     assert not result.ok
