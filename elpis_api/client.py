@@ -9,9 +9,10 @@ import httpx
 import yaml
 
 from configs import get_settings
+from configs.errors import ElpisError
 
 
-class ClientError(Exception):
+class ClientError(ElpisError):
     """A request failed; the message is the API's own explanation."""
 
 

@@ -21,6 +21,7 @@ from typing import Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from configs.errors import ElpisError
 from elpis_worker.workspace import WorkspaceError, prepare_workspace, workspace_diff
 
 __all__ = [
@@ -57,7 +58,7 @@ KINDS: tuple[str, ...] = get_args(TaskKind)
 BudgetKey = Literal["max_steps", "max_tokens", "max_seconds"]
 
 
-class SuiteError(ValueError):
+class SuiteError(ElpisError, ValueError):
     """The suite file is unreadable or invalid; the one-line message names the file and the field."""
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from configs import Settings
+from configs.errors import ElpisError
 from models import ApiToken, TokenScope
 
 __all__ = [
@@ -46,7 +47,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _TOUCH_EVERY = timedelta(minutes=1)
 
 
-class TokenError(ValueError):
+class TokenError(ElpisError, ValueError):
     """A token cannot be made or revoked; the message says why."""
 
 

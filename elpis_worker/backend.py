@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from configs.errors import ElpisError
 from configs.settings import ModelSettings, Settings
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(ElpisError, RuntimeError):
     """The configured model cannot be loaded; the message says what to change."""
 
 
@@ -312,7 +313,7 @@ def _fill(schema: dict[str, Any] | None, progress: bool) -> dict[str, Any]:
     return out
 
 
-class ModelServerError(RuntimeError):
+class ModelServerError(ElpisError, RuntimeError):
     """The model server did not answer, or answered with an error, after the configured retries."""
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+from configs.errors import ElpisError
 from configs.settings import Settings
 
 __all__ = [
@@ -51,7 +52,7 @@ SourceKind = Literal["wheel", "chunks"]
 _CHUNK = 1 << 20
 
 
-class CatalogueError(RuntimeError):
+class CatalogueError(ElpisError, RuntimeError):
     """Base of every catalogue failure; the message says what to do, so callers catch this one type."""
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from configs.errors import ElpisError
 from configs.settings import MemorySettings
 
 log = logging.getLogger(__name__)
@@ -28,11 +29,11 @@ INT8_FILE = "model.onnx"
 DEFAULT_VOCAB = Path(__file__).with_name("data") / "all-MiniLM-L6-v2-vocab.txt"
 
 
-class EmbeddingLoadError(RuntimeError):
+class EmbeddingLoadError(ElpisError, RuntimeError):
     """The configured embedding model cannot be loaded; the message says what to change."""
 
 
-class EmbeddingMismatchError(RuntimeError):
+class EmbeddingMismatchError(ElpisError, RuntimeError):
     """The database's memories were made with another model (or dimension) than this process has."""
 
 

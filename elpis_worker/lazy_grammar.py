@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from configs.errors import ElpisError
+
 if TYPE_CHECKING:
     from llama_cpp import Llama, LlamaGrammar
 
@@ -48,7 +50,7 @@ DEFAULT_TYPICAL_P = 1.0
 PROBE = 512
 
 
-class GrammarError(RuntimeError):
+class GrammarError(ElpisError, RuntimeError):
     """llama.cpp could not build a grammar sampler from the schema's GBNF."""
 
 

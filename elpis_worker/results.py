@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 from sqlalchemy import Integer, cast, func, select, update
 
+from configs.errors import ElpisError
 from configs.settings import Settings
 from elpis_worker.batches import TaskIn
 from elpis_worker.forges import FORGES, ForgeError, ForgeUnavailable
@@ -57,7 +58,7 @@ _TRANSIENT_GIT = re.compile(
 )
 
 
-class PublishError(Exception):
+class PublishError(ElpisError):
     """A result could not be committed, pushed or reported; the message says why."""
 
 

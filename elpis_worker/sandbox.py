@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from configs.errors import ElpisError
+
 __all__ = [
     "Sandbox",
     "SandboxCheck",
@@ -86,7 +88,7 @@ os.execv("/bin/sh", ["sh", "-c", sys.argv[5]])
 """
 
 
-class SandboxError(Exception):
+class SandboxError(ElpisError):
     """The sandbox could not be set up or used; the message says why and what to do."""
 
 

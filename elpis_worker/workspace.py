@@ -12,6 +12,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from configs.errors import ElpisError
+
 CLONE_TIMEOUT_S = 120.0
 GIT_TIMEOUT_S = 60.0
 BASE_REF = "refs/elpis/base"
@@ -26,7 +28,7 @@ _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SCP_LIKE_RE = re.compile(r"^(?:[^@/\s]+@)?[^/:\s]{2,}:(?!//)")
 
 
-class WorkspaceError(Exception):
+class WorkspaceError(ElpisError):
     """The workspace could not be prepared or a path could not be used; the message says why."""
 
 

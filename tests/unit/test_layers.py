@@ -68,3 +68,57 @@ def test_importing_any_module_starts_nothing_and_writes_no_environment(tmp_path:
     assert report["children"] == []
     assert report["threads"] == 0
     assert report["home"] == []
+
+
+# Exceptions that steer control flow and never reach a person: a claim lost to another worker, a
+# cancellation, a warm shutdown, a webhook event that is not for us, a page's answers (the login form,
+# a FastAPI HTTPException; the redirect after a login), and the private signals of the memory lock and
+# the grammar capture.
+CONTROL_FLOW = {
+    "elpis_worker.store.LostClaim",
+    "elpis_worker.store.Cancelled",
+    "elpis_worker.shutdown.WorkerShuttingDown",
+    "elpis_worker.forges.events.Ignored",
+    "elpis_worker.memory._LockBusy",
+    "elpis_worker.lazy_grammar._Captured",
+    "elpis_api.deps.PageLogin",
+    "elpis_api.deps.LoginRequired",
+}
+
+ERRORS_PROBE = r"""
+import importlib, json, pkgutil, sys
+from configs.errors import ElpisError
+
+found = {}
+for package in sys.argv[1:]:
+    module = importlib.import_module(package)
+    for info in [None, *pkgutil.walk_packages(module.__path__, package + ".")]:
+        name = package if info is None else info.name
+        if name == "migrations.env":
+            continue
+        for cls in vars(importlib.import_module(name)).values():
+            # type(), not isinstance(): a Celery task's proxy would evaluate itself (and the app).
+            if issubclass(type(cls), type) and issubclass(cls, BaseException) and cls.__module__ == name:
+                found[f"{name}.{cls.__qualname__}"] = issubclass(cls, ElpisError)
+print(json.dumps(found))
+"""
+
+
+def test_every_error_raised_on_purpose_is_an_elpis_error(tmp_path: Path) -> None:
+    """One hierarchy: `except ElpisError` catches every error Elpis raises for a person to act on (each
+    keeps its builtin base, e.g. ValueError, where it has one); only control-flow signals stand apart."""
+    env = {"PATH": "/usr/bin:/bin", "ELPIS_HOME": str(tmp_path / "home"), "HOME": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-c", ERRORS_PROBE, *PACKAGES],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    found: dict[str, bool] = json.loads(run.stdout.strip().splitlines()[-1])
+    assert {"configs.settings.ConfigError", "elpis_worker.workspace.WorkspaceError"} <= set(found)
+    assert CONTROL_FLOW <= set(found), CONTROL_FLOW - set(found)  # the list names real classes
+    outside = sorted(name for name, elpis in found.items() if not elpis and name not in CONTROL_FLOW)
+    assert outside == [], outside
