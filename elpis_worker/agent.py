@@ -32,11 +32,9 @@ from elpis_worker.grammar import (
 from elpis_worker.observe import (
     ObservationPlan,
     diff_files,
-    failure_hints,
-    files_involved,
-    render_source,
-    repo_map,
-    trim_test_output,
+    observe,
+    sources_shown,
+    tests_shown,
 )
 from elpis_worker.policy import ToolPolicy
 from elpis_worker.prompts import (
@@ -256,49 +254,28 @@ class Agent:
                 continue
             self._stop_if_worker_stopping(f"observation {name}")
             started = time.perf_counter()
-            detail = ObserveDetail()
-            exit_code = None
-            if name == ObservationPlan.REPO_MAP:
-                output = repo_map(self.root)
-                content = f"Repository map:\n{output}"
-            elif name == ObservationPlan.TESTS:
-                result = self.toolbox.call("run_tests", {})
-                output, exit_code = result.output, result.exit_code
-                detail = ObserveDetail(
-                    ok=result.ok,
-                    tests_run=True,
-                    tests_passed=result.tests_passed,
-                    failures=result.failures,
-                    error_kind=result.error_kind,
-                )
-                self.store.record_tests(self.task_id, result.tests_passed, result.exit_code, result.output)
-                verdict = "pass" if result.tests_passed else "fail"
-                hints = "".join(f"\n{h}" for h in failure_hints(output, self.root))
-                content = (
-                    f"The tests {verdict} now ({self.task.test_command}):\n{trim_test_output(output)}{hints}"
-                )
-            else:
-                tests = next((s for s in self.observations if s.tool_name == ObservationPlan.TESTS), None)
-                output = (tests.tool_result or "") if tests else ""
-                named = files_involved(output, self.task.instruction, self.root)
-                files = list(named)
-                detail = ObserveDetail(files=files)
-                output = "\n\n".join(render_source(self.root, f, named[f]) for f in files)
-                content = (
-                    f"Source of the files involved:\n{output}"
-                    if files
-                    else "No workspace file is named in the test output or the task."
-                )
+            tests = next((s for s in self.observations if s.tool_name == ObservationPlan.TESTS), None)
+            seen = observe(
+                name,
+                self.root,
+                self.task.instruction,
+                self.task.test_command,
+                lambda: self.toolbox.call("run_tests", {}),
+                (tests.tool_result or "") if tests else "",
+            )
+            if seen.tests is not None:
+                run = seen.tests
+                self.store.record_tests(self.task_id, run.tests_passed, run.exit_code, run.output)
             step = self.store.append_step(
                 self.task_id,
                 StepKind.observe,
                 0,
-                content=content,
+                content=seen.content,
                 tool_name=name,
-                tool_result=output,
-                exit_code=exit_code,
+                tool_result=seen.output,
+                exit_code=seen.exit_code,
                 duration_ms=(time.perf_counter() - started) * 1000,
-                detail=detail.stored(),
+                detail=seen.detail.stored(),
             )
             self.observations.append(step)
             log.info(
@@ -489,15 +466,9 @@ class Agent:
         ]
         output = task.test_output or ""
         if self.task.test_command and task.test_output is not None:
-            verdict = "pass" if task.test_passed else "fail"
-            hints = "".join(f"\n{h}" for h in failure_hints(output, self.root))
-            lines.append(
-                f"The tests {verdict} now ({self.task.test_command}):\n{trim_test_output(output)}{hints}"
-            )
-        named = files_involved(output, self.task.instruction, self.root, first=diff_files(diff))
-        files = list(named)
+            lines.append(tests_shown(task.test_passed, self.task.test_command, output, self.root))
+        files, sources = sources_shown(output, self.task.instruction, self.root, first=diff_files(diff))
         if files:
-            sources = "\n\n".join(render_source(self.root, f, named[f]) for f in files)
             lines.append(f"Source of the files involved, as they are now:\n{sources}")
         lines.append(f"The change so far:\n{cut_text(diff.strip(), FRESH_LOOK_DIFF_CHARS) or '(none)'}")
         previous = next((t for t in self.turns if t.number == turn.number - 1), None)

@@ -12,10 +12,22 @@ import importlib
 import json
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from models.records import ObserveDetail
+
+if TYPE_CHECKING:
+    from elpis_worker.tools import ToolResult
 
 __all__ = [
     "ObservationPlan",
+    "Observed",
+    "observe",
+    "sources_shown",
+    "tests_shown",
     "failure_hints",
     "failing_assertion",
     "failing_definitions",
@@ -56,6 +68,67 @@ class ObservationPlan:
     @classmethod
     def for_task(cls, test_command: str | None) -> list[str]:
         return [cls.REPO_MAP, cls.TESTS, cls.SOURCES] if test_command else [cls.REPO_MAP, cls.SOURCES]
+
+
+@dataclass
+class Observed:
+    """One observation, as its `observe` step records it."""
+
+    content: str  # what the prompt shows
+    output: str  # the raw output behind it (the step's tool_result)
+    detail: ObserveDetail
+    exit_code: int | None = None
+    tests: ToolResult | None = None  # the test run this observation made, if it made one
+
+
+def observe(
+    name: str,
+    root: Path,
+    instruction: str,
+    test_command: str | None,
+    run_tests: Callable[[], ToolResult],
+    tests_output: str,
+) -> Observed:
+    """Observation `name` of the workspace at `root`: the repository map, the task's tests run once
+    (`run_tests`; the failure trimmed to its traceback, with hints), or the source of the files that the
+    test output (`tests_output`, the earlier observation's) or the instruction names."""
+    if name == ObservationPlan.REPO_MAP:
+        output = repo_map(root)
+        return Observed(f"Repository map:\n{output}", output, ObserveDetail())
+    if name == ObservationPlan.TESTS:
+        result = run_tests()
+        detail = ObserveDetail(
+            ok=result.ok,
+            tests_run=True,
+            tests_passed=result.tests_passed,
+            failures=result.failures,
+            error_kind=result.error_kind,
+        )
+        content = tests_shown(result.tests_passed, test_command, result.output, root)
+        return Observed(content, result.output, detail, exit_code=result.exit_code, tests=result)
+    files, output = sources_shown(tests_output, instruction, root)
+    content = (
+        f"Source of the files involved:\n{output}"
+        if files
+        else "No workspace file is named in the test output or the task."
+    )
+    return Observed(content, output, ObserveDetail(files=files))
+
+
+def tests_shown(passed: bool | None, test_command: str | None, output: str, root: Path) -> str:
+    """A run of the task's tests as the model reads it: the verdict and the command, the output trimmed
+    to the failure, then the hints the failure gives."""
+    verdict = "pass" if passed else "fail"
+    hints = "".join(f"\n{h}" for h in failure_hints(output, root))
+    return f"The tests {verdict} now ({test_command}):\n{trim_test_output(output)}{hints}"
+
+
+def sources_shown(
+    output: str, instruction: str, root: Path, first: list[str] | None = None
+) -> tuple[list[str], str]:
+    """The files worth showing (`files_involved`) and their source with line numbers, as one text."""
+    named = files_involved(output, instruction, root, first=first)
+    return list(named), "\n\n".join(render_source(root, f, named[f]) for f in named)
 
 
 def _tracked_files(root: Path) -> list[str]:

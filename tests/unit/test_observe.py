@@ -7,13 +7,17 @@ from pathlib import Path
 import pytest
 
 from elpis_worker.observe import (
+    ObservationPlan,
     failing_assertion,
     failing_definitions,
     failure_hints,
+    observe,
     own_test_hint,
     render_source,
     trim_test_output,
 )
+from elpis_worker.tools import Toolbox
+from elpis_worker.workspace import prepare_workspace
 
 
 @pytest.fixture
@@ -177,3 +181,47 @@ def test_failing_assertion_is_the_first_failures_line_and_message() -> None:
         ">       assert format_duration(65) == \"01:05\"\nE       AssertionError: assert '01:5' == '01:05'"
     )
     assert failing_assertion("Traceback...\nValueError: x") == ""
+
+
+def test_the_opening_observations_of_a_workspace(tmp_path: Path) -> None:
+    """What the first prompt shows, from a real workspace and a real test run: the map, the failing
+    run trimmed to its traceback, then the source of the files the traceback and the task name."""
+    source = tmp_path / "source"
+    (source / "calc").mkdir(parents=True)
+    (source / "tests").mkdir()
+    (source / "calc" / "__init__.py").write_text("")
+    (source / "calc" / "ops.py").write_text("def double(x):\n    return x + 2\n")
+    (source / "calc" / "notes.py").write_text("NOTE = 'see ops'\n")
+    (source / "tests" / "test_ops.py").write_text(
+        "from calc.ops import double\n\n\ndef test_double():\n    assert double(5) == 10\n"
+    )
+    root = prepare_workspace(str(source), None, tmp_path / "ws")
+    command = "python -m pytest -q"
+    tools = Toolbox(root, command, 60.0, 8000, 8000)
+    instruction = "double() is wrong; calc/notes.py says where to look."
+
+    def seen(name: str, tests_output: str = ""):
+        return observe(name, root, instruction, command, lambda: tools.call("run_tests", {}), tests_output)
+
+    mapped = seen(ObservationPlan.REPO_MAP)
+    assert mapped.content.startswith("Repository map:\n") and "calc/ops.py" in mapped.output
+    assert "double" in mapped.output and mapped.tests is None
+
+    tests = seen(ObservationPlan.TESTS)
+    assert tests.tests is not None and tests.tests.tests_passed is False
+    assert tests.detail.tests_run and tests.detail.failures == 1 and tests.exit_code == 1
+    assert tests.content.startswith(f"The tests fail now ({command}):\n")
+    assert "assert double(5) == 10" in tests.content
+
+    sources = seen(ObservationPlan.SOURCES, tests.output)
+    # The traceback's files first (the code and the test that calls it), then the file the task names.
+    assert set(sources.detail.files[:2]) == {"tests/test_ops.py", "calc/ops.py"}
+    assert sources.detail.files[2] == "calc/notes.py"
+    assert sources.content.startswith("Source of the files involved:\n")
+    assert "return x + 2" in sources.output and "NOTE = 'see ops'" in sources.output
+
+    nothing = observe(
+        ObservationPlan.SOURCES, root, "make it faster", None, lambda: tools.call("run_tests", {}), ""
+    )
+    assert nothing.detail.files == []
+    assert nothing.content == "No workspace file is named in the test output or the task."
