@@ -26,6 +26,10 @@ from models.records import EDIT_TOOLS, TurnPlan
 
 log = logging.getLogger(__name__)
 
+# An ambiguous edit (its `search` occurs in several places) is tried at each place when there are at most
+# this many: one test run a place.
+AMBIGUOUS_PLACES_TRIED = 4
+
 
 class ToolRunner:
     """Runs one task's tool calls. The store is read for the task's last test run (what a regression
@@ -53,6 +57,8 @@ class ToolRunner:
         checked = action.tool in EDIT_TOOLS and bool(self.toolbox.test_command)
         before = self._snapshot(action.args.get("path")) if checked else None
         result = self.toolbox.call(action.tool, action.args)
+        if checked and 1 < result.occurrences <= AMBIGUOUS_PLACES_TRIED:
+            result = self._place_ambiguous_edit(action, result)
         changed = result.ok and not result.output.startswith("no change")
         if action.tool in EDIT_TOOLS and result.ok and not changed:
             # An edit that leaves the file as it was is a failed attempt, not a tool that worked: the
@@ -85,6 +91,33 @@ class ToolRunner:
         # The hints last, nearest the next reply: with the definitions after it, the 1.5B model
         # followed the hint's import into the file named last (blog/utils.py, not blog/posts.py).
         result.output += "".join(f"\n{h}" for h in failure_hints(check.output, root))
+
+    def _place_ambiguous_edit(self, action: Action, refused: ToolResult) -> ToolResult:
+        """An edit whose `search` occurs in several places (`self.balance += amount` in deposit and in
+        withdraw: seen in the eval, the 1.5B model then failed four turns running to write a search
+        that matches once). The edit is tried at each place alone, with the tests run after each; when
+        exactly one place makes them pass, that is the edit made. Otherwise the refusal stands, saying
+        what the tries showed."""
+        path, search, replace = action.args["path"], action.args["search"], action.args["replace"]
+        try:
+            original = self.toolbox.snapshot(path)
+        except (WorkspaceError, OSError):
+            return refused
+        passing = []
+        for place in range(refused.occurrences):
+            tried = self.toolbox.edit_occurrence(path, search, replace, place)
+            if tried.ok and tried.changed_files and self.toolbox.call("run_tests", {}).tests_passed:
+                passing.append(place)
+            self.toolbox.restore(path, original)
+        if len(passing) != 1:
+            refused.output += (
+                f"\nTried at each place alone: the tests pass with {len(passing) or 'none'} of them."
+            )
+            return refused
+        made = self.toolbox.edit_occurrence(path, search, replace, passing[0])
+        if made.ok:
+            made.output += "\n(the only one of those places where this change makes the tests pass)"
+        return made
 
     def _remind_failure(self, result: ToolResult) -> None:
         """An edit that changed nothing while the tests fail: the model wrote what is already there,

@@ -62,6 +62,8 @@ class ToolResult:
     finished: bool = False
     summary: str | None = None
     changed_files: bool = False
+    # An edit_file refused because its `search` occurs this many times (the runner may try each place).
+    occurrences: int = 0
     # An edit that made the tests worse and was undone: the workspace is as it was before the call.
     reverted: bool = False
     # The whole output of a test run made as part of the call (the check after an edit), uncut.
@@ -441,8 +443,16 @@ class Toolbox:
         problem = _check_args(name, args)
         if problem is not None:
             return ToolResult(ok=False, output=f"bad arguments for {name}: {problem}", error_kind="bad_args")
+        return self._guarded(name, lambda: handler(**{k: v for k, v in args.items() if v is not None}))
+
+    def edit_occurrence(self, path: str, search: str, replace: str, index: int) -> ToolResult:
+        """`edit_file` at the `index`-th (from 0) of the places where `search` occurs more than once: not
+        a tool of the model's, the runner's way to try each place of an ambiguous edit."""
+        return self._guarded("edit_file", lambda: self.edit_file(path, search, replace, occurrence=index))
+
+    def _guarded(self, name: str, run: Callable[[], ToolResult]) -> ToolResult:
         try:
-            return handler(**{k: v for k, v in args.items() if v is not None})
+            return run()
         except ProtectedPathError as exc:
             return ToolResult(ok=False, output=f"refused: {exc}", error_kind="protected")
         except WorkspaceEscapeError as exc:
@@ -589,9 +599,10 @@ class Toolbox:
             changed_files=True,
         )
 
-    def edit_file(self, path: str, search: str, replace: str) -> ToolResult:
+    def edit_file(self, path: str, search: str, replace: str, *, occurrence: int | None = None) -> ToolResult:
         """Exact search/replace. When `search` is not in the file, the answer shows the closest lines so
-        the model can copy them; text that differs only in indentation is matched and re-indented."""
+        the model can copy them; text that differs only in indentation is matched and re-indented. A
+        `search` that occurs more than once is refused unless `occurrence` says which (edit_occurrence)."""
         target = resolve_inside(self.root, path)
         self._refuse_protected(target)
         if not target.exists() and not target.is_symlink():
@@ -613,13 +624,23 @@ class Toolbox:
             )
         if not search.strip():  # append after the last non-blank character
             new_text, at, replace = _appended(text, replace)
-        elif (count := text.count(search)) > 1:
+        elif (count := text.count(search)) > 1 and occurrence is None:
             return ToolResult(
                 ok=False,
                 output=f"'search' occurs {count} times in {path}; include a neighbouring line (such as "
                 f"the def line) so it matches once:\n{_occurrences(text, search)}",
                 error_kind="bad_args",
+                occurrences=count,
             )
+        elif count > 1:
+            at = -1
+            for _ in range((occurrence or 0) + 1):
+                at = text.find(search, at + 1)
+            if at < 0:
+                return ToolResult(ok=False, output=f"'search' occurs {count} times", error_kind="bad_args")
+            new_text = text[:at] + replace + text[at + len(search) :]
+            line = text.count("\n", 0, at) + 1
+            note = f" (at line {line}, one of the {count} places where 'search' occurs)"
         elif count == 1 and (whole := _whole_definition(text, search, replace, target)) is not None:
             # `search` is a def line alone and `replace` that whole function: replacing the line alone
             # would leave the old body under the new one (seen in the eval: two bodies, two returns).

@@ -457,6 +457,42 @@ def test_an_edit_that_leaves_the_same_failure_is_kept(api, db_url, scripted):
     assert "assert subtract(" in same.tool_result
 
 
+def test_an_edit_whose_search_occurs_twice_is_made_where_the_tests_pass(api, db_url, scripted):
+    """`return a + b` is in add and in the buggy subtract. The edit is tried at each place alone: in add
+    it breaks test_add, in subtract the tests pass, so that is the edit made; the files are as the one
+    edit left them. Where no single place makes the tests pass, the refusal stands and says so."""
+    ambiguous = {
+        "thought": "subtract adds",
+        "tool": "edit_file",
+        "args": {"path": "calc/ops.py", "search": "return a + b", "replace": "return a - b"},
+    }
+    script = scripted([ambiguous, {"thought": "done", "tool": "finish", "args": {"summary": "Fixed"}}])
+    task_id = submit(api, instruction="Fix subtract", budget={"max_steps": 2})
+    status = run_scripted(db_url, task_id, script, tools={"check_on_review": False})
+    assert status == TaskStatus.succeeded
+    (edit, _) = [s for s in steps_of(db_url, task_id) if s.kind == StepKind.tool_result]
+    assert edit.detail["ok"] and edit.detail["tests_passed"] is True
+    assert "at line 11, one of the 2 places where 'search' occurs" in edit.tool_result
+    assert "the only one of those places where this change makes the tests pass" in edit.tool_result
+    diff = task_row(db_url, task_id).workspace_diff
+    assert diff.count("+    return a - b") == 1 and diff.count("-    return a + b") == 1
+
+    # `return a ` is in all four functions, and `return 0 + a ` fixes none of them.
+    nowhere = {
+        "thought": "prefix",
+        "tool": "edit_file",
+        "args": {"path": "calc/ops.py", "search": "return a ", "replace": "return 0 + a "},
+    }
+    script = scripted([nowhere])
+    task_id = submit(api, instruction="Fix subtract", budget={"max_steps": 1})
+    run_scripted(db_url, task_id, script, tools={"check_on_review": False})
+    (refused,) = [s for s in steps_of(db_url, task_id) if s.kind == StepKind.tool_result]
+    assert refused.detail["ok"] is False and refused.detail["error_kind"] == "bad_args"
+    assert refused.tool_result.startswith("'search' occurs 4 times in calc/ops.py")
+    assert "Tried at each place alone: the tests pass with none of them." in refused.tool_result
+    assert not task_row(db_url, task_id).workspace_diff  # every try was undone
+
+
 def test_wrapping_up_with_failing_tests_leaves_the_tools_open(api, db_url, scripted):
     """Near the end of the budget an anxious agent is told to wrap up; with the tests still failing,
     narrowing it to run_tests/finish would only waste the last turns, so every tool stays allowed."""

@@ -738,13 +738,35 @@ def test_edit_file_not_found_shows_the_closest_lines(workspace: Path) -> None:
     assert (workspace / "m.py").read_text() == before
 
 
+def test_edit_occurrence_changes_the_one_place_it_is_given(workspace: Path) -> None:
+    """The runner's way to try an ambiguous edit at each place (not a tool the model calls)."""
+    text = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a + b\n"
+    (workspace / "m.py").write_text(text)
+    tools = make_toolbox(workspace)
+    second = tools.edit_occurrence("m.py", "return a + b", "return a - b", 1)
+    assert second.ok and "(at line 6, one of the 2 places where 'search' occurs)" in second.output
+    assert (workspace / "m.py").read_text() == (
+        "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
+    )
+    (workspace / "m.py").write_text(text)
+    first = tools.edit_occurrence("m.py", "return a + b", "return a - b", 0)
+    assert first.ok and (workspace / "m.py").read_text() == (
+        "def add(a, b):\n    return a - b\n\n\ndef sub(a, b):\n    return a + b\n"
+    )
+    (workspace / "m.py").write_text(text)
+    beyond = tools.edit_occurrence("m.py", "return a + b", "return a - b", 5)
+    assert not beyond.ok and beyond.error_kind == "bad_args"
+    assert (workspace / "m.py").read_text() == text
+    assert "edit_occurrence" not in TOOL_SCHEMAS  # never offered to the model
+
+
 def test_edit_file_ambiguous_search_names_each_occurrence(workspace: Path) -> None:
     (workspace / "m.py").write_text(
         "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a + b\n"
     )
     tools = make_toolbox(workspace)
     twice = tools.call("edit_file", {"path": "m.py", "search": "return a + b", "replace": "return a - b"})
-    assert not twice.ok and "occurs 2 times" in twice.output
+    assert not twice.ok and "occurs 2 times" in twice.output and twice.occurrences == 2
     assert "   5| def sub(a, b):" in twice.output and "   1| def add(a, b):" in twice.output
     # Each occurrence names its function, and the answer says how to change just one.
     assert "in add (line 2):" in twice.output and "in sub (line 6):" in twice.output
