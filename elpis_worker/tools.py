@@ -686,6 +686,12 @@ class Toolbox:
         repaired = repair_docstrings(new_text, text) if problem else None
         if repaired and _python_syntax_error(target, repaired) is None:
             new_text, problem, note = repaired, None, note + DOCSTRING_NOTE
+        shifted = _indented_like_search(text, search, replace) if problem else None
+        if shifted is not None and _python_syntax_error(target, shifted) is None:
+            # `def pay(self, amount):` found in a class, and lines to go under it written as if the def
+            # were at column 0: what the model means is those lines at the method's indentation (seen in
+            # the eval: the merge below took them for the whole method and dropped its body).
+            new_text, problem, note = shifted, None, note + " (its lines indented as the search's line)"
         merged = merge_definitions(text, replace) if problem and target.suffix == ".py" else None
         if merged is not None and merged[0] == text:
             # `search` named a function whose whole definition `replace` is, and it already reads so.
@@ -1039,6 +1045,43 @@ def _whole_definition(
     if merged is None or line.group(1) not in {bare_name(name) for name in merged[1]}:
         return None
     return merged
+
+
+def _indented_like_search(text: str, search: str, replace: str) -> str | None:
+    """`text` with `search` (one line, found once, after the indentation of its line) replaced by a
+    several-line `replace` whose later lines are moved in by that indentation: the model wrote them
+    relative to its own unindented `search`. None where that does not apply."""
+    line = search.strip("\n")
+    if "\n" in line or "\n" not in replace.strip("\n") or text.count(search) != 1:
+        return None
+    at = text.index(search)
+    indent = text[text.rfind("\n", 0, at) + 1 : at]
+    if not indent or indent.strip():
+        return None
+    first, *rest = replace.split("\n")
+    moved = [indent + r if r.strip() else r for r in rest]
+    docstring_end = _docstring_end(text, text.count("\n", 0, at) + 1)
+    if docstring_end is None or first.strip() != line.strip():
+        return text.replace(search, "\n".join([first, *moved]), 1)
+    # Under a def line with a docstring: the new lines go after the docstring, which stays first.
+    lines = text.split("\n")
+    kept = [m for m in moved if m.strip()]
+    return "\n".join(lines[:docstring_end] + kept + lines[docstring_end:])
+
+
+def _docstring_end(text: str, def_line: int) -> int | None:
+    """The last line of the docstring of the function or class whose def is at line `def_line` of
+    `text`; None where it has none (or `text` does not parse)."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, (*FUNCTIONS, ast.ClassDef)) and node.lineno == def_line and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                return first.end_lineno if isinstance(first.value.value, str) else None
+    return None
 
 
 def _lost_definitions(target: Path, content: str) -> list[str]:

@@ -738,6 +738,42 @@ def test_edit_file_not_found_shows_the_closest_lines(workspace: Path) -> None:
     assert (workspace / "m.py").read_text() == before
 
 
+def test_lines_written_under_a_method_def_line_go_in_at_its_indentation(workspace: Path) -> None:
+    """Seen in the eval (overdraft_error): `search` the method's def line, `replace` that line and a
+    check under it written as if the def were at column 0. The literal edit does not parse; the merge
+    took the snippet for the whole method and dropped its body. The lines go under the def line, after
+    its docstring, at the method's indentation."""
+    source = (
+        "class Wallet:\n"
+        "    def pay(self, amount):\n"
+        '        """Pay `amount`."""\n'
+        "        self.balance -= amount\n"
+        "        return self.balance\n"
+    )
+    (workspace / "w.py").write_text(source)
+    tools = make_toolbox(workspace)
+    check = "def pay(self, amount):\n    if amount > self.balance:\n        raise ValueError('too much')"
+    edited = tools.call("edit_file", {"path": "w.py", "search": "def pay(self, amount):", "replace": check})
+    assert edited.ok and "(its lines indented as the search's line)" in edited.output, edited.output
+    assert (workspace / "w.py").read_text() == (
+        "class Wallet:\n"
+        "    def pay(self, amount):\n"
+        '        """Pay `amount`."""\n'
+        "        if amount > self.balance:\n"
+        "            raise ValueError('too much')\n"
+        "        self.balance -= amount\n"
+        "        return self.balance\n"
+    )
+    # Written at the file's own indentation, the literal edit parses and is made as it stands.
+    (workspace / "w.py").write_text(source.replace('        """Pay `amount`."""\n', ""))
+    absolute = "def pay(self, amount):\n        if amount < 0:\n            raise ValueError('negative')"
+    literal = tools.call(
+        "edit_file", {"path": "w.py", "search": "def pay(self, amount):", "replace": absolute}
+    )
+    assert literal.ok and "indented as" not in literal.output
+    assert "    def pay(self, amount):\n        if amount < 0:\n" in (workspace / "w.py").read_text()
+
+
 def test_edit_occurrence_changes_the_one_place_it_is_given(workspace: Path) -> None:
     """The runner's way to try an ambiguous edit at each place (not a tool the model calls)."""
     text = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a + b\n"
