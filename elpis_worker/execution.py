@@ -13,6 +13,7 @@ import logging
 from elpis_worker.observe import (
     failing_assertion,
     failing_definitions,
+    failing_places,
     failure_hints,
     own_test_hint,
     trim_test_output,
@@ -66,7 +67,7 @@ class ToolRunner:
             # running, calm, at temperature 0.2), and the result says how the code fails.
             result.ok, result.error_kind = False, "no_change"
             if checked:
-                self._remind_failure(result)
+                self._remind_failure(result, action.args["path"])
         if changed and checked:
             self._check_edit(result, action.args["path"], before)
         return result
@@ -119,19 +120,35 @@ class ToolRunner:
             made.output += "\n(the only one of those places where this change makes the tests pass)"
         return made
 
-    def _remind_failure(self, result: ToolResult) -> None:
+    def _remind_failure(self, result: ToolResult, path: str) -> None:
         """An edit that changed nothing while the tests fail: the model wrote what is already there,
         believing it right (seen in the eval, three turns running). The result says the code as it
-        stands fails, and how."""
+        stands fails, and how; where the failing line runs through other files only, it names them and
+        their code (weather_units_config: report.py rewritten unchanged three times while the failing
+        line read UNIT from config.py)."""
         task = self.store.load_task(self.task_id)
         if task.test_passed is not False:
             return
-        shown = failing_assertion(task.test_output or "")
-        if shown:
+        output = task.test_output or ""
+        shown = failing_assertion(output)
+        if not shown:
+            return
+        result.output += f"\nWith the code as it is, the tests fail:\n{shown}\n"
+        try:
+            edited = self.toolbox.relative(path)
+        except WorkspaceError:
+            edited = path
+        # The definitions the shown (first) failing line uses.
+        places = failing_places(shown, self.toolbox.root)
+        if places and all(p.path != edited for p in places):
+            files = ", ".join(dict.fromkeys(p.path for p in places))
             result.output += (
-                f"\nWith the code as it is, the tests fail:\n{shown}\n"
-                "So this code is wrong: change it so that the failing line holds."
+                f"That line does not run through {edited}.\n"
+                + "\n".join(p.shown() for p in places)
+                + f"\nChange {files} so that the failing line holds."
             )
+        else:
+            result.output += "So this code is wrong: change it so that the failing line holds."
 
     def _snapshot(self, path: object) -> tuple[bytes | None] | None:
         """The file an edit is about to change, as it is now; None where it cannot be read (the tool

@@ -31,6 +31,7 @@ __all__ = [
     "failure_hints",
     "failing_assertion",
     "failing_definitions",
+    "failing_places",
     "own_test_hint",
     "mentioned_files",
     "render_source",
@@ -483,12 +484,29 @@ def _top_level_definitions(root: Path, tests: bool = False) -> dict[str, list[tu
     return found
 
 
+@dataclass(frozen=True)
+class FailingPlace:
+    """A workspace definition a failing line uses: its name, its file and its numbered source."""
+
+    name: str
+    path: str
+    source: str
+
+    def shown(self) -> str:
+        return f"The failing line uses {self.name}; {self.path} has now:\n{self.source}"
+
+
 def failing_definitions(output: str, root: Path, limit: int = DEFINITIONS_SHOWN) -> list[str]:
     """The workspace definitions that pytest's failing lines use, as the files are now, with line
     numbers: after an edit, the model sees the code the failure actually runs through (the function
     the assertion calls, the setting it reads), which is often not the one it just changed."""
+    return [place.shown() for place in failing_places(output, root, limit)]
+
+
+def failing_places(output: str, root: Path, limit: int = DEFINITIONS_SHOWN) -> list[FailingPlace]:
+    """`failing_definitions` as records."""
     definitions = _top_level_definitions(root)
-    shown: list[str] = []
+    shown: list[FailingPlace] = []
     seen: set[str] = set()
     for line in dict.fromkeys(_FAILING_LINE.findall(output)):
         for name in _used_names(line):
@@ -504,7 +522,7 @@ def failing_definitions(output: str, root: Path, limit: int = DEFINITIONS_SHOWN)
             last = min(last, first + DEFINITION_LINES_MAX - 1)
             body = "\n".join(f"{n:>4}| {lines[n - 1]}" for n in range(first, last + 1))
             more = "\n[... cut ...]" if cut else ""
-            shown.append(f"The failing line uses {name}; {relative} has now:\n{body}{more}")
+            shown.append(FailingPlace(name, relative, f"{body}{more}"))
             if len(shown) >= limit:
                 return shown
     return shown

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import SAMPLES, steps_of, task_row
+from helpers import ROOT, SAMPLES, steps_of, task_row
 
 from configs.settings import load_settings
 from elpis_worker.agent import RESAMPLE_TEMPERATURE_MAX, run_agent
@@ -491,6 +491,38 @@ def test_an_edit_whose_search_occurs_twice_is_made_where_the_tests_pass(api, db_
     assert refused.tool_result.startswith("'search' occurs 4 times in calc/ops.py")
     assert "Tried at each place alone: the tests pass with none of them." in refused.tool_result
     assert not task_row(db_url, task_id).workspace_diff  # every try was undone
+
+
+def test_rewriting_a_file_the_failing_line_does_not_use_points_at_the_one_it_does(api, db_url, scripted):
+    """weather_units_config from the eval suite: describe() fixed in report.py, the tests still fail on
+    `assert config.UNIT == "C"`. Writing report.py again unchanged is a failed attempt whose result
+    says that line does not run through report.py and shows UNIT in config.py, the file to change."""
+    fixed = 'def describe(temperature):\n    return f"{config.STATION}: {temperature}°{config.UNIT}"\n'
+    script = scripted(
+        [
+            {
+                "thought": "use the unit",
+                "tool": "write_file",
+                "args": {"path": "weather/report.py", "content": fixed},
+            },
+            {
+                "thought": "again",
+                "tool": "edit_file",
+                "args": {"path": "weather/report.py", "search": "describe", "replace": fixed},
+            },
+        ]
+    )
+    repo = ROOT / "evals" / "tasks" / "weather_units_config" / "repo"
+    task_id = submit(api, repo=str(repo), instruction="Show Celsius", budget={"max_steps": 2})
+    run_scripted(db_url, task_id, script, tools={"check_on_review": False})
+    first, again = [s for s in steps_of(db_url, task_id) if s.kind == StepKind.tool_result]
+    assert first.detail["ok"] and first.detail["tests_passed"] is False
+    assert again.detail["error_kind"] == "no_change"
+    assert 'With the code as it is, the tests fail:\n>       assert config.UNIT == "C"' in again.tool_result
+    assert "That line does not run through weather/report.py." in again.tool_result
+    assert 'The failing line uses UNIT; weather/config.py has now:\n   3| UNIT = "F"' in again.tool_result
+    assert again.tool_result.endswith("Change weather/config.py so that the failing line holds.")
+    assert "So this code is wrong" not in again.tool_result
 
 
 def test_wrapping_up_with_failing_tests_leaves_the_tools_open(api, db_url, scripted):
