@@ -109,7 +109,11 @@ class ToolRunner:
             tried = self.toolbox.edit_occurrence(path, search, replace, place)
             if tried.ok and tried.changed_files and self.toolbox.call("run_tests", {}).tests_passed:
                 passing.append(place)
-            self.toolbox.restore(path, original)
+            try:
+                self.toolbox.restore(path, original)
+            except (WorkspaceError, OSError) as exc:
+                log.warning("task %s: could not undo a try of an edit of %s: %s", self.task_id, path, exc)
+                return refused
         if len(passing) != 1:
             refused.output += (
                 f"\nTried at each place alone: the tests pass with {len(passing) or 'none'} of them."
