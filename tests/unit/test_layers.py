@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("configs", "models", "elpis_worker", "elpis_api", "migrations")
@@ -39,6 +40,17 @@ print(json.dumps({
 """
 
 
+def run_probe(script: str, args: list[str], tmp_path: Path) -> Any:
+    """Run `script` in a fresh interpreter with a clean environment (no server addresses, so a module
+    that resolved or started one would fail or leave a trace) and return the JSON of its last line."""
+    env = {"PATH": "/usr/bin:/bin", "ELPIS_HOME": str(tmp_path / "home"), "HOME": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def test_the_layer_contracts_hold() -> None:
     """elpis_api -> elpis_worker -> models -> configs, and migrations below the application packages."""
     lint = Path(sys.executable).with_name("lint-imports")
@@ -48,20 +60,8 @@ def test_the_layer_contracts_hold() -> None:
 
 
 def test_importing_any_module_starts_nothing_and_writes_no_environment(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    # A clean environment: no server addresses, so a module that resolved or started one would fail
-    # or leave a trace here.
-    env = {"PATH": "/usr/bin:/bin", "ELPIS_HOME": str(home), "HOME": str(tmp_path)}
-    run = subprocess.run(
-        [sys.executable, "-c", PROBE, str(home), *PACKAGES],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(run.stdout.strip().splitlines()[-1])
+    home = tmp_path / "home"  # run_probe's ELPIS_HOME
+    report = run_probe(PROBE, [str(home), *PACKAGES], tmp_path)
     assert len(report["modules"]) >= 60, report["modules"]
     assert {"elpis_worker.celery_app", "elpis_api.metrics", "elpis_worker.metrics"} <= set(report["modules"])
     assert report["env"] == []
@@ -107,17 +107,7 @@ print(json.dumps(found))
 def test_every_error_raised_on_purpose_is_an_elpis_error(tmp_path: Path) -> None:
     """One hierarchy: `except ElpisError` catches every error Elpis raises for a person to act on (each
     keeps its builtin base, e.g. ValueError, where it has one); only control-flow signals stand apart."""
-    env = {"PATH": "/usr/bin:/bin", "ELPIS_HOME": str(tmp_path / "home"), "HOME": str(tmp_path)}
-    run = subprocess.run(
-        [sys.executable, "-c", ERRORS_PROBE, *PACKAGES],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    found: dict[str, bool] = json.loads(run.stdout.strip().splitlines()[-1])
+    found: dict[str, bool] = run_probe(ERRORS_PROBE, list(PACKAGES), tmp_path)
     assert {"configs.settings.ConfigError", "elpis_worker.workspace.WorkspaceError"} <= set(found)
     assert set(found) >= CONTROL_FLOW, CONTROL_FLOW - set(found)  # the list names real classes
     outside = sorted(name for name, elpis in found.items() if not elpis and name not in CONTROL_FLOW)
