@@ -523,6 +523,24 @@ def test_run_tests_on_sample_repo_before_and_after_fix(tmp_path: Path) -> None:
     assert diff_stats(diff) == 2
 
 
+def test_python_says_a_redefined_function_changed_no_file(workspace: Path) -> None:
+    """Code that defines a function a source file defines (the eval: format_price rewritten in `python`
+    three turns running) is told that no file changed and which tool would change it; a test file's
+    names and a new name get no such note."""
+    (workspace / "tests").mkdir()
+    (workspace / "tests" / "test_app.py").write_text("def test_greet():\n    pass\n")
+    tools = make_toolbox(workspace)
+    redefined = tools.call("python", {"code": "def greet():\n    return 'hi'\nprint(greet())"})
+    assert redefined.ok and redefined.output.splitlines() == [
+        "hi",
+        "Defining greet here only ran it in a scratch interpreter: src/app.py did not change. "
+        "To change a file, call edit_file or write_file.",
+    ]
+    assert (workspace / "src" / "app.py").read_text() == "def greet():\n    return 'hello'\n"
+    for code in ("def test_greet():\n    pass", "def wave():\n    return 1"):
+        assert "scratch" not in tools.call("python", {"code": code}).output
+
+
 def test_python_imports_the_changed_modules_first(tmp_path: Path) -> None:
     """In a prepared workspace the names of the modules changed so far (tests left out) are there
     without an import, and the code's own line numbers stay in its traceback."""
