@@ -120,6 +120,7 @@ class ToolSettings(_Section):
     undo_regressions: bool = True
     review_before_finish: bool = True
     check_on_review: bool = True
+    probe_on_review: bool = True
     sandbox: Literal["bwrap", "none"] = "bwrap"
     # REST tasks may name a path or file:// URL on the workers (off where the API faces other people).
     allow_local_repos: bool = True

@@ -692,7 +692,10 @@ class Agent:
         if plan.review and not plan.replan:
             lines.append(
                 review_prompt(
-                    self.task.instruction, workspace_diff(self.root), check=self.policy.check_on_review
+                    self.task.instruction,
+                    workspace_diff(self.root),
+                    check=self.policy.check_on_review,
+                    probe=self.toolbox.probe() if self.settings.tools.probe_on_review else "",
                 )
             )
         if not plan.replan and (failed_check := check_failed_prompt(action.tool, detail, tests_passing)):

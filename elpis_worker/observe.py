@@ -230,10 +230,10 @@ def traceback_files(output: str, root: Path) -> dict[str, list[int]]:
         if relative is None or relative.endswith("conftest.py"):
             continue
         found.setdefault(relative, []).append(int(match.group(2)))
-    for relative in [name for name in found if _is_test_file(name)]:
+    for relative in [name for name in found if is_test_file(name)]:
         for module in imported_files(root, relative):
             found.setdefault(module, [])
-    return dict(sorted(found.items(), key=lambda item: _is_test_file(item[0])))
+    return dict(sorted(found.items(), key=lambda item: is_test_file(item[0])))
 
 
 def imported_files(root: Path, relative: str) -> list[str]:
@@ -262,7 +262,7 @@ def imported_files(root: Path, relative: str) -> list[str]:
     return found
 
 
-def _is_test_file(relative: str) -> bool:
+def is_test_file(relative: str) -> bool:
     name = relative.rsplit("/", 1)[-1]
     return name.startswith("test_") or name.endswith("_test.py") or "/tests/" in f"/{relative}"
 
@@ -361,7 +361,7 @@ def _tested_import(root: Path, test_path: str) -> str | None:
     """The import a new test file `tests/test_NAME.py` most likely needs: from the module NAME.py, or
     the module that defines a class or function called NAME (any case), its public top-level names."""
     stem = Path(test_path).stem.removeprefix("test_")
-    sources = [p for p in _tracked_files(root) if p.endswith(".py") and not _is_test_file(p)]
+    sources = [p for p in _tracked_files(root) if p.endswith(".py") and not is_test_file(p)]
     chosen = [p for p in sources if Path(p).stem == stem]
     if not chosen:
         chosen = [
@@ -465,7 +465,7 @@ def _top_level_definitions(root: Path, tests: bool = False) -> dict[str, list[tu
     files (test files only with `tests`)."""
     found: dict[str, list[tuple[str, ast.stmt]]] = {}
     for relative in _tracked_files(root):
-        if not relative.endswith(".py") or (_is_test_file(relative) and not tests):
+        if not relative.endswith(".py") or (is_test_file(relative) and not tests):
             continue
         try:
             tree = ast.parse((root / relative).read_text("utf-8", "replace"))
@@ -534,7 +534,7 @@ def own_test_hint(output: str, path: str) -> str | None:
     the model asserted a balance of 100.05 after depositing 100, then tried to change the code."""
     from elpis_worker.tools import failing_tests
 
-    if not _is_test_file(path):
+    if not is_test_file(path):
         return None
     failing = failing_tests(output)
     if not failing or any(f.split("::")[0] != path for f in failing) or "AssertionError" not in output:

@@ -58,12 +58,13 @@ def cut_text(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "\n[... cut ...]"
 
 
-def review_prompt(instruction: str, diff: str, check: bool = False) -> str:
+def review_prompt(instruction: str, diff: str, check: bool = False, probe: str = "") -> str:
     """The review turn's line: the task once more beside the change made, and the two questions a fix
     that only satisfies the visible test fails (the eval's hidden checks test other inputs and the other
     parts of the task). It names no example inputs: told "empty input, a setting", the 1.5B model added
     `if fahrenheit == 'setting': return 1` to a correct conversion. With `check` (tools.check_on_review)
-    the turn may not finish: it asks the model to try the change with asserts of its own."""
+    the turn may not finish: it asks the model to try the change with asserts of its own. `probe` is what
+    the changed code gives for the tests' calls and variations of them (elpis_worker.probe)."""
     task = (
         instruction
         if len(instruction) <= REVIEW_INSTRUCTION_CHARS
@@ -72,6 +73,12 @@ def review_prompt(instruction: str, diff: str, check: bool = False) -> str:
     change = cut_text(diff.strip(), REVIEW_DIFF_CHARS) or "(no change to the files)"
     head = f"The tests pass. Before you finish, check the change against the task once more: {task}\n"
     head += f"The change so far:\n{change}\n"
+    if probe:
+        head += (
+            "What the changed code gives now, for the tests' calls and variations of them (the tests check "
+            f"only some of these; compare each with what the task asks):\n{probe.strip()}\n"
+            "If one of them is not what the task asks, fix the code for it.\n"
+        )
     if check:
         return head + (
             "Try it: call python with a few asserts, one per line, each comparing a call's result with what "

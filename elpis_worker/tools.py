@@ -37,6 +37,7 @@ from elpis_worker.merge import (
     repair_docstrings,
     snippet_only,
 )
+from elpis_worker.probe import probe_program
 from elpis_worker.sandbox import SANDBOX_PATH, Sandbox, SandboxError, SandboxProcess
 from elpis_worker.workspace import WorkspaceError, WorkspaceEscapeError, resolve_inside, workspace_diff
 
@@ -874,6 +875,20 @@ class Toolbox:
                 + (result.output)
             )
         return result
+
+    def probe(self) -> str:
+        """What the changed code gives for the visible tests' calls and variations of them, one
+        `call -> result` per line (elpis_worker.probe), run in the sandbox `python` uses; empty when the
+        change defines no function the tests call, or the run failed."""
+        try:
+            program = probe_program(self.root, workspace_diff(self.root))
+        except (WorkspaceError, OSError, subprocess.SubprocessError):
+            return ""
+        if program is None:
+            return ""
+        before = self._protected_files()
+        result = self._restore_protected(before, self._shell(f"python -c {shlex.quote(program)}"))
+        return result.output if result.ok and result.output != "(no output)" else ""
 
     def _redefined_in_files(self, code: str) -> dict[str, str]:
         """The functions and classes `code` defines that a source file of the workspace defines too

@@ -71,3 +71,6 @@ def test_a_cut_change_says_so_on_the_review_turn() -> None:
     assert "[... cut ...]" in line and "call python with a few asserts" in line and "call finish" not in line
     assert "(no change to the files)" in review_prompt("Fix it.", "", check=False)
     assert "If so, call finish" in review_prompt("Fix it.", "+x", check=False)
+    probed = review_prompt("Fix it.", "+x", probe="f(1) -> 2\nf(2) -> 2\n")
+    assert "variations of them" in probed and "\nf(1) -> 2\nf(2) -> 2\nIf one of them is not" in probed
+    assert "variations" not in review_prompt("Fix it.", "+x", probe="")
