@@ -21,8 +21,9 @@ _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)")
 PROBE_CALLS = 8
 PROBE_ORIGINALS = 3
 PROBE_SECONDS = 2
-# Characters of one result shown.
-PROBE_RESULT_CHARS = 160
+# Characters of one result shown: a longer one keeps its first two thirds and its last third (a list's end
+# matters as much as its start: week_of's `+ [0]` was cut off).
+PROBE_RESULT_CHARS = 180
 
 _RUNNER = """
 import signal as _signal, sys as _sys
@@ -41,7 +42,7 @@ for _setup, _expr in PROBES:
     finally:
         _signal.alarm(0)
     if len(_value) > CHARS:
-        _value = _value[:CHARS] + ' [...]'
+        _value = _value[:CHARS * 2 // 3] + ' [...] ' + _value[-(CHARS // 3):]
     print(_expr, '->', _value)
 """
 

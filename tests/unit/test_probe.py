@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from elpis_worker.probe import PROBE_CALLS, probe_calls
+from elpis_worker.probe import PROBE_CALLS, PROBE_RESULT_CHARS, probe_calls
 from elpis_worker.tools import Toolbox
 from elpis_worker.workspace import prepare_workspace, workspace_diff
 
@@ -108,3 +108,15 @@ def test_nothing_to_probe(workspace: Path) -> None:
     pages.write_text(pages.read_text().replace('"""Pages numbered from 1."""', '"""Pages, from 1."""'))
     assert probe_calls(workspace, workspace_diff(workspace)) == []
     assert tools.probe() == ""
+
+
+def test_a_long_result_keeps_its_start_and_end(workspace: Path) -> None:
+    """week_of's wrong `+ [0]` came after the cut: a long result shows its first two thirds and its end."""
+    pages = workspace / "listing" / "pages.py"
+    pages.write_text(
+        pages.read_text().replace("    return items[start:start + size]\n", "    return [0] * 99 + [7]\n")
+    )
+    first = Toolbox(workspace, None, 20.0, 8000, 8000).probe().splitlines()[0]
+    value = first.removeprefix("page_items(list(range(10)), 1, 3) -> ")
+    assert value.startswith("[0, 0,") and value.endswith(", 0, 7]") and " [...] " in value
+    assert len(value) == PROBE_RESULT_CHARS + len(" [...] ")
