@@ -37,6 +37,7 @@ from elpis_worker.observe import (
     tests_shown,
 )
 from elpis_worker.policy import ToolPolicy
+from elpis_worker.probe import probe_calls
 from elpis_worker.prompts import (
     REPLAN_PROMPT,
     Conversation,
@@ -690,14 +691,7 @@ class Agent:
         plan = self.policy.plan_next(self.turns, turn, modulation.strategy, detail, tests_passing, review)
         lines = [modulation.prompt_line] if modulation.prompt_line else []
         if plan.review and not plan.replan:
-            lines.append(
-                review_prompt(
-                    self.task.instruction,
-                    workspace_diff(self.root),
-                    check=self.policy.check_on_review,
-                    probe=self.toolbox.probe() if self.settings.tools.probe_on_review else "",
-                )
-            )
+            lines.append(self._review_line())
         if not plan.replan and (failed_check := check_failed_prompt(action.tool, detail, tests_passing)):
             lines.append(failed_check)
         lines.append(REPLAN_PROMPT if plan.replan else next_prompt(plan))
@@ -719,6 +713,17 @@ class Agent:
                 temperature=modulation.temperature, top_p=modulation.top_p, strategy=modulation.strategy
             ).stored(),
         )
+
+    def _review_line(self) -> str:
+        """The review turn's line: with the check, the probe's calls for the model to assert the task's
+        results of; without it, what the changed code gives for them (tools.probe_on_review)."""
+        diff = workspace_diff(self.root)
+        check, probing = self.policy.check_on_review, self.settings.tools.probe_on_review
+        if check:
+            calls = [expr for _, expr in probe_calls(self.root, diff)] if probing else []
+            return review_prompt(self.task.instruction, diff, check=True, calls=calls)
+        probe = self.toolbox.probe() if probing else ""
+        return review_prompt(self.task.instruction, diff, probe=probe)
 
     def _first_pass(self, turn: TurnSteps, detail: ToolResultDetail, prev_tests: list[OutcomeDetail]) -> bool:
         """Whether this turn's edit made the task's tests pass for the first time (the review turn

@@ -6,7 +6,7 @@ conversation built from a task's persisted steps, windowed to fit the context.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from configs.settings import Settings
@@ -58,13 +58,19 @@ def cut_text(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "\n[... cut ...]"
 
 
-def review_prompt(instruction: str, diff: str, check: bool = False, probe: str = "") -> str:
+def review_prompt(
+    instruction: str, diff: str, check: bool = False, probe: str = "", calls: Sequence[str] = ()
+) -> str:
     """The review turn's line: the task once more beside the change made, and the two questions a fix
     that only satisfies the visible test fails (the eval's hidden checks test other inputs and the other
     parts of the task). It names no example inputs: told "empty input, a setting", the 1.5B model added
     `if fahrenheit == 'setting': return 1` to a correct conversion. With `check` (tools.check_on_review)
-    the turn may not finish: it asks the model to try the change with asserts of its own. `probe` is what
-    the changed code gives for the tests' calls and variations of them (elpis_worker.probe)."""
+    the turn may not finish: it asks the model to try the change with asserts of its own, of `calls` where
+    there are any (the tests' calls of the changed functions and variations of them, elpis_worker.probe):
+    it works out what each must return from the task, the worker runs them. Shown the results instead,
+    the 1.5B model copied them into its asserts (`capitalize_words('  hello   world ') == '  Hello
+    World '` against "words separated by single spaces"). Without the check, `probe` shows the results
+    (what the changed code gives for those calls)."""
     task = (
         instruction
         if len(instruction) <= REVIEW_INSTRUCTION_CHARS
@@ -78,6 +84,14 @@ def review_prompt(instruction: str, diff: str, check: bool = False, probe: str =
             "What the changed code gives now, for the tests' calls and variations of them (the tests check "
             f"only some of these; compare each with what the task asks):\n{probe.strip()}\n"
             "If one of them is not what the task asks, fix the code for it.\n"
+        )
+    if check and calls:
+        listed = "\n".join(calls)
+        return head + (
+            "Try it: call python with one assert per line, one for each of these calls (the tests' own and "
+            "variations of them), each comparing the call with what the task says it must return (work it "
+            f"out from the task, not from the code):\n{listed}\nWhat the changed files define is already "
+            "imported. If a part of the task is missing, make that change instead."
         )
     if check:
         return head + (

@@ -863,6 +863,10 @@ class Toolbox:
             result.output += (
                 "\nEither the code or the value this assert expects is wrong: check both against the task."
             )
+        elif result.exit_code and (where := self._raised_in(result.output)):
+            result.output += f"\nThe error was raised in {where}, not in the check's own code: " + (
+                "the code fails for this input."
+            )
         if redefined := self._redefined_in_files(code):
             names, files = ", ".join(redefined), ", ".join(sorted(set(redefined.values())))
             result.output += (
@@ -889,6 +893,20 @@ class Toolbox:
         before = self._protected_files()
         result = self._restore_protected(before, self._shell(f"python -c {shlex.quote(program)}"))
         return result.output if result.ok and result.output != "(no output)" else ""
+
+    def _raised_in(self, output: str) -> str | None:
+        """`path (in function)` of a traceback's last frame where that is a workspace file: the error came
+        from the code under check, not the check (the eval: transpose([]) raised IndexError in
+        linalg/matrix.py and the model, told "if the check's own code is wrong, call finish", finished)."""
+        frames = _TRACEBACK_FRAME.findall(output)
+        if not frames:
+            return None
+        path, function = frames[-1]
+        try:
+            relative = Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+        except (ValueError, OSError):
+            return None
+        return f"{relative} (in {function})"
 
     def _redefined_in_files(self, code: str) -> dict[str, str]:
         """The functions and classes `code` defines that a source file of the workspace defines too
@@ -1346,6 +1364,9 @@ def _files_under(target: Path) -> list[Path]:
             if not file.is_symlink() and file.is_file():
                 files.append(file)
     return files
+
+
+_TRACEBACK_FRAME = re.compile(r'^  File "([^"]+)", line \d+, in (\S+)$', re.MULTILINE)
 
 
 def _too_big(file: Path) -> bool:

@@ -74,3 +74,7 @@ def test_a_cut_change_says_so_on_the_review_turn() -> None:
     probed = review_prompt("Fix it.", "+x", probe="f(1) -> 2\nf(2) -> 2\n")
     assert "variations of them" in probed and "\nf(1) -> 2\nf(2) -> 2\nIf one of them is not" in probed
     assert "variations" not in review_prompt("Fix it.", "+x", probe="")
+    # With the check, the calls are listed for the model's asserts, without their results.
+    listed = review_prompt("Fix it.", "+x", check=True, calls=["f(1)", "f(2)"])
+    assert "one for each of these calls" in listed and "\nf(1)\nf(2)\nWhat the changed" in listed
+    assert "->" not in listed and "variations of them (the tests check" not in listed

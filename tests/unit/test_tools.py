@@ -541,6 +541,21 @@ def test_python_says_a_redefined_function_changed_no_file(workspace: Path) -> No
         assert "scratch" not in tools.call("python", {"code": code}).output
 
 
+def test_python_says_where_an_error_was_raised(workspace: Path) -> None:
+    """An error raised inside a workspace file is the code's, not the check's (the eval: transpose([])
+    raised IndexError and the model finished); one raised in the check's own lines gets no such note."""
+    (workspace / "src" / "div.py").write_text("def half(x):\n    return 10 // x\n")
+    tools = make_toolbox(workspace)
+    raised = tools.call("python", {"code": "from src.div import half\nassert half(0) == 0"})
+    assert raised.exit_code == 1 and raised.output.endswith(
+        "ZeroDivisionError: integer division or modulo by zero\n[exit code 1]\n"
+        "The error was raised in src/div.py (in half), not in the check's own code: "
+        "the code fails for this input."
+    )
+    own = tools.call("python", {"code": "from src.div import half\nassert half(1) == 10 // 0"})
+    assert own.exit_code == 1 and "ZeroDivisionError" in own.output and "raised in" not in own.output
+
+
 def test_python_imports_the_changed_modules_first(tmp_path: Path) -> None:
     """In a prepared workspace the names of the modules changed so far (tests left out) are there
     without an import, and the code's own line numbers stay in its traceback."""
