@@ -51,6 +51,7 @@ from elpis_worker.sensing import affect_history, earlier_test_runs, sense, tool_
 from elpis_worker.shutdown import WorkerShuttingDown, stop_requested
 from elpis_worker.store import Cancelled, LostClaim, TaskStore
 from elpis_worker.tools import (
+    ASSERT_FAILED,
     TOOL_SCHEMAS,
     Toolbox,
 )
@@ -599,7 +600,7 @@ class Agent:
 
     def _execute(self, turn: TurnSteps, action: Action, plan: TurnPlan) -> Step:
         started = time.perf_counter()
-        result = self.runner.call(action, plan)
+        result = self.runner.call(action, plan, failed_check=self._failed_check())
         duration = (time.perf_counter() - started) * 1000
         diff = workspace_diff(self.root) if result.changed_files else None
         current_diff = diff if diff is not None else (self.store.load_task(self.task_id).workspace_diff or "")
@@ -615,6 +616,7 @@ class Agent:
             finished=result.finished,
             summary=result.summary,
             reverted=result.reverted,
+            check_failed=result.check_failed,
         )
         step = self._record(
             turn,
@@ -713,6 +715,20 @@ class Agent:
                 temperature=modulation.temperature, top_p=modulation.top_p, strategy=modulation.strategy
             ).stored(),
         )
+
+    def _failed_check(self) -> str | None:
+        """The code of the last `python` check whose asserts failed or whose error came from the code under
+        check, unless a later check passed; read from the persisted turns."""
+        for turn in reversed(self.turns):
+            call, result = turn.get(StepKind.tool_call), turn.get(StepKind.tool_result)
+            if call is None or result is None or call.tool_name != "python":
+                continue
+            detail = tool_result(result)
+            if detail.ok:
+                return None
+            if detail.exit_code == ASSERT_FAILED or detail.check_failed:
+                return (call.tool_args or {}).get("code")
+        return None
 
     def _review_line(self) -> str:
         """The review turn's line: with the check, the probe's calls for the model to assert the task's

@@ -42,7 +42,9 @@ class ToolRunner:
         self.toolbox, self.policy, self.store, self.task_id = toolbox, policy, store, task_id
         self.undo_regressions = undo_regressions
 
-    def call(self, action: Action, plan: TurnPlan) -> ToolResult:
+    def call(self, action: Action, plan: TurnPlan, failed_check: str | None = None) -> ToolResult:
+        """Make the call. `failed_check` is the code of the agent's last `python` check that failed (and
+        none passed since): run again after an edit that leaves the tests passing."""
         refused = self.policy.refusal(action, plan)
         if refused is not None:
             return refused
@@ -70,7 +72,21 @@ class ToolRunner:
                 self._remind_failure(result, action.args["path"])
         if changed and checked:
             self._check_edit(result, action.args["path"], before)
+            if result.tests_passed and failed_check:
+                self._recheck(result, failed_check)
         return result
+
+    def _recheck(self, result: ToolResult, code: str) -> None:
+        """The agent's failed check, run again once an edit leaves the tests passing: the edit meant to
+        fix what it found is judged by it too. Seen in the eval: `page_items(..., 2, 3) == [3, 4, 5]`
+        failed, the model rewrote the code (still wrong for page 2) and, the tests passing, was allowed
+        only to finish."""
+        again = self.toolbox.call("python", {"code": code})
+        if again.ok:
+            result.output += "\nYour check that failed before, run again: it passes now."
+            return
+        result.check_failed = True
+        result.output += f"\nYour check that failed before, run again, still fails:\n{again.output}"
 
     def _check_edit(self, result: ToolResult, path: str, before: tuple[bytes | None] | None) -> None:
         """The check after each edit: the model sees at once whether the change fixed the tests."""

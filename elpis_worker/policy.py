@@ -75,9 +75,14 @@ class ToolPolicy:
             # After a check with the tests passing, what is left is to finish, or to fix what a failed
             # check found: no more checks (the eval's failed checks of right code were repeated, and the
             # code rewritten unchanged, until the budget ran out).
-            plan.tools = (
-                ["finish"] if detail.ok else ["finish", *(t for t in TOOL_SCHEMAS if t in EDIT_TOOLS)]
-            )
+            # An error raised inside the code under check leaves only the edit tools: offered finish, the
+            # model finished with transpose([]) raising IndexError (the task: "an empty matrix gives []").
+            edits = [t for t in TOOL_SCHEMAS if t in EDIT_TOOLS]
+            plan.tools = ["finish"] if detail.ok else edits if detail.check_failed else ["finish", *edits]
+        elif tests_passing and detail.check_failed:
+            # An edit left the tests passing but the agent's failed check still failing: fix the code
+            # again, or finish where the check's expectation is the wrong part.
+            plan.tools = ["finish", *(t for t in TOOL_SCHEMAS if t in EDIT_TOOLS)]
         elif review and self.check_on_review:
             # The change is tried before the agent may finish: asserts of what the task asks, on inputs
             # the tests do not use (the eval's commonest wrong success passes the visible test only).

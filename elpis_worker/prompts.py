@@ -113,6 +113,13 @@ def check_failed_prompt(tool: str, detail: ToolResultDetail, tests_passing: bool
     capitalize_words('aBcDeF') == 'AbcDeF'`, a right Cart checked with `Cart().add(...).total()` (add
     returns None), and the turns that followed spent on rewriting the same code and repeating the
     check until the budget ran out."""
+    if tool == "python" and detail.check_failed and tests_passing:
+        return "The check failed while the tests pass: the code under check raised an error. Fix the code."
+    if detail.check_failed and tests_passing:
+        return (
+            "The tests pass, but your check still fails with this change. If the code is wrong for that "
+            "input, fix it; if the value the assert expected is wrong, call finish."
+        )
     if tool != "python" or detail.ok or not tests_passing:
         return None
     what = "the value the assert expected" if detail.exit_code == ASSERT_FAILED else "the check's own code"

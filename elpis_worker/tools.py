@@ -69,6 +69,9 @@ class ToolResult:
     reverted: bool = False
     # The whole output of a test run made as part of the call (the check after an edit), uncut.
     test_output: str | None = None
+    # A `python` check whose error was raised inside the code under check, or an edit after which the
+    # tests pass but the agent's last failed check still fails.
+    check_failed: bool = False
 
 
 # Characters of a finish summary (the grammar stops it there).
@@ -864,6 +867,7 @@ class Toolbox:
                 "\nEither the code or the value this assert expects is wrong: check both against the task."
             )
         elif result.exit_code and (where := self._raised_in(result.output)):
+            result.check_failed = True
             result.output += f"\nThe error was raised in {where}, not in the check's own code: " + (
                 "the code fails for this input."
             )

@@ -188,6 +188,9 @@ class ToolResultDetail(OutcomeDetail):
     finished: bool = False  # a finish the tests accepted: the task is done
     summary: str | None = None
     reverted: bool = False  # an edit that broke passing tests, undone
+    # A `python` check whose error was raised inside the code under check, or an edit after which the
+    # tests pass but the agent's last failed check, run again, still fails.
+    check_failed: bool = False
 
 
 class ObserveDetail(OutcomeDetail):

@@ -124,6 +124,41 @@ def test_a_failed_check_on_the_review_turn_leaves_the_choice_to_the_model(api, d
     assert [s.tool_name for s in steps if s.kind == StepKind.tool_call] == ["edit_file", "python", "finish"]
 
 
+def test_a_failed_check_is_run_again_after_each_edit_until_it_passes(api, db_url, scripted):
+    """A fix for the visible test's values only: the check finds it, the next edit leaves the tests
+    passing but the check failing (said so, the edit tools stay open, not finish alone), and the real fix
+    makes the check pass."""
+    body = '    """Return a minus b."""\n'
+
+    def edit(old: str, new: str) -> dict:
+        return {"path": "calc/ops.py", "search": body + old, "replace": body + new}
+
+    special = "    return 2 if (a, b) == (5, 3) else a + b"
+    script = scripted(
+        [
+            {"thought": "fix", "tool": "edit_file", "args": edit("    return a + b", special)},
+            {"thought": "check", "tool": "python", "args": {"code": "assert subtract(6, 3) == 3"}},
+            {"thought": "again", "tool": "edit_file", "args": edit(special, special + " + 0")},
+            {"thought": "really", "tool": "edit_file", "args": edit(special + " + 0", "    return a - b")},
+            {"thought": "done", "tool": "finish", "args": {"summary": "fixed subtract"}},
+        ]
+    )
+    task_id = submit(api, instruction="Fix the failing test in tests/test_ops.py")
+    assert run_scripted(db_url, task_id, script) == TaskStatus.succeeded
+    steps = steps_of(db_url, task_id)
+    again, really = [s for s in steps if s.kind == StepKind.tool_result and s.tool_name == "edit_file"][1:]
+    assert "Tests after this change: pass" in again.tool_result and again.detail["check_failed"] is True
+    assert "Your check that failed before, run again, still fails:\nline 1: assert subtract(6, 3) == 3" in (
+        again.tool_result
+    )
+    line = next(s for s in steps if s.kind == StepKind.emotion and s.turn == again.turn)
+    assert "but your check still fails with this change" in line.content
+    following = next(s for s in steps if s.kind == StepKind.think and s.turn == again.turn + 1)
+    assert following.sampling["allowed_tools"] == ["finish", "write_file", "edit_file"]
+    assert "run again: it passes now" in really.tool_result and really.detail["check_failed"] is False
+    assert "+    return a - b" in task_row(db_url, task_id).workspace_diff
+
+
 def test_no_review_turn_when_it_is_switched_off(api, db_url):
     task_id = submit(api, instruction="Fix the failing test in tests/test_ops.py")
     status = run_scripted(db_url, task_id, SAMPLES / "fix_script.json", tools={"review_before_finish": False})

@@ -88,6 +88,17 @@ def test_the_review_turn_tries_the_change_before_it_may_finish() -> None:
             "write_file",
             "edit_file",
         ]
+    # A check whose error came from the code under check leaves the edit tools only.
+    raised = ToolResultDetail(ok=False, error_kind="nonzero_exit", diff_lines=2, check_failed=True)
+    assert checking.plan_next(turns, turns[1], "finish", raised, True).tools == ["write_file", "edit_file"]
+    # An edit after which the tests pass and the failed check, run again, still fails: fix or finish.
+    edited = [*turns, turn(3, "edit_file", {"path": "a.py", "search": "x", "replace": "y"}, ok=True, sha="d")]
+    still = ToolResultDetail(diff_lines=2, tests_run=True, tests_passed=True, check_failed=True)
+    assert checking.plan_next(edited, edited[2], "finish", still, True).tools == [
+        "finish",
+        "write_file",
+        "edit_file",
+    ]
     # Not after a failed call otherwise: a refused edit with the tests passing leaves every tool open.
     refused = [
         *turns,
