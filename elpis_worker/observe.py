@@ -33,10 +33,12 @@ __all__ = [
     "failing_definitions",
     "failing_places",
     "own_test_hint",
+    "is_test_file",
     "mentioned_files",
     "render_source",
     "repo_map",
     "traceback_files",
+    "tracked_files",
     "trim_test_output",
 ]
 
@@ -132,7 +134,7 @@ def sources_shown(
     return list(named), "\n\n".join(render_source(root, f, named[f]) for f in named)
 
 
-def _tracked_files(root: Path) -> list[str]:
+def tracked_files(root: Path) -> list[str]:
     """Files of the workspace, listed by the worker's private repository (never the workspace's own
     `.git`, which commands can write): tracked ones plus new ones not ignored."""
     from elpis_worker.workspace import private_git_dir, run_git
@@ -170,7 +172,7 @@ def _outline(source: str) -> list[str]:
 def repo_map(root: Path, cap: int = MAP_CAP) -> str:
     """Tracked files; for Python files their top-level classes and functions."""
     lines: list[str] = []
-    for name in _tracked_files(root):
+    for name in tracked_files(root):
         lines.append(name)
         path = root / name
         if name.endswith(".py") and path.is_file() and path.stat().st_size < 200_000:
@@ -361,7 +363,7 @@ def _tested_import(root: Path, test_path: str) -> str | None:
     """The import a new test file `tests/test_NAME.py` most likely needs: from the module NAME.py, or
     the module that defines a class or function called NAME (any case), its public top-level names."""
     stem = Path(test_path).stem.removeprefix("test_")
-    sources = [p for p in _tracked_files(root) if p.endswith(".py") and not is_test_file(p)]
+    sources = [p for p in tracked_files(root) if p.endswith(".py") and not is_test_file(p)]
     chosen = [p for p in sources if Path(p).stem == stem]
     if not chosen:
         chosen = [
@@ -464,7 +466,7 @@ def _top_level_definitions(root: Path, tests: bool = False) -> dict[str, list[tu
     """name -> (file, node) of every top-level function, class and constant of the workspace's Python
     files (test files only with `tests`)."""
     found: dict[str, list[tuple[str, ast.stmt]]] = {}
-    for relative in _tracked_files(root):
+    for relative in tracked_files(root):
         if not relative.endswith(".py") or (is_test_file(relative) and not tests):
             continue
         try:

@@ -1,9 +1,10 @@
-"""What the changed code gives for the visible tests' calls and for variations of them, shown on the review
-turn. The eval's commonest wrong success passes the visible test only: `page_items` fixed for page 1 alone,
+"""The review turn's probe: the visible tests' calls of the functions a change touched, and variations of
+them. The eval's commonest wrong success passes the visible test only: `page_items` fixed for page 1 alone,
 `week_of` shifted to end on the right day but no longer starting on `start`, `transpose([])` raising. The
-1.5B model's own checks rarely tried such inputs (its asserts repeated the test or tested other functions),
-but shown `page_items(list('abcdefg'), 2, 3) -> ['g']` beside "the first page is 1" the mistake is in
-plain sight. Pure: `probe_program` builds the program the toolbox runs in the sandbox."""
+1.5B model's own checks rarely tried such inputs (its asserts repeated the test or tested other
+functions). With the check on the review turn lists these calls for the model's asserts
+(`page_items(list(range(10)), 2, 3)` beside "the first page is 1"); without it, it shows what the code
+gives for them. Pure: `probe_program` builds the program the toolbox runs in the sandbox."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from elpis_worker.observe import is_test_file
+from elpis_worker.observe import is_test_file, tracked_files
 
 _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)")
 
@@ -128,11 +129,7 @@ def _changed_lines(diff: str) -> dict[str, set[int]]:
 
 
 def _test_files(root: Path) -> list[str]:
-    return sorted(
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*.py")
-        if ".git" not in p.parts and is_test_file(p.relative_to(root).as_posix())
-    )
+    return [p for p in tracked_files(root) if p.endswith(".py") and is_test_file(p)]
 
 
 def _calls_in(test: ast.FunctionDef, functions: set[str]) -> list[ast.Call]:
