@@ -38,6 +38,7 @@ __all__ = [
     "render_source",
     "repo_map",
     "traceback_files",
+    "top_level_definitions",
     "tracked_files",
     "trim_test_output",
 ]
@@ -355,7 +356,7 @@ def _stdlib_import(name: str) -> str | None:
 def _defined_in(root: Path, name: str, tests: bool = False) -> list[str]:
     """Workspace Python files (test files only with `tests`) that define `name` at top level."""
     return list(
-        dict.fromkeys(relative for relative, _node in _top_level_definitions(root, tests).get(name, []))
+        dict.fromkeys(relative for relative, _node in top_level_definitions(root, tests).get(name, []))
     )
 
 
@@ -462,7 +463,7 @@ def _used_names(line: str) -> list[str]:
     return list(dict.fromkeys(name for _at, name in sorted(found)))
 
 
-def _top_level_definitions(root: Path, tests: bool = False) -> dict[str, list[tuple[str, ast.stmt]]]:
+def top_level_definitions(root: Path, tests: bool = False) -> dict[str, list[tuple[str, ast.stmt]]]:
     """name -> (file, node) of every top-level function, class and constant of the workspace's Python
     files (test files only with `tests`)."""
     found: dict[str, list[tuple[str, ast.stmt]]] = {}
@@ -507,7 +508,7 @@ def failing_definitions(output: str, root: Path, limit: int = DEFINITIONS_SHOWN)
 
 def failing_places(output: str, root: Path, limit: int = DEFINITIONS_SHOWN) -> list[FailingPlace]:
     """`failing_definitions` as records."""
-    definitions = _top_level_definitions(root)
+    definitions = top_level_definitions(root)
     shown: list[FailingPlace] = []
     seen: set[str] = set()
     for line in dict.fromkeys(_FAILING_LINE.findall(output)):

@@ -37,6 +37,7 @@ from elpis_worker.merge import (
     repair_docstrings,
     snippet_only,
 )
+from elpis_worker.observe import top_level_definitions
 from elpis_worker.probe import probe_program
 from elpis_worker.sandbox import SANDBOX_PATH, Sandbox, SandboxError, SandboxProcess
 from elpis_worker.workspace import WorkspaceError, WorkspaceEscapeError, resolve_inside, workspace_diff
@@ -916,19 +917,11 @@ class Toolbox:
         """The functions and classes `code` defines that a source file of the workspace defines too
         (tests left out), each with that file. Seen in the eval: format_price rewritten in `python`
         three turns running, its "ran without an error" taken for a change to shop/receipt.py."""
-        wanted = {name for name in definition_names(code) if "." not in name}
+        wanted = [name for name in definition_names(code) if "." not in name]
         if not wanted:
             return {}
-        found: dict[str, str] = {}
-        for file in _files_under(self.root):
-            relative = self._display(file)
-            parts = PurePosixPath(relative).parts
-            if file.suffix != ".py" or any(p.startswith("test") for p in parts) or _too_big(file):
-                continue
-            for name in definition_names(file.read_text(errors="replace")):
-                if name in wanted and name not in found:
-                    found[name] = relative
-        return found
+        defined = top_level_definitions(self.root)
+        return {name: defined[name][0][0] for name in wanted if name in defined}
 
     def _changed_modules(self) -> list[str]:
         """The importable modules among the files changed so far, tests left out: `calc/ops.py` is
@@ -1371,13 +1364,6 @@ def _files_under(target: Path) -> list[Path]:
 
 
 _TRACEBACK_FRAME = re.compile(r'^  File "([^"]+)", line \d+, in (\S+)$', re.MULTILINE)
-
-
-def _too_big(file: Path) -> bool:
-    try:
-        return file.stat().st_size > _SEARCH_FILE_CAP
-    except OSError:
-        return True
 
 
 def _text_lines(file: Path) -> list[tuple[int, str]]:
