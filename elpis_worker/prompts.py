@@ -41,6 +41,13 @@ def _system_prompt() -> str:
 # Identical for every task, so llama.cpp can reuse its KV cache for it across tasks too.
 SYSTEM_PROMPT = _system_prompt()
 
+# A worker process's warm-up call (model.warmup). It starts with the system prompt every task's prompt
+# starts with, so the process's first task finds that prefix in the KV cache, as later tasks do.
+WARMUP_MESSAGES = [
+    {"role": "system", "content": SYSTEM_PROMPT},
+    {"role": "user", "content": "Say OK."},
+]
+
 
 REPLAN_PROMPT = (
     "Replan before the next tool call: restate the goal, say what failed, and pick a different approach. "

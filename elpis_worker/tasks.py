@@ -27,6 +27,7 @@ from configs.settings import Settings
 from elpis_worker.backend import ModelBackend, load_backend
 from elpis_worker.celery_app import app
 from elpis_worker.metrics import observe_publish
+from elpis_worker.prompts import WARMUP_MESSAGES
 from elpis_worker.shutdown import WorkerShuttingDown
 from elpis_worker.store import LostClaim, TaskStore
 from models import TaskStatus
@@ -46,11 +47,10 @@ def _load() -> ModelBackend:
     load_seconds = time.perf_counter() - started
     warmup_seconds = None
     if settings.model.warmup:
-        # The first generation of a fresh process is several times slower than the rest; pay it now.
+        # The first generation of a fresh process is several times slower than the rest; pay it now, on
+        # the system prompt, which then stays in the KV cache for the first task's prompt.
         started = time.perf_counter()
-        backend.chat(
-            [{"role": "user", "content": "Say OK."}], schema=None, temperature=0.0, top_p=1.0, max_tokens=4
-        )
+        backend.chat(WARMUP_MESSAGES, schema=None, temperature=0.0, top_p=1.0, max_tokens=4)
         warmup_seconds = time.perf_counter() - started
     store = TaskStore(resolve_database_url())
     _worker_process_id = store.record_model_load(

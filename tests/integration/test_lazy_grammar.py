@@ -189,6 +189,28 @@ def test_a_shared_prompt_prefix_is_evaluated_once(backend: LlamaBackend):
 
 
 @slow
+def test_the_warm_up_leaves_the_system_prompt_in_the_cache(backend: LlamaBackend):
+    """A worker's warm-up (model.warmup) runs on the agent's system prompt, so its first task evaluates
+    only what follows that prompt; a warm-up on another prompt would leave the first task all of it."""
+    from elpis_worker.prompts import SYSTEM_PROMPT, WARMUP_MESSAGES
+
+    task = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": f"Task: {TASK}\nFirst tool call as JSON."},
+    ]
+    system_tokens = backend.count_tokens(SYSTEM_PROMPT)
+    backend.chat([{"role": "user", "content": "Say OK."}], schema=None, temperature=0.0, top_p=1.0, max_tokens=4)
+    cold = backend.chat(task, schema=None, temperature=0.0, top_p=1.0, max_tokens=4)
+    assert cold.evaluated_prompt_tokens is not None and cold.evaluated_prompt_tokens > system_tokens
+
+    backend.chat(WARMUP_MESSAGES, schema=None, temperature=0.0, top_p=1.0, max_tokens=4)
+    warm = backend.chat(task, schema=None, temperature=0.0, top_p=1.0, max_tokens=4)
+    assert warm.prompt_tokens == cold.prompt_tokens
+    assert warm.evaluated_prompt_tokens is not None
+    assert warm.evaluated_prompt_tokens <= cold.prompt_tokens - system_tokens
+
+
+@slow
 def test_the_eager_path_still_works_and_shares_the_cache(backend: LlamaBackend):
     backend.lazy_grammar = False
     try:

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from helpers import AUTH, SAMPLES, free_port, steps_of, wait_finished
 
+from elpis_worker.prompts import SYSTEM_PROMPT
 from models import StepKind, TaskStatus
 
 PHASES = ["reflect", "think", "tool_call", "tool_result", "emotion"]  # one generation per turn
@@ -58,6 +59,10 @@ def run_batch(start_api, start_worker, db_url: str, n_tasks: int, **env: str) ->
         # The prompt prefix is stable from turn to turn: llama.cpp evaluates only what is new to a call
         # (the last reply as the prompt shows it, its tool call alone; the tool result; the affect line),
         # not the whole prompt again.
+        # The worker's warm-up ran on the system prompt, and any earlier task's prompt began with it too:
+        # a task's first call finds it in the KV cache (about one token per four characters).
+        first = thinks[0]
+        assert first.detail["evaluated_prompt_tokens"] <= first.prompt_tokens - len(SYSTEM_PROMPT) // 6
         for before, after in zip(thinks, thinks[1:], strict=False):
             new = after.prompt_tokens - before.prompt_tokens
             evaluated = after.detail["evaluated_prompt_tokens"]
