@@ -199,7 +199,9 @@ def test_the_warm_up_leaves_the_system_prompt_in_the_cache(backend: LlamaBackend
         {"role": "user", "content": f"Task: {TASK}\nFirst tool call as JSON."},
     ]
     system_tokens = backend.count_tokens(SYSTEM_PROMPT)
-    backend.chat([{"role": "user", "content": "Say OK."}], schema=None, temperature=0.0, top_p=1.0, max_tokens=4)
+    backend.chat(
+        [{"role": "user", "content": "Say OK."}], schema=None, temperature=0.0, top_p=1.0, max_tokens=4
+    )
     cold = backend.chat(task, schema=None, temperature=0.0, top_p=1.0, max_tokens=4)
     assert cold.evaluated_prompt_tokens is not None and cold.evaluated_prompt_tokens > system_tokens
 
