@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -152,6 +152,25 @@ class Heartbeat:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def _spent_on(kept: Completion, discarded: list[Completion]) -> Completion:
+    """The kept reply, with the tokens and time of the samples refused before it added: the step records
+    what its call cost (a refused sample's time is not framework overhead, nor free)."""
+    if not discarded:
+        return kept
+    every = [*discarded, kept]
+
+    def total(values: list[Any]) -> Any:
+        return None if any(v is None for v in values) else sum(values)
+
+    return replace(
+        kept,
+        completion_tokens=sum(c.completion_tokens for c in every),
+        duration_s=sum(c.duration_s for c in every),
+        evaluated_prompt_tokens=total([c.evaluated_prompt_tokens for c in every]),
+        prompt_eval_s=total([c.prompt_eval_s for c in every]),
+    )
 
 
 class Agent:
@@ -516,6 +535,7 @@ class Agent:
             else:
                 schema = THINK_REFLECT_SCHEMA if reflecting else THINK_SCHEMA
             messages = self._messages(upto=turn)
+            discarded: list[Completion] = []
             while True:
                 completion = self.backend.chat(
                     messages,
@@ -528,9 +548,11 @@ class Agent:
                 # rejected here instead and sampled again, hotter: the turn is not spent on a refusal.
                 if resampled >= RESAMPLE_BANNED or not is_banned(parse_action(completion.text), banned):
                     break
+                discarded.append(completion)
                 resampled += 1
                 temperature = min(RESAMPLE_TEMPERATURE_MAX, max(0.6, temperature + 0.3))
                 log.info("task %s: think repeated a banned call; sampling again", self.task_id)
+            completion = _spent_on(completion, discarded)
         action = parse_action(completion.text)
         if action.error and completion.finish_reason == "length":
             action.error = f"reply was cut by max_tokens ({max_tokens}) before its JSON closed"

@@ -416,6 +416,11 @@ def test_a_banned_call_no_pattern_can_express_is_sampled_again(api, db_url, scri
         second.sampling["resampled"] == 1
         and second.sampling["temperature"] < used <= RESAMPLE_TEMPERATURE_MAX
     )
+    # The refused sample's tokens count with the turn's generation (the scripted model counts a token per
+    # four characters): more than the kept reply alone.
+    reflection = [s for s in steps if s.kind == StepKind.reflect and s.turn == second.turn]
+    spent = second.completion_tokens + sum(s.completion_tokens or 0 for s in reflection)
+    assert spent > len(second.content) // 4
 
 
 def test_an_edit_that_breaks_a_passing_test_is_undone_and_excluded(api, db_url, scripted):
