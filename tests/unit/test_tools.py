@@ -547,10 +547,14 @@ def test_python_says_where_an_error_was_raised(workspace: Path) -> None:
     (workspace / "src" / "div.py").write_text("def half(x):\n    return 10 // x\n")
     tools = make_toolbox(workspace)
     raised = tools.call("python", {"code": "from src.div import half\nassert half(0) == 0"})
-    assert raised.exit_code == 1 and raised.check_failed and raised.output.endswith(
-        "ZeroDivisionError: integer division or modulo by zero\n[exit code 1]\n"
-        "The error was raised in src/div.py (in half), not in the check's own code: "
-        "the code fails for this input."
+    assert (
+        raised.exit_code == 1
+        and raised.check_failed
+        and raised.output.endswith(
+            "ZeroDivisionError: integer division or modulo by zero\n[exit code 1]\n"
+            "The error was raised in src/div.py (in half), not in the check's own code: "
+            "the code fails for this input."
+        )
     )
     own = tools.call("python", {"code": "from src.div import half\nassert half(1) == 10 // 0"})
     assert own.exit_code == 1 and "ZeroDivisionError" in own.output and "raised in" not in own.output
