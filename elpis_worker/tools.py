@@ -865,7 +865,7 @@ class Toolbox:
             result.output = f"(no output: the code ran without an error{held})"
         elif result.exit_code == ASSERT_FAILED:
             result.output += (
-                "\nEither the code or the value this assert expects is wrong: check both against the task."
+                "\nEither the code or the value an assert expects is wrong: check both against the task."
             )
         elif result.exit_code and (where := self._raised_in(result.output)):
             result.check_failed = True
@@ -1200,27 +1200,50 @@ ASSERT_FAILED = 3
 # How the python tool runs the model's code (CODE: its repr; EXIT: ASSERT_FAILED): a failed one-line
 # `assert x == y` shows the line and both sides' values, as pytest does; seen in the eval: a bare
 # "AssertionError" for `assert capitalize_words('aBcDeF') == 'AbcDeF'` told the model nothing about
-# which side was wrong.
+# which side was wrong. Every top-level assert runs, not only up to the first that fails: a check whose
+# second line expected a wrong value never reached its third, `capitalize_words('  hello   world ')`,
+# which would have shown the bug, and the model finished on the wrong value alone.
 _PYTHON_RUNNER = """
 import ast as _ast, sys as _sys, traceback as _tb
 _code = CODE
-try:
-    exec(compile(_code, "<code>", "exec"))
-except AssertionError as _error:
-    _frames = [f for f in _tb.extract_tb(_error.__traceback__) if f.filename == "<code>"]
-    _number = _frames[-1].lineno if _frames else 0
-    _lines = _code.splitlines()
+_lines = _code.splitlines()
+def _report(_error, _number):
     _text = _lines[_number - 1].strip() if 0 < _number <= len(_lines) else ""
     _said = f"AssertionError: {_error}" if str(_error) else "AssertionError"
-    print(f"line {_number}: {_text}" if _text else "")
+    print(f"line {_number}: {_text}" if _text else "", flush=True)
     try:
         _test = _ast.parse(_text).body[0].test
         assert isinstance(_test, _ast.Compare) and len(_test.comparators) == 1
         _left = eval(compile(_ast.Expression(_test.left), "<code>", "eval"))
         _right = eval(compile(_ast.Expression(_test.comparators[0]), "<code>", "eval"))
-        print(f"{_said}: the left side is {_left!r}, the right side {_right!r}")
+        print(f"{_said}: the left side is {_left!r}, the right side {_right!r}", flush=True)
     except Exception:
-        print(_said)
+        print(_said, flush=True)
+try:
+    _statements = _ast.parse(_code, "<code>").body
+except SyntaxError:
+    _statements = None
+_failed = _asserts = 0
+try:
+    if _statements is None:
+        exec(compile(_code, "<code>", "exec"))
+    for _node in _statements or []:
+        _asserts += isinstance(_node, _ast.Assert)
+        try:
+            exec(compile(_ast.Module(body=[_node], type_ignores=[]), "<code>", "exec"))
+        except AssertionError as _error:
+            if not isinstance(_node, _ast.Assert):
+                raise
+            _failed += 1
+            _report(_error, _node.lineno)
+except AssertionError as _error:
+    _frames = [f for f in _tb.extract_tb(_error.__traceback__) if f.filename == "<code>"]
+    _report(_error, _frames[-1].lineno if _frames else 0)
+    _sys.exit(EXIT)
+if _failed:
+    if _asserts > 1:
+        _rest = "; the others held." if _failed < _asserts else "."
+        print(f"{_failed} of {_asserts} asserts failed{_rest}")
     _sys.exit(EXIT)
 """
 _DIFF_FILE = re.compile(r"^diff --git a/(\S+) b/", re.MULTILINE)

@@ -433,7 +433,29 @@ def test_python_runs_code_against_the_workspace_modules(workspace: Path) -> None
         'line 2: assert greet() == "Hi", "greeting"',
         "AssertionError: greeting: the left side is 'hello', the right side 'Hi'",
     ]
-    assert "Either the code or the value this assert expects is wrong" in failed.output
+    assert "Either the code or the value an assert expects is wrong" in failed.output
+
+    # Every top-level assert runs: one that expected a wrong value does not hide the next one's failure.
+    code = "\n".join(
+        [
+            "from src.app import greet",
+            "assert greet() == 'Hello'",
+            "assert greet().upper() == 'hello'",
+            "assert greet() == 'hello'",
+        ]
+    )
+    several = tools.call("python", {"code": code})
+    assert several.exit_code == 3 and several.output.splitlines()[:5] == [
+        "line 2: assert greet() == 'Hello'",
+        "AssertionError: the left side is 'hello', the right side 'Hello'",
+        "line 3: assert greet().upper() == 'hello'",
+        "AssertionError: the left side is 'HELLO', the right side 'hello'",
+        "2 of 3 asserts failed; the others held.",
+    ]
+    # An assert inside a loop still stops the code at its first failure, as Python does.
+    looped = tools.call("python", {"code": "for x in [1, 2]:\n    assert x == 0\nprint('after')"})
+    assert looped.exit_code == 3 and looped.output.splitlines()[0] == "line 2: assert x == 0"
+    assert "after" not in looped.output
 
     crashed = tools.call("python", {"code": "x = 1\nraise KeyError(x)"})
     assert (
