@@ -711,7 +711,7 @@ class Agent:
             tests_passing=tests_passing,
             budget_used=budget_used,
         )
-        review = self._first_pass(turn, detail, prev_tests)
+        review = self._first_pass(turn, detail, prev_tests) or self._review_dodged(turn, detail)
         plan = self.policy.plan_next(self.turns, turn, modulation.strategy, detail, tests_passing, review)
         lines = [modulation.prompt_line] if modulation.prompt_line else []
         if plan.review and not plan.replan:
@@ -771,6 +771,23 @@ class Agent:
         edited = turn.get(StepKind.tool_call).tool_name in EDIT_TOOLS
         passed_now = bool(detail.tests_run and detail.tests_passed)
         return edited and passed_now and not any(d.tests_passed for d in prev_tests)
+
+    def _review_dodged(self, turn: TurnSteps, detail: ToolResultDetail) -> bool:
+        """Whether the review turn, offered its check, made another edit instead and the tests still pass:
+        the check is owed for the code as it is now, so the review comes once more (not after a second
+        review turn, nor once a check has run). Seen in the eval: blog_slug_urls's review turn wrote
+        slugify a second time, the turn after could only finish, and `'  Python   Tips  '` gave
+        `'--python---tips--'`."""
+        if not self.policy.check_on_review or not (detail.ok and detail.tests_run and detail.tests_passed):
+            return False
+        call = turn.get(StepKind.tool_call)
+        if call is None or call.tool_name not in EDIT_TOOLS:
+            return False
+        earlier = [t.get(StepKind.tool_call) for t in self.turns if t.number < turn.number]
+        if any(c is not None and c.tool_name == "python" for c in earlier):
+            return False
+        reviewed = self._affect_before(turn.number)[2].review
+        return reviewed and not self._affect_before(turn.number - 1)[2].review
 
     @staticmethod
     def _action_of(turn: TurnSteps) -> Action:

@@ -159,6 +159,35 @@ def test_a_failed_check_is_run_again_after_each_edit_until_it_passes(api, db_url
     assert "+    return a - b" in task_row(db_url, task_id).workspace_diff
 
 
+def test_a_review_turn_that_edits_instead_of_checking_is_reviewed_once_more(api, db_url, scripted):
+    """The review turn makes another edit (the tests still pass) instead of its check: the turn after is
+    a review again, with the check and the edits and not finish; a second dodge is not reviewed a third
+    time, so the turn after it may finish."""
+    body = '    """Return a minus b."""\n'
+
+    def edit(old: str, new: str) -> dict:
+        return {"path": "calc/ops.py", "search": body + old, "replace": body + new}
+
+    script = scripted(
+        [
+            {"thought": "fix", "tool": "edit_file", "args": edit("    return a + b", "    return a - b")},
+            {"thought": "tidy", "tool": "edit_file", "args": edit("    return a - b", "    return -b + a")},
+            {"thought": "tidy", "tool": "edit_file", "args": edit("    return -b + a", "    return a - b")},
+            {"thought": "done", "tool": "finish", "args": {"summary": "fixed subtract"}},
+        ]
+    )
+    task_id = submit(api, instruction="Fix the failing test in tests/test_ops.py")
+    assert run_scripted(db_url, task_id, script) == TaskStatus.succeeded
+    steps = steps_of(db_url, task_id)
+    thinks = [s for s in steps if s.kind == StepKind.think]
+    assert [t.tool_name for t in thinks] == ["edit_file", "edit_file", "edit_file", "finish"]
+    reviews = [s.turn for s in steps if s.kind == StepKind.emotion and s.emotion["plan"]["review"]]
+    assert reviews == [1, 2]  # the plans the fix and the first dodge left
+    assert thinks[1].sampling["allowed_tools"] == thinks[2].sampling["allowed_tools"]
+    assert thinks[2].sampling["allowed_tools"] == ["python", "write_file", "edit_file"]
+    assert thinks[3].sampling["allowed_tools"] == ["finish"]
+
+
 def test_no_review_turn_when_it_is_switched_off(api, db_url):
     task_id = submit(api, instruction="Fix the failing test in tests/test_ops.py")
     status = run_scripted(db_url, task_id, SAMPLES / "fix_script.json", tools={"review_before_finish": False})
