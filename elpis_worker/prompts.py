@@ -27,8 +27,9 @@ def _system_prompt() -> str:
         "files involved. Read them, find the cause, and fix it in the source code. To fix or add a "
         "function, call write_file with the file's path and just that complete function (or class): it "
         "replaces the definition of that name and keeps the rest of the file; a new name is added at the "
-        "end. write_file also creates new files. edit_file replaces exact lines. The tests run after "
-        "every change; when they pass, call finish. Make the change right for every input the task "
+        "end. To add or change a file's module docstring, call write_file with just the docstring, in "
+        "triple quotes. write_file also creates new files. edit_file replaces exact lines. The tests run "
+        "after every change; when they pass, call finish. Make the change right for every input the task "
         "describes (empty input, other values), not only for the values in the test.\n"
         "Never change the tests unless the task asks for it. Do not repeat a call that failed: "
         "try something different.\n"
@@ -124,15 +125,19 @@ def check_failed_prompt(tool: str, detail: ToolResultDetail, tests_passing: bool
         return "The check failed while the tests pass: the code under check raised an error. Fix the code."
     if detail.check_failed and tests_passing:
         return (
-            "The tests pass, but your check still fails with this change. If the code is wrong for that "
-            "input, fix it; if the value the assert expected is wrong, call finish."
+            "The tests pass, but your check still fails with this change. If the code is wrong for an "
+            "input the check tried, fix it; if every failed assert expected a wrong value, call finish."
         )
     if tool != "python" or detail.ok or not tests_passing:
         return None
-    what = "the value the assert expected" if detail.exit_code == ASSERT_FAILED else "the check's own code"
+    if detail.exit_code == ASSERT_FAILED:
+        return (
+            "The check failed while the tests pass. Take each failed assert in turn: if the code is wrong "
+            "for its input, fix the code; call finish only if every failed assert expected a wrong value."
+        )
     return (
-        f"The check failed while the tests pass. If the code is wrong for that input, fix it; if {what} "
-        "is wrong, call finish."
+        "The check failed while the tests pass. If the code is wrong for that input, fix it; if the "
+        "check's own code is wrong, call finish."
     )
 
 
