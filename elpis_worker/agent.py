@@ -35,6 +35,7 @@ from elpis_worker.observe import (
     observe,
     sources_shown,
     tests_shown,
+    untouched_named_files,
 )
 from elpis_worker.policy import ToolPolicy
 from elpis_worker.probe import probe_calls
@@ -718,6 +719,10 @@ class Agent:
             lines.append(self._review_line())
         if not plan.replan and (failed_check := check_failed_prompt(action.tool, detail, tests_passing)):
             lines.append(failed_check)
+        if not plan.replan and action.tool in EDIT_TOOLS and detail.ok and detail.diff_lines:
+            untouched = untouched_named_files(self.task.instruction, self.root, workspace_diff(self.root))
+            if untouched:
+                lines.append(f"The task also names {', '.join(untouched)}: no change has touched it yet.")
         lines.append(REPLAN_PROMPT if plan.replan else next_prompt(plan))
         return self._record(
             turn,

@@ -188,6 +188,26 @@ def test_a_review_turn_that_edits_instead_of_checking_is_reviewed_once_more(api,
     assert thinks[3].sampling["allowed_tools"] == ["finish"]
 
 
+def test_an_edit_leaving_a_file_the_task_names_untouched_says_so(api, db_url, scripted):
+    """After an edit, the next prompt names the source files the task's text names that no change has
+    touched yet (the eval's two-file tasks were fixed in one file for a whole budget)."""
+    body = '    """Return a minus b."""\n'
+    fix = {"path": "calc/ops.py", "search": body + "    return a + b", "replace": body + "    return a - b"}
+    script = scripted(
+        [
+            {"thought": "look", "tool": "list_dir", "args": {"path": "calc"}},
+            {"thought": "fix", "tool": "edit_file", "args": fix},
+            {"thought": "done", "tool": "finish", "args": {"summary": "fixed subtract"}},
+        ]
+    )
+    instruction = "Fix subtract in calc/ops.py, and check calc/text.py (tests/test_ops.py fails)."
+    task_id = submit(api, instruction=instruction)
+    run_scripted(db_url, task_id, script, tools={"check_on_review": False})
+    lines = [s.content for s in steps_of(db_url, task_id) if s.kind == StepKind.emotion]
+    said = "The task also names calc/text.py: no change has touched it yet."
+    assert said not in lines[0] and said in lines[1]
+
+
 def test_no_review_turn_when_it_is_switched_off(api, db_url):
     task_id = submit(api, instruction="Fix the failing test in tests/test_ops.py")
     status = run_scripted(db_url, task_id, SAMPLES / "fix_script.json", tools={"review_before_finish": False})

@@ -15,6 +15,7 @@ from elpis_worker.observe import (
     own_test_hint,
     render_source,
     trim_test_output,
+    untouched_named_files,
 )
 from elpis_worker.tools import Toolbox
 from elpis_worker.workspace import prepare_workspace
@@ -91,6 +92,18 @@ def test_a_missing_test_file_hint_names_the_import_it_needs(repo: Path) -> None:
 def test_no_hint_for_an_unknown_name_or_a_plain_assertion(repo: Path) -> None:
     assert failure_hints("E   NameError: name 'frobnicate_widgets' is not defined", repo) == []
     assert failure_hints("E   assert 3 == 4", repo) == []
+
+
+def test_untouched_named_files_are_the_tasks_source_files_no_change_touched(repo: Path) -> None:
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_order.py").write_text("def test_total():\n    pass\n")
+    task = "Pears cost 3 in shop/prices.py, and shop/order.py must use them (tests/test_order.py)."
+    diff = "diff --git a/shop/order.py b/shop/order.py\n--- a/shop/order.py\n+++ b/shop/order.py\n"
+    assert untouched_named_files(task, repo, diff) == ["shop/prices.py"]
+    both = diff + diff.replace("order.py", "prices.py")
+    assert untouched_named_files(task, repo, both) == []
+    # A file the task names that does not exist is not listed (the model may create it or not).
+    assert untouched_named_files("Add shop/tax.py.", repo, diff) == []
 
 
 def test_render_source_numbers_lines_and_windows_a_long_file(tmp_path: Path) -> None:
