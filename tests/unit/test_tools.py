@@ -856,6 +856,20 @@ def test_edit_occurrence_changes_the_one_place_it_is_given(workspace: Path) -> N
     assert "edit_occurrence" not in TOOL_SCHEMAS  # never offered to the model
 
 
+def test_edit_file_not_found_never_adds_a_line_as_a_new_module_level_name(workspace: Path) -> None:
+    """A method's line whose search is not found is not taken for a new top-level constant (the eval's
+    `count = len(self.lines)`, added at the top level); a constant the file has is still replaced."""
+    source = "LIMIT = 3\n\n\nclass Cart:\n    def count(self):\n        n = 0\n        return n\n"
+    (workspace / "cart.py").write_text(source)
+    tools = make_toolbox(workspace)
+    inside = {"path": "cart.py", "search": "n = sum(self.lines)", "replace": "        n = len(self.lines)"}
+    missed = tools.call("edit_file", inside)
+    assert not missed.ok and missed.error_kind == "not_found" and "   6|         n = 0" in missed.output
+    assert (workspace / "cart.py").read_text() == source
+    limit = tools.call("edit_file", {"path": "cart.py", "search": "LIMIT = 4", "replace": "LIMIT = 5"})
+    assert limit.ok and (workspace / "cart.py").read_text().startswith("LIMIT = 5\n")
+
+
 def test_edit_file_ambiguous_search_names_each_occurrence(workspace: Path) -> None:
     (workspace / "m.py").write_text(
         "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a + b\n"
