@@ -712,7 +712,7 @@ class Agent:
             tests_passing=tests_passing,
             budget_used=budget_used,
         )
-        review = self._first_pass(turn, detail, prev_tests) or self._review_dodged(turn, detail)
+        review = self._first_pass(turn, detail, prev_tests) or self._review_dodged(turn, tests_passing)
         plan = self.policy.plan_next(self.turns, turn, modulation.strategy, detail, tests_passing, review)
         lines = [modulation.prompt_line] if modulation.prompt_line else []
         if plan.review and not plan.replan:
@@ -777,16 +777,15 @@ class Agent:
         passed_now = bool(detail.tests_run and detail.tests_passed)
         return edited and passed_now and not any(d.tests_passed for d in prev_tests)
 
-    def _review_dodged(self, turn: TurnSteps, detail: ToolResultDetail) -> bool:
-        """Whether the review turn, offered its check, made another edit instead and the tests still pass:
-        the check is owed for the code as it is now, so the review comes once more (not after a second
-        review turn, nor once a check has run). Seen in the eval: blog_slug_urls's review turn wrote
-        slugify a second time, the turn after could only finish, and `'  Python   Tips  '` gave
-        `'--python---tips--'`."""
-        if not self.policy.check_on_review or not (detail.ok and detail.tests_run and detail.tests_passed):
-            return False
+    def _review_dodged(self, turn: TurnSteps, tests_passing: bool | None) -> bool:
+        """Whether the review turn, offered its check, did something else (another edit, or a rewrite that
+        changed nothing) and the tests still pass: the check is owed for the code as it is now, so the
+        review comes once more (not after a second review turn, nor once a check has run). Seen in the
+        eval: blog_slug_urls's review turn wrote slugify a second time, word_count_spaces's rewrote the
+        function unchanged, and the turns after could finish unchecked (`'  Python   Tips  '` gave
+        `'--python---tips--'`; `count_words('')` gave 1)."""
         call = turn.get(StepKind.tool_call)
-        if call is None or call.tool_name not in EDIT_TOOLS:
+        if not self.policy.check_on_review or not tests_passing or call is None or call.tool_name == "python":
             return False
         earlier = [t.get(StepKind.tool_call) for t in self.turns if t.number < turn.number]
         if any(c is not None and c.tool_name == "python" for c in earlier):

@@ -159,20 +159,22 @@ def test_a_failed_check_is_run_again_after_each_edit_until_it_passes(api, db_url
     assert "+    return a - b" in task_row(db_url, task_id).workspace_diff
 
 
-def test_a_review_turn_that_edits_instead_of_checking_is_reviewed_once_more(api, db_url, scripted):
-    """The review turn makes another edit (the tests still pass) instead of its check: the turn after is
-    a review again, with the check and the edits and not finish; a second dodge is not reviewed a third
-    time, so the turn after it may finish."""
+@pytest.mark.parametrize("dodge", ["another edit", "an edit that changes nothing"])
+def test_a_review_turn_that_edits_instead_of_checking_is_reviewed_once_more(api, db_url, scripted, dodge):
+    """The review turn makes another edit, or one that changes nothing, instead of its check (the tests
+    still pass): the turn after is a review again, with the check and the edits and not finish; a second
+    dodge is not reviewed a third time, so the turn after it may finish."""
     body = '    """Return a minus b."""\n'
 
     def edit(old: str, new: str) -> dict:
         return {"path": "calc/ops.py", "search": body + old, "replace": body + new}
 
+    first = "    return -b + a" if dodge == "another edit" else "    return a - b"
     script = scripted(
         [
             {"thought": "fix", "tool": "edit_file", "args": edit("    return a + b", "    return a - b")},
-            {"thought": "tidy", "tool": "edit_file", "args": edit("    return a - b", "    return -b + a")},
-            {"thought": "tidy", "tool": "edit_file", "args": edit("    return -b + a", "    return a - b")},
+            {"thought": "tidy", "tool": "edit_file", "args": edit("    return a - b", first)},
+            {"thought": "tidy", "tool": "edit_file", "args": edit(first, "    return b * -1 + a")},
             {"thought": "done", "tool": "finish", "args": {"summary": "fixed subtract"}},
         ]
     )
