@@ -1207,7 +1207,8 @@ ASSERT_FAILED = 3
 # "AssertionError" for `assert capitalize_words('aBcDeF') == 'AbcDeF'` told the model nothing about
 # which side was wrong. Every top-level assert runs, not only up to the first that fails: a check whose
 # second line expected a wrong value never reached its third, `capitalize_words('  hello   world ')`,
-# which would have shown the bug, and the model finished on the wrong value alone.
+# which would have shown the bug, and the model finished on the wrong value alone. Likewise a check of
+# one-line statements with one broken line (an unclosed quote) runs its other lines.
 _PYTHON_RUNNER = """
 import ast as _ast, sys as _sys, traceback as _tb
 _code = CODE
@@ -1224,10 +1225,26 @@ def _report(_error, _number):
         print(f"{_said}: the left side is {_left!r}, the right side {_right!r}", flush=True)
     except Exception:
         print(_said, flush=True)
+_skipped = 0
 try:
     _statements = _ast.parse(_code, "<code>").body
 except SyntaxError:
     _statements = None
+    if all(not _line[:1].isspace() for _line in _lines):
+        # One statement a line (a check's asserts): a line that does not parse is skipped and said so,
+        # and the others still run.
+        _statements = []
+        for _number, _line in enumerate(_lines, 1):
+            try:
+                _tree = _ast.parse(_line, "<code>")
+            except SyntaxError as _error:
+                _skipped += 1
+                print(f"line {_number}: {_line.strip()}", flush=True)
+                _msg = _error.msg.split(" (detected at line")[0]
+                print(f"SyntaxError: {_msg}; this line was skipped", flush=True)
+                continue
+            _ast.increment_lineno(_tree, _number - 1)
+            _statements.extend(_tree.body)
 _failed = _asserts = 0
 try:
     if _statements is None:
@@ -1250,6 +1267,8 @@ if _failed:
         _rest = "; the others held." if _failed < _asserts else "."
         print(f"{_failed} of {_asserts} asserts failed{_rest}")
     _sys.exit(EXIT)
+if _skipped:
+    _sys.exit(1)
 """
 _DIFF_FILE = re.compile(r"^diff --git a/(\S+) b/", re.MULTILINE)
 _DEFINITION_LINE = re.compile(r"(?:async\s+def|def|class)\s+\w+|@")

@@ -452,6 +452,17 @@ def test_python_runs_code_against_the_workspace_modules(workspace: Path) -> None
         "AssertionError: the left side is 'HELLO', the right side 'hello'",
         "2 of 3 asserts failed; the others held.",
     ]
+    # A line that does not parse is skipped, said so, and the other lines still run.
+    broken = "\n".join(["from src.app import greet", "assert greet() == 'hello", "assert greet() == 'Hi'"])
+    skipped = tools.call("python", {"code": broken})
+    assert skipped.exit_code == 3 and skipped.output.splitlines()[:4] == [
+        "line 2: assert greet() == 'hello",
+        "SyntaxError: unterminated string literal; this line was skipped",
+        "line 3: assert greet() == 'Hi'",
+        "AssertionError: the left side is 'hello', the right side 'Hi'",
+    ]
+    only_broken = tools.call("python", {"code": "from src.app import greet\nassert greet() == 'hello"})
+    assert only_broken.exit_code == 1 and "this line was skipped" in only_broken.output
     # An assert inside a loop still stops the code at its first failure, as Python does.
     looped = tools.call("python", {"code": "for x in [1, 2]:\n    assert x == 0\nprint('after')"})
     assert looped.exit_code == 3 and looped.output.splitlines()[0] == "line 2: assert x == 0"
