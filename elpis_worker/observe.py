@@ -286,7 +286,22 @@ def untouched_named_files(instruction: str, root: Path, diff: str) -> list[str]:
     eval: "pears are missing from the price list in grocer/prices.py, and the discount in grocer/order.py
     ..." fixed in order.py alone, for eight turns, with prices.py shown from the start."""
     changed = set(diff_files(diff))
-    return [f for f in mentioned_files(instruction, root) if f not in changed and not is_test_file(f)]
+    if all(is_test_file(f) for f in changed):
+        return []  # adding a test: the source files the task names are what the tests are about
+    alone = {m.strip("./") for m in _LEAVE_ALONE.findall(instruction)}
+    return [
+        f
+        for f in mentioned_files(instruction, root)
+        if f not in changed and f not in alone and not is_test_file(f)
+    ]
+
+
+# "Do not change bank/savings.py", "without touching x.py": a file the task names to leave as it is.
+_LEAVE_ALONE = re.compile(
+    r"(?:do not|don't|never|without)\s+(?:change|changing|modify|modifying|edit|editing|touch|touching)"
+    r"\s+([\w./-]+\w)",
+    re.IGNORECASE,
+)
 
 
 def diff_files(diff: str) -> list[str]:

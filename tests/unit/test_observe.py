@@ -104,6 +104,12 @@ def test_untouched_named_files_are_the_tasks_source_files_no_change_touched(repo
     assert untouched_named_files(task, repo, both) == []
     # A file the task names that does not exist is not listed (the model may create it or not).
     assert untouched_named_files("Add shop/tax.py.", repo, diff) == []
+    # Nor one the task says to leave alone, nor any while the change touches tests only (add a test).
+    alone = "Fix shop/order.py; do not change shop/prices.py."
+    assert untouched_named_files(alone, repo, diff) == []
+    add_test = "Write tests for shop/prices.py in tests/test_order.py."
+    test_diff = "diff --git a/tests/test_order.py b/tests/test_order.py\n"
+    assert untouched_named_files(add_test, repo, test_diff) == []
 
 
 def test_render_source_numbers_lines_and_windows_a_long_file(tmp_path: Path) -> None:
