@@ -547,16 +547,23 @@ class Agent:
                 )
                 # A banned call no grammar pattern could express (long or multi-line arguments) is
                 # rejected here instead and sampled again, hotter: the turn is not spent on a refusal.
-                if resampled >= RESAMPLE_BANNED or not is_banned(parse_action(completion.text), banned):
+                # So is a reply the backend stopped for repeating itself over and over.
+                looped = completion.finish_reason == "repeat"
+                if resampled >= RESAMPLE_BANNED or not (
+                    looped or is_banned(parse_action(completion.text), banned)
+                ):
                     break
                 discarded.append(completion)
                 resampled += 1
                 temperature = min(RESAMPLE_TEMPERATURE_MAX, max(0.6, temperature + 0.3))
-                log.info("task %s: think repeated a banned call; sampling again", self.task_id)
+                why = "kept repeating itself" if looped else "repeated a banned call"
+                log.info("task %s: think %s; sampling again", self.task_id, why)
             completion = _spent_on(completion, discarded)
         action = parse_action(completion.text)
         if action.error and completion.finish_reason == "length":
             action.error = f"reply was cut by max_tokens ({max_tokens}) before its JSON closed"
+        elif action.error and completion.finish_reason == "repeat":
+            action.error = "reply was stopped: it kept repeating the same text; write it once"
         reflect_tokens = 0
         if reflecting and earlier is None:
             reflect_tokens = self._record_reflection(turn, completion, modulation)

@@ -282,7 +282,10 @@ class ScriptedBackend:
         else:
             text = json.dumps(_fill(schema, progress))
         prompt = sum(len(m["content"]) for m in messages) // 4
-        return Completion(text, prompt, max(1, len(text) // 4), time.perf_counter() - started)
+        finish = action.get("finish_reason") if allowed else None
+        return Completion(
+            text, prompt, max(1, len(text) // 4), time.perf_counter() - started, finish_reason=finish
+        )
 
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 4)

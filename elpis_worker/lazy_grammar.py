@@ -74,7 +74,7 @@ class LazyGeneration:
     resampled: int
     # Resamples that had to show the grammar the whole vocabulary (the others showed it the PROBE best).
     full_scans: int
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "repeat"]
     # Seconds spent evaluating the prompt (the rest of the call is decoding and sampling).
     prompt_eval_s: float = 0.0
 
@@ -380,6 +380,21 @@ def _closed(text: bytes) -> bool:
     return text.rstrip()[-1:] in (b"}", b"]", b'"')
 
 
+# A reply stuck repeating itself is stopped: the last REPEAT_WINDOW tokens are one run of at most
+# REPEAT_CYCLE tokens over and over (seen in the eval: `* self.rate` written until max_tokens cut the
+# reply, five turns running, each 600 tokens of decoding for an unusable reply).
+REPEAT_WINDOW = 96
+REPEAT_CYCLE = 16
+
+
+def repeating_tail(tokens: list[int]) -> bool:
+    """Whether `tokens` ends in REPEAT_WINDOW tokens that repeat one run of at most REPEAT_CYCLE."""
+    if len(tokens) < REPEAT_WINDOW:
+        return False
+    tail = tokens[-REPEAT_WINDOW:]
+    return any(tail[cycle:] == tail[:-cycle] for cycle in range(1, REPEAT_CYCLE + 1))
+
+
 def generate(
     llm: Llama,
     request: ChatRequest,
@@ -390,7 +405,8 @@ def generate(
     seed: int,
 ) -> LazyGeneration:
     """Generate for `request` with lazy grammar checks; the text is a sentence of the grammar unless
-    `max_tokens` (or the context window) cut it short, which `finish_reason == "length"` says."""
+    `max_tokens` (or the context window) cut it short, which `finish_reason == "length"` says, or it
+    was stopped for repeating itself (`"repeat"`)."""
     prompt = request.prompt_tokens
     n_ctx = llm.n_ctx()
     if len(prompt) >= n_ctx:
@@ -403,7 +419,7 @@ def generate(
     budget = min(budget, n_ctx - len(prompt))
     completion: list[int] = []
     text = b""
-    finish: Literal["stop", "length"] = "length"
+    finish: Literal["stop", "length", "repeat"] = "length"
     with LazyGrammarSampler(llm, request.grammar, temperature=temperature, top_p=top_p, seed=seed) as sampler:
         while len(completion) < budget:
             token = sampler.sample()
@@ -420,6 +436,9 @@ def generate(
                 break
             if request.grammar is not None and _closed(text) and sampler.allows(llm.token_eos()):
                 finish = "stop"
+                break
+            if repeating_tail(completion):
+                finish = "repeat"
                 break
             if len(completion) < budget:
                 llm.eval([token])

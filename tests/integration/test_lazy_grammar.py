@@ -188,6 +188,16 @@ def test_a_shared_prompt_prefix_is_evaluated_once(backend: LlamaBackend):
     assert second.prompt_eval_s is not None and 0 < second.prompt_eval_s < second.duration_s
 
 
+def test_a_tail_repeating_a_short_run_of_tokens_is_caught():
+    stuck = [7, 8] + [1, 2, 3, 4] * 30
+    assert lazy_grammar.repeating_tail(stuck)
+    assert not lazy_grammar.repeating_tail(stuck[:40])  # too short to tell
+    varied = list(range(200))
+    assert not lazy_grammar.repeating_tail(varied)
+    # A run longer than the longest cycle looked for is not caught (repeated lines of code).
+    assert not lazy_grammar.repeating_tail(list(range(40)) * 4)
+
+
 @slow
 def test_the_warm_up_leaves_the_system_prompt_in_the_cache(backend: LlamaBackend):
     """A worker's warm-up (model.warmup) runs on the agent's system prompt, so its first task evaluates

@@ -247,6 +247,25 @@ def test_escape_attempt_is_refused_and_recorded(api, db_url, scripted):
     assert task_row(db_url, task_id).status == TaskStatus.succeeded
 
 
+def test_a_reply_stopped_for_repeating_itself_is_sampled_again(api, db_url, scripted):
+    """A reply the backend stopped because it kept repeating itself is sampled again, hotter, inside the
+    same think (the eval lost five turns to `* self.rate` written over and over until max_tokens)."""
+    looping = '{"thought": "x", "tool": "write_file", "args": {"path": "a.py", "content": "r' + " * r" * 40
+    script = scripted(
+        [
+            {"raw": looping, "finish_reason": "repeat"},
+            {"thought": "look", "tool": "list_dir", "args": {"path": "calc"}},
+            {"thought": "done", "tool": "finish", "args": {"summary": "ok"}},
+        ]
+    )
+    task_id = submit(api, instruction="Anything", test_command=None, budget={"max_steps": 3})
+    run_scripted(db_url, task_id, script, emotions={"modulation": False})
+    steps = steps_of(db_url, task_id)
+    first = next(s for s in steps if s.kind == StepKind.think)
+    assert first.tool_name == "list_dir" and first.sampling["resampled"] == 1
+    assert first.sampling["temperature_used"] > first.sampling["temperature"]
+
+
 def test_invalid_model_output_becomes_an_observation(api, db_url, scripted):
     script = scripted(
         [
