@@ -51,6 +51,20 @@ def _first_line(node: ast.AST) -> int:
 _DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
+def constant_names(snippet: str) -> list[str]:
+    """The one-name constants (`NAME = ...`) a snippet assigns at its top level, read as
+    `merge_definitions` reads the snippet (dedented); none where it does not parse."""
+    try:
+        tree = ast.parse(textwrap.dedent(snippet).strip("\n") + "\n")
+    except (SyntaxError, ValueError):
+        return []
+    return [
+        name
+        for node in tree.body
+        if isinstance(node, ast.Assign | ast.AnnAssign) and (name := _top_level_name(node)) is not None
+    ]
+
+
 def _top_level_name(node: ast.AST) -> str | None:
     """The name a top-level statement defines: a function or class, or a constant assigned to one name
     (`PRICES = {...}`, `UNIT: str = "C"`); None for anything else."""

@@ -29,6 +29,7 @@ from elpis_worker.merge import (
     DOCSTRING_NOTE,
     FUNCTIONS,
     bare_name,
+    constant_names,
     dead_code_in,
     definition_names,
     merge_definitions,
@@ -672,7 +673,7 @@ class Toolbox:
             if found is None and (found := _match_other_quotes(text, search, replace)):
                 note = " (matched with the file's quotes)"
             merged = merge_definitions(text, replace) if found is None and target.suffix == ".py" else None
-            if merged is not None and _new_assignments(replace, merged[2]):
+            if merged is not None and set(merged[2]) & set(constant_names(replace)):
                 # A line meant for inside a function (`total = sum(...)`, search not found) would become a
                 # new module-level name (seen in the eval: `count = len(self.lines)` added at the top
                 # level, a NameError on import): not what the model means, so the search is not found.
@@ -1272,22 +1273,6 @@ if _skipped:
 """
 _DIFF_FILE = re.compile(r"^diff --git a/(\S+) b/", re.MULTILINE)
 _DEFINITION_LINE = re.compile(r"(?:async\s+def|def|class)\s+\w+|@")
-
-
-def _new_assignments(snippet: str, added: list[str]) -> list[str]:
-    """The names among `added` that `snippet` assigns at its top level (`x = ...`), not defines."""
-    try:
-        tree = ast.parse(textwrap.dedent(snippet).strip("\n") + "\n")
-    except (SyntaxError, ValueError):
-        return []
-    assigned = {
-        target.id
-        for node in tree.body
-        if isinstance(node, ast.Assign | ast.AnnAssign)
-        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
-        if isinstance(target, ast.Name)
-    }
-    return [name for name in added if name in assigned]
 
 
 def _match_ignoring_indent(text: str, search: str, replace: str) -> tuple[str, int] | None:
