@@ -37,7 +37,7 @@ from elpis_worker.observe import (
     tests_shown,
     untouched_named_files,
 )
-from elpis_worker.policy import ToolPolicy
+from elpis_worker.policy import ToolPolicy, checked
 from elpis_worker.probe import probe_calls
 from elpis_worker.prompts import (
     REPLAN_PROMPT,
@@ -787,15 +787,15 @@ class Agent:
     def _review_dodged(self, turn: TurnSteps, tests_passing: bool | None) -> bool:
         """Whether the review turn, offered its check, did something else (another edit, or a rewrite that
         changed nothing) and the tests still pass: the check is owed for the code as it is now, so the
-        review comes once more (not after a second review turn, nor once a check has run). Seen in the
-        eval: blog_slug_urls's review turn wrote slugify a second time, word_count_spaces's rewrote the
-        function unchanged, and the turns after could finish unchecked (`'  Python   Tips  '` gave
-        `'--python---tips--'`; `count_words('')` gave 1)."""
-        call = turn.get(StepKind.tool_call)
-        if not self.policy.check_on_review or not tests_passing or call is None or call.tool_name == "python":
+        review comes once more (not after a second review turn, nor once a check has run; `python` code that
+        ran and asserts nothing is no check, policy.checked). Seen in the eval: blog_slug_urls's review
+        turn wrote slugify a second time, word_count_spaces's rewrote the function unchanged, and the turns
+        after could finish unchecked (`'  Python   Tips  '` gave `'--python---tips--'`; `count_words('')`
+        gave 1); capitalize_words's only redefined the function in `python`."""
+        if not self.policy.check_on_review or not tests_passing or turn.get(StepKind.tool_call) is None:
             return False
-        earlier = [t.get(StepKind.tool_call) for t in self.turns if t.number < turn.number]
-        if any(c is not None and c.tool_name == "python" for c in earlier):
+        tried = [turn, *(t for t in self.turns if t.number < turn.number)]
+        if any(checked(t, tool_result(r)) for t in tried if (r := t.get(StepKind.tool_result)) is not None):
             return False
         reviewed = self._affect_before(turn.number)[2].review
         return reviewed and not self._affect_before(turn.number - 1)[2].review

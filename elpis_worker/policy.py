@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from elpis_worker.tools import TOOL_SCHEMAS, ToolResult
+from elpis_worker.tools import TOOL_SCHEMAS, ToolResult, is_check
 from elpis_worker.turns import (
     REPLAN,
     Action,
@@ -71,7 +71,7 @@ class ToolPolicy:
             # With the tests failing, running them again or finishing cannot help: the last turns stay
             # open for a fix (the prompt line says the budget is nearly spent).
             plan.tools = ["run_tests", "finish"] if self.has_tests else ["finish"]
-        elif self.check_on_review and tests_passing and _called(turn) == "python":
+        elif self.check_on_review and tests_passing and checked(turn, detail):
             # After a check with the tests passing, what is left is to finish, or to fix what a failed
             # check found: no more checks (the eval's failed checks of right code were repeated, and the
             # code rewritten unchanged, until the budget ran out).
@@ -176,7 +176,11 @@ class ToolPolicy:
         return next(name for name in latest if failures.get(name) == best)
 
 
-def _called(turn: TurnSteps) -> str | None:
-    """The tool `turn` called, None before its call."""
+def checked(turn: TurnSteps, detail: ToolResultDetail) -> bool:
+    """Whether `turn` tried the change with `python`: code that asserts something, or that failed. Code
+    that ran without an error and asserts nothing (a function redefined, a value printed) is no check,
+    so it neither ends the review nor opens finish (tools.is_check)."""
     call = turn.get(StepKind.tool_call)
-    return call.tool_name if call is not None else None
+    if call is None or call.tool_name != "python":
+        return False
+    return not detail.ok or is_check(str((call.tool_args or {}).get("code", "")))

@@ -867,7 +867,7 @@ class Toolbox:
         before = self._protected_files()
         result = self._restore_protected(before, self._shell(f"python -c {shlex.quote(program)}"))
         if result.ok and result.output == "(no output)":
-            held = ", every assert held" if "assert" in code else ""
+            held = ", every assert held" if is_check(code) else ""
             result.output = f"(no output: the code ran without an error{held})"
         elif result.exit_code == ASSERT_FAILED:
             result.output += (
@@ -1016,6 +1016,20 @@ class Toolbox:
                 changed_files=True,
             )
         return ToolResult(ok=True, output=output or "(no output)", exit_code=0, changed_files=True)
+
+
+_ASSERT_LINE_RE = re.compile(r"^\s*assert\b", re.MULTILINE)
+
+
+def is_check(code: str) -> bool:
+    """Whether `python` code asserts something: only then is it a check of a change. Code that defines
+    or prints without an assert proves nothing (seen in the eval: capitalize_words's review turn only
+    redefined the function, and finish opened after it). Code that does not parse is read line by line."""
+    try:
+        tree = ast.parse(_rejoined_strings(code))
+    except (SyntaxError, ValueError):
+        return bool(_ASSERT_LINE_RE.search(code))
+    return any(isinstance(node, ast.Assert) for node in ast.walk(tree))
 
 
 def _rejoined_strings(code: str) -> str:

@@ -159,21 +159,29 @@ def test_a_failed_check_is_run_again_after_each_edit_until_it_passes(api, db_url
     assert "+    return a - b" in task_row(db_url, task_id).workspace_diff
 
 
-@pytest.mark.parametrize("dodge", ["another edit", "an edit that changes nothing"])
+@pytest.mark.parametrize(
+    "dodge", ["another edit", "an edit that changes nothing", "python asserting nothing"]
+)
 def test_a_review_turn_that_edits_instead_of_checking_is_reviewed_once_more(api, db_url, scripted, dodge):
-    """The review turn makes another edit, or one that changes nothing, instead of its check (the tests
-    still pass): the turn after is a review again, with the check and the edits and not finish; a second
-    dodge is not reviewed a third time, so the turn after it may finish."""
+    """The review turn makes another edit, or one that changes nothing, or runs `python` that asserts
+    nothing, instead of its check (the tests still pass): the turn after is a review again, with the check
+    and the edits and not finish; a second dodge is not reviewed a third time, so the turn after it may
+    finish."""
     body = '    """Return a minus b."""\n'
 
     def edit(old: str, new: str) -> dict:
         return {"path": "calc/ops.py", "search": body + old, "replace": body + new}
 
     first = "    return -b + a" if dodge == "another edit" else "    return a - b"
+    if dodge == "python asserting nothing":
+        code = "def subtract(a, b):\n    return a - b\nprint(subtract(3, 1))"
+        second = {"thought": "try", "tool": "python", "args": {"code": code}}
+    else:
+        second = {"thought": "tidy", "tool": "edit_file", "args": edit("    return a - b", first)}
     script = scripted(
         [
             {"thought": "fix", "tool": "edit_file", "args": edit("    return a + b", "    return a - b")},
-            {"thought": "tidy", "tool": "edit_file", "args": edit("    return a - b", first)},
+            second,
             {"thought": "tidy", "tool": "edit_file", "args": edit(first, "    return b * -1 + a")},
             {"thought": "done", "tool": "finish", "args": {"summary": "fixed subtract"}},
         ]
@@ -182,7 +190,7 @@ def test_a_review_turn_that_edits_instead_of_checking_is_reviewed_once_more(api,
     assert run_scripted(db_url, task_id, script) == TaskStatus.succeeded
     steps = steps_of(db_url, task_id)
     thinks = [s for s in steps if s.kind == StepKind.think]
-    assert [t.tool_name for t in thinks] == ["edit_file", "edit_file", "edit_file", "finish"]
+    assert [t.tool_name for t in thinks] == ["edit_file", second["tool"], "edit_file", "finish"]
     reviews = [s.turn for s in steps if s.kind == StepKind.emotion and s.emotion["plan"]["review"]]
     assert reviews == [1, 2]  # the plans the fix and the first dodge left
     assert thinks[1].sampling["allowed_tools"] == thinks[2].sampling["allowed_tools"]

@@ -78,6 +78,12 @@ def test_the_review_turn_tries_the_change_before_it_may_finish() -> None:
         "run_tests",
         "finish",
     ]
+    # A python call that ran and asserts nothing is no check: it does not narrow the tools to finish, and
+    # the review it dodged (the agent's _review_dodged) comes again.
+    redefine = {"code": "def f(x):\n    return x\nprint(f(2))"}
+    printed = [*turns, turn(2, "python", redefine, ok=True, sha="abc")]
+    assert checking.plan_next(printed, printed[1], "continue", CHANGED, True).tools == list(TOOL_SCHEMAS)
+    assert checking.plan_next(printed, printed[1], "finish", CHANGED, True, review=True).tools == review.tools
     turns.append(turn(2, "python", {"code": "assert f(2) == 4"}, ok=True, sha="abc"))
     assert checking.plan_next(turns, turns[1], "finish", CHANGED, True).tools == ["finish"]
     failed = ToolResultDetail(ok=False, error_kind="nonzero_exit", diff_lines=2)

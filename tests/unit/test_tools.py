@@ -23,6 +23,7 @@ from elpis_worker.tools import (
     Toolbox,
     ToolResult,
     failing_tests,
+    is_check,
     junit_failures,
     parse_test_failures,
     regression_between,
@@ -416,6 +417,17 @@ def test_run_nonzero_exit(workspace: Path) -> None:
     assert result.exit_code == 3
     assert result.error_kind == "nonzero_exit"
     assert result.output == "oops\n[exit code 3]"
+
+
+def test_only_code_that_asserts_something_is_a_check() -> None:
+    """A `python` call checks a change only when it asserts something; a word "assert" in a string or a
+    comment is none, and code that does not parse is read line by line."""
+    assert is_check("from m import f\nassert f(2) == 4")
+    assert is_check("for x in [1, 2]:\n    assert f(x) > 0")
+    assert not is_check("def f(x):\n    return x\nprint(f(2))")
+    assert not is_check("print('assert f(2) == 4')  # assert nothing")
+    assert is_check("assert f(2) == 4\nthis line ( does not parse")
+    assert not is_check("print(f(2))\nthis line ( does not parse")
 
 
 def test_python_runs_code_against_the_workspace_modules(workspace: Path) -> None:
