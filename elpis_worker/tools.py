@@ -628,6 +628,7 @@ class Toolbox:
                 "change; 'replace' must hold the corrected lines",
                 error_kind="bad_args",
             )
+        search = _with_line_indent(text, search, replace)
         if not search.strip():  # append after the last non-blank character
             new_text, at, replace = _appended(text, replace)
         elif (count := text.count(search)) > 1 and occurrence is None:
@@ -1119,6 +1120,21 @@ def _whole_definition(
     if merged is None or line.group(1) not in {bare_name(name) for name in merged[1]}:
         return None
     return merged
+
+
+def _with_line_indent(text: str, search: str, replace: str) -> str:
+    """`search` with the indentation of its line put in front, where `search` (found once) starts after
+    that indentation and `replace` starts with it: the model wrote `replace` as whole lines, so the
+    indentation must not come twice (seen in the eval: `def available(self, item):` replaced by
+    `    def available(...)` and its body, which nested the method inside the one above it)."""
+    if not search.strip() or search[0].isspace() or text.count(search) != 1:
+        return search
+    at = text.index(search)
+    indent = text[text.rfind("\n", 0, at) + 1 : at]
+    fits = replace.startswith(indent) and not replace[len(indent) : len(indent) + 1].isspace()
+    if indent and not indent.strip() and fits:
+        return indent + search
+    return search
 
 
 def _indented_like_search(text: str, search: str, replace: str) -> str | None:

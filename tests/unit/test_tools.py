@@ -1413,6 +1413,25 @@ def test_write_file_of_a_class_with_only_some_methods_merges_them_into_it(worksp
     )
 
 
+def test_edit_file_search_without_its_indentation_and_replace_with_it_indents_once(workspace: Path) -> None:
+    """Seen in the eval: search `def available(self, item):` (the method's line without its indentation),
+    replace the method written with it. Taken literally the indentation came twice and the method went
+    inside the one above it; `replace` is whole lines."""
+    source = "class S:\n    def sell(self):\n        self.n -= 1\n\n"
+    source += "    def available(self):\n        return 0\n"
+    (workspace / "s.py").write_text(source)
+    tools = make_toolbox(workspace)
+    method = "    def available(self):\n        return self.n"
+    edited = tools.call("edit_file", {"path": "s.py", "search": "def available(self):", "replace": method})
+    assert edited.ok, edited.output
+    assert (workspace / "s.py").read_text() == source.replace("        return 0", "        return self.n")
+    # One statement, the same way; and replace written relative to the search keeps working.
+    one = tools.call("edit_file", {"path": "s.py", "search": "self.n -= 1", "replace": "        self.n -= 2"})
+    assert one.ok and "        self.n -= 2\n" in (workspace / "s.py").read_text()
+    relative = tools.call("edit_file", {"path": "s.py", "search": "self.n -= 2", "replace": "self.n -= 3"})
+    assert relative.ok and "        self.n -= 3\n" in (workspace / "s.py").read_text()
+
+
 def test_edit_file_of_a_def_line_with_a_whole_function_replaces_the_function(workspace: Path) -> None:
     """Seen in the eval: search `def capitalize_words(text):`, replace that line and a new body. Taken
     literally the old body stayed under the new one (two returns); it is the whole function."""
