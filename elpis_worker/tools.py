@@ -1253,9 +1253,25 @@ def _report(_error, _number):
         assert isinstance(_test, _ast.Compare) and len(_test.comparators) == 1
         _left = eval(compile(_ast.Expression(_test.left), "<code>", "eval"))
         _right = eval(compile(_ast.Expression(_test.comparators[0]), "<code>", "eval"))
-        print(f"{_said}: the left side is {_left!r}, the right side {_right!r}", flush=True)
+        _where = _difference(_left, _right)
+        print(f"{_said}: the left side is {_left!r}, the right side {_right!r}{_where}", flush=True)
     except Exception:
         print(_said, flush=True)
+def _difference(_left, _right):
+    # Where two lists (or two strings too long to compare at a glance) part: week_of's check showed two
+    # lists of seven dates, every one off by a day, and the model cut the list to six.
+    if type(_left) is not type(_right) or not isinstance(_left, (list, tuple, str)) or len(_left) < 2:
+        return ""
+    if isinstance(_left, str) and max(len(_left), len(_right)) <= 12:
+        return ""
+    _unit = "characters" if isinstance(_left, str) else "items"
+    _sizes = ""
+    if len(_left) != len(_right):
+        _sizes = f"; the left has {len(_left)} {_unit}, the right {len(_right)}"
+    for _i, (_a, _b) in enumerate(zip(_left, _right)):
+        if _a != _b:
+            return f"{_sizes}; they first differ at index {_i}: {_a!r} on the left, {_b!r} on the right"
+    return _sizes
 _skipped = 0
 try:
     _statements = _ast.parse(_code, "<code>").body

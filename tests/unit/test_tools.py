@@ -475,6 +475,16 @@ def test_python_runs_code_against_the_workspace_modules(workspace: Path) -> None
     ]
     only_broken = tools.call("python", {"code": "from src.app import greet\nassert greet() == 'hello"})
     assert only_broken.exit_code == 1 and "this line was skipped" in only_broken.output
+    # Two lists (or two long strings) that differ: where they first part, and their sizes if they differ.
+    lists = "assert [2, 3, 4] == [1, 2, 3]\nassert [1, 2] == [1, 2, 3]\n"
+    lists += "assert 'a-b-c-d-e-f-g' == 'a-b-c-d-e-f-h'"
+    parted = tools.call("python", {"code": lists}).output.splitlines()
+    assert parted[1] == (
+        "AssertionError: the left side is [2, 3, 4], the right side [1, 2, 3]; "
+        "they first differ at index 0: 2 on the left, 1 on the right"
+    )
+    assert parted[3].endswith("[1, 2, 3]; the left has 2 items, the right 3")
+    assert parted[5].endswith("they first differ at index 12: 'g' on the left, 'h' on the right")
     # An assert inside a loop still stops the code at its first failure, as Python does.
     looped = tools.call("python", {"code": "for x in [1, 2]:\n    assert x == 0\nprint('after')"})
     assert looped.exit_code == 3 and looped.output.splitlines()[0] == "line 2: assert x == 0"
