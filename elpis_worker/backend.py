@@ -189,8 +189,9 @@ class ScriptedBackend:
             "args": {"path": "."},
         },
         {"thought": "Check the tests.", "tool": "run_tests", "args": {}},
-        # The review turn's check (tools.check_on_review), for a script written without one.
-        {"thought": "Try the change.", "tool": "python", "args": {"code": "print('checked')"}},
+        # The review turn's check (tools.check_on_review), for a script written without one: it asserts,
+        # as a check must (policy.checked).
+        {"thought": "Try the change.", "tool": "python", "args": {"code": "print('checked')\nassert True"}},
         {"thought": "Wrap up.", "tool": "finish", "args": {"summary": "stopped by the scripted backend"}},
     )
 
