@@ -1129,12 +1129,16 @@ def _with_line_indent(text: str, search: str, replace: str) -> str:
     `    def available(...)` and its body, which nested the method inside the one above it)."""
     if not search.strip() or search[0].isspace() or text.count(search) != 1:
         return search
-    at = text.index(search)
-    indent = text[text.rfind("\n", 0, at) + 1 : at]
-    fits = replace.startswith(indent) and not replace[len(indent) : len(indent) + 1].isspace()
-    if indent and not indent.strip() and fits:
+    indent = _indent_before(text, text.index(search))
+    if indent and replace.startswith(indent) and not replace[len(indent) : len(indent) + 1].isspace():
         return indent + search
     return search
+
+
+def _indent_before(text: str, at: int) -> str:
+    """The whitespace between the start of `at`'s line and `at`; empty where anything else is there."""
+    before = text[text.rfind("\n", 0, at) + 1 : at]
+    return "" if before.strip() else before
 
 
 def _indented_like_search(text: str, search: str, replace: str) -> str | None:
@@ -1145,8 +1149,8 @@ def _indented_like_search(text: str, search: str, replace: str) -> str | None:
     if "\n" in line or "\n" not in replace.strip("\n") or text.count(search) != 1:
         return None
     at = text.index(search)
-    indent = text[text.rfind("\n", 0, at) + 1 : at]
-    if not indent or indent.strip():
+    indent = _indent_before(text, at)
+    if not indent:
         return None
     first, *rest = replace.split("\n")
     moved = [indent + r if r.strip() else r for r in rest]
