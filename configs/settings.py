@@ -118,6 +118,7 @@ class ToolSettings(_Section):
     exclude_repeats: bool = True
     repair_first: bool = True
     undo_regressions: bool = True
+    undo_revisits: bool = True
     review_before_finish: bool = True
     check_on_review: bool = True
     probe_on_review: bool = True

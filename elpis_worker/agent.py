@@ -48,7 +48,7 @@ from elpis_worker.prompts import (
     review_prompt,
 )
 from elpis_worker.sandbox import Sandbox
-from elpis_worker.sensing import affect_history, earlier_test_runs, sense, tool_result
+from elpis_worker.sensing import affect_history, earlier_test_runs, failing_states, sense, tool_result
 from elpis_worker.shutdown import WorkerShuttingDown, stop_requested
 from elpis_worker.store import Cancelled, LostClaim, TaskStore
 from elpis_worker.tools import (
@@ -209,7 +209,12 @@ class Agent:
             sandbox=Sandbox.from_settings(settings),
         )
         self.runner = ToolRunner(
-            self.toolbox, self.policy, store, task.id, undo_regressions=tools.undo_regressions
+            self.toolbox,
+            self.policy,
+            store,
+            task.id,
+            undo_regressions=tools.undo_regressions,
+            undo_revisits=tools.undo_revisits,
         )
         # The persisted history, loaded by the loop (a resumed task starts from what is stored).
         self.observations: list[Step] = []
@@ -630,7 +635,12 @@ class Agent:
 
     def _execute(self, turn: TurnSteps, action: Action, plan: TurnPlan) -> Step:
         started = time.perf_counter()
-        result = self.runner.call(action, plan, failed_check=self._failed_check())
+        result = self.runner.call(
+            action,
+            plan,
+            failed_check=self._failed_check(),
+            failing_states=failing_states(self.turns, self.observations),
+        )
         duration = (time.perf_counter() - started) * 1000
         diff = workspace_diff(self.root) if result.changed_files else None
         current_diff = diff if diff is not None else (self.store.load_task(self.task_id).workspace_diff or "")

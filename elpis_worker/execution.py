@@ -1,6 +1,7 @@
 """A tool call as the loop makes it, around the tool itself: the policy's refusal and finish gate, the
 check after each edit (the task's tests run at once, the failing code and hints appended to the
-result), the reminder after an edit that changed nothing, and the undo of an edit that broke tests.
+result), the reminder after an edit that changed nothing, the undo of an edit that goes back to files
+the tests already failed with, and the undo of an edit that broke tests.
 
 The agent loop (elpis_worker/agent.py) decides what to call and records what happened; this module
 decides what a call does to the workspace and what its result says.
@@ -9,6 +10,7 @@ decides what a call does to the workspace and what its result says.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from elpis_worker.observe import (
     failing_assertion,
@@ -21,8 +23,8 @@ from elpis_worker.observe import (
 from elpis_worker.policy import ToolPolicy
 from elpis_worker.store import TaskStore
 from elpis_worker.tools import Toolbox, ToolResult, regression_between
-from elpis_worker.turns import Action
-from elpis_worker.workspace import WorkspaceError
+from elpis_worker.turns import Action, diff_sha
+from elpis_worker.workspace import WorkspaceError, workspace_diff
 from models.records import EDIT_TOOLS, TurnPlan
 
 log = logging.getLogger(__name__)
@@ -37,14 +39,29 @@ class ToolRunner:
     is measured against, what a no-change edit is reminded of)."""
 
     def __init__(
-        self, toolbox: Toolbox, policy: ToolPolicy, store: TaskStore, task_id: int, *, undo_regressions: bool
+        self,
+        toolbox: Toolbox,
+        policy: ToolPolicy,
+        store: TaskStore,
+        task_id: int,
+        *,
+        undo_regressions: bool,
+        undo_revisits: bool = True,
     ) -> None:
         self.toolbox, self.policy, self.store, self.task_id = toolbox, policy, store, task_id
-        self.undo_regressions = undo_regressions
+        self.undo_regressions, self.undo_revisits = undo_regressions, undo_revisits
 
-    def call(self, action: Action, plan: TurnPlan, failed_check: str | None = None) -> ToolResult:
+    def call(
+        self,
+        action: Action,
+        plan: TurnPlan,
+        failed_check: str | None = None,
+        failing_states: Mapping[str, int] | None = None,
+    ) -> ToolResult:
         """Make the call. `failed_check` is the code of the agent's last `python` check that failed (and
-        none passed since): run again after an edit that leaves the tests passing."""
+        none passed since): run again after an edit that leaves the tests passing. `failing_states` are
+        the workspace states (diff_sha of the workspace diff) the task's tests were seen failing in, each
+        with the turn that saw it (0: the opening run): an edit back to one is undone (`undo_revisits`)."""
         refused = self.policy.refusal(action, plan)
         if refused is not None:
             return refused
@@ -70,7 +87,9 @@ class ToolRunner:
             result.ok, result.error_kind = False, "no_change"
             if checked:
                 self._remind_failure(result, action.args["path"])
-        if changed and checked:
+        if changed and checked and before is not None and failing_states and self.undo_revisits:
+            self._undo_revisit(result, action.args["path"], before[0], failing_states)
+        if changed and checked and not result.reverted:
             self._check_edit(result, action.args["path"], before)
             if result.tests_passed and failed_check:
                 self._recheck(result, failed_check)
@@ -98,7 +117,7 @@ class ToolRunner:
         if check.tests_passed:
             return
         result.output += f"\n{trim_test_output(check.output, max_lines=20)}"
-        if before is not None:
+        if before is not None and self.undo_regressions:
             self._undo_regression(result, path, before[0], check.output)
         root = self.toolbox.root
         # As the files are now (after an undo too): the code the failing line runs through.
@@ -173,12 +192,40 @@ class ToolRunner:
     def _snapshot(self, path: object) -> tuple[bytes | None] | None:
         """The file an edit is about to change, as it is now; None where it cannot be read (the tool
         itself will refuse such a path)."""
-        if not self.undo_regressions or not isinstance(path, str):
+        if not (self.undo_regressions or self.undo_revisits) or not isinstance(path, str):
             return None
         try:
             return (self.toolbox.snapshot(path),)
         except (WorkspaceError, OSError):
             return None
+
+    def _undo_revisit(
+        self, result: ToolResult, path: str, before: bytes | None, failing_states: Mapping[str, int]
+    ) -> None:
+        """An edit that puts the files back exactly as they were when the tests were seen failing is undone
+        before the tests run again: that code is known to fail, and running it again teaches nothing. Seen
+        in the eval: page_items went back and forth between `start = page * size` (the bug as given) and
+        `start = page * size + 1`, three of six turns each a return to a version already tried. The call
+        then counts as failed, so it is excluded from the next turn as well."""
+        try:
+            seen = failing_states.get(diff_sha(workspace_diff(self.toolbox.root)))
+        except WorkspaceError as exc:
+            log.warning("task %s: could not diff the workspace after an edit: %s", self.task_id, exc)
+            return
+        if seen is None:
+            return
+        try:
+            self.toolbox.restore(path, before)
+        except (WorkspaceError, OSError) as exc:
+            log.warning("task %s: could not undo the edit of %s: %s", self.task_id, path, exc)
+            return
+        when = "at the start, before any change" if seen == 0 else f"after turn {seen}"
+        result.ok, result.error_kind, result.reverted, result.changed_files = False, "revisited", True, True
+        result.output += (
+            f"\nThis change puts the files back exactly as they were {when}, when the tests failed: that "
+            f"code is known to fail, so the change was undone ({path} is as it was before this call). "
+            "Make a change that was not tried yet."
+        )
 
     def _undo_regression(self, result: ToolResult, path: str, before: bytes | None, output: str) -> None:
         """An edit that broke tests which did not fail before is undone at once: the next attempt starts

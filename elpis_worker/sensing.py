@@ -10,7 +10,7 @@ import json
 
 from elpis_worker.emotion import AffectState, Observation
 from elpis_worker.policy import REPEAT_WINDOW
-from elpis_worker.turns import MEMORY, Action, TurnSteps
+from elpis_worker.turns import MEMORY, Action, TurnSteps, diff_sha
 from models import Step, StepKind
 from models.records import EmotionRecord, MemoryDetail, ObserveDetail, OutcomeDetail, ToolResultDetail
 
@@ -30,6 +30,23 @@ def earlier_test_runs(
     ]
     earlier = [tool_result(r) for t in turns if t.number < turn.number and (r := t.get(StepKind.tool_result))]
     return opening + [d for d in earlier if d.tests_run and not d.reverted]
+
+
+def failing_states(turns: list[TurnSteps], observations: list[Step]) -> dict[str, int]:
+    """The workspace states the task's tests were seen failing in, as the diff_sha of the workspace diff,
+    each with the first turn that saw it: 0 for the opening run (a fresh clone: no diff), then each
+    turn's test run (an undone edit's run described files that are gone, and is left out)."""
+    states: dict[str, int] = {}
+    if any((d := ObserveDetail.read(s.detail)) is not None and d.tests_passed is False for s in observations):
+        states[diff_sha("")] = 0
+    for turn in turns:
+        result = turn.get(StepKind.tool_result)
+        if result is None:
+            continue
+        detail = tool_result(result)
+        if detail.tests_run and detail.tests_passed is False and not detail.reverted and detail.diff_sha:
+            states.setdefault(detail.diff_sha, turn.number)
+    return states
 
 
 def affect_history(turns: list[TurnSteps]) -> list[AffectState]:

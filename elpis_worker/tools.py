@@ -53,7 +53,8 @@ class ToolResult:
     """What one tool call did. `error_kind` is one of "escape", "not_found", "bad_args", "timeout",
     "nonzero_exit", "unknown_tool", "protected", "syntax_error", "tests_failing", "repeated",
     "os_error" (the host refused, e.g. disk full), "regression" (an edit that broke tests, undone),
-    "no_change" (an edit of the file to what it already holds, set by the loop), or None when ok."""
+    "no_change" (an edit of the file to what it already holds, set by the loop), "revisited" (an edit
+    back to files the tests were seen failing with, undone by the loop), or None when ok."""
 
     ok: bool
     output: str

@@ -47,6 +47,7 @@ class ErrorKind(enum.StrEnum):
     os_error = "os_error"  # the host refused (disk full...)
     regression = "regression"  # an edit that broke passing tests, undone
     no_change = "no_change"  # an edit whose result is what the file already holds
+    revisited = "revisited"  # an edit back to files the tests were seen failing with, undone
 
 
 class Strategy(enum.StrEnum):

@@ -577,6 +577,53 @@ def test_an_edit_that_leaves_the_same_failure_is_kept(api, db_url, scripted):
     assert "assert subtract(" in same.tool_result
 
 
+@pytest.mark.parametrize("undo", [True, False], ids=["undo_revisits", "undo_revisits off"])
+def test_an_edit_back_to_files_the_tests_failed_with_is_undone(api, db_url, scripted, undo):
+    """subtract is rewritten wrongly (`a * b`), back to the code as given (`a + b`, which the opening test
+    run saw failing), wrongly again (`a ** b`), back to `a * b` (seen failing after turn 1), then right.
+    Each return to files the tests failed with is undone before the tests run again: the files stay as
+    the turn before left them, and the result says where that code was seen failing. The fix is kept.
+    With `tools.undo_revisits` off every edit stands."""
+    writes = ["a * b", "a + b", "a ** b", "a * b", "a - b"]
+    script = scripted(
+        [
+            *(
+                {
+                    "thought": "try",
+                    "tool": "write_file",
+                    "args": {"path": "calc/ops.py", "content": f"def subtract(a, b):\n    return {code}\n"},
+                }
+                for code in writes
+            ),
+            {"thought": "done", "tool": "finish", "args": {"summary": "Fixed subtract"}},
+        ]
+    )
+    task_id = submit(api, instruction="Fix subtract", budget={"max_steps": 6})
+    status = run_scripted(db_url, task_id, script, tools={"check_on_review": False, "undo_revisits": undo})
+    results = [s for s in steps_of(db_url, task_id) if s.kind == StepKind.tool_result][:5]
+    first, back, other, again, fix = results
+    for kept in (first, other):
+        assert kept.detail["ok"] and kept.detail["tests_passed"] is False and not kept.detail["reverted"]
+    if undo:
+        for undone, seen, before in [
+            (back, "at the start, before any change", first),
+            (again, "after turn 1", other),
+        ]:
+            assert undone.detail["error_kind"] == "revisited" and undone.detail["reverted"] is True
+            assert not undone.detail["ok"] and not undone.detail["tests_run"]  # no test run again
+            assert f"exactly as they were {seen}, when the tests failed" in undone.tool_result
+            # The files are as the turn before left them.
+            assert undone.detail["diff_sha"] == before.detail["diff_sha"]
+    else:
+        for kept in (back, again):
+            assert kept.detail["ok"] and kept.detail["tests_passed"] is False and not kept.detail["reverted"]
+        assert back.detail["diff_lines"] == 0  # the code as given
+        assert again.detail["diff_sha"] == first.detail["diff_sha"]
+    assert fix.detail["ok"] and fix.detail["tests_passed"] is True
+    assert status == TaskStatus.succeeded
+    assert "+    return a - b" in task_row(db_url, task_id).workspace_diff
+
+
 def test_an_edit_whose_search_occurs_twice_is_made_where_the_tests_pass(api, db_url, scripted):
     """`return a + b` is in add and in the buggy subtract. The edit is tried at each place alone: in add
     it breaks test_add, in subtract the tests pass, so that is the edit made; the files are as the one

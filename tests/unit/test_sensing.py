@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from elpis_worker.sensing import affect_history, earlier_test_runs, sense
-from elpis_worker.turns import Action, TurnSteps
+from elpis_worker.sensing import affect_history, earlier_test_runs, failing_states, sense
+from elpis_worker.turns import Action, TurnSteps, diff_sha
 from models import Step, StepKind
 from models.records import ToolResultDetail
 
@@ -53,6 +53,36 @@ def test_the_run_before_a_call_is_the_last_that_still_describes_the_workspace() 
     assert obs.prev_diff_lines == 2  # turn 3's result: undone, so the diff as turn 2 left it
     assert obs.repeated_action  # the same edit as turns 2 and 3, within the window
     assert obs.budget_used == 0.5 and obs.memory_signal == 0.0
+
+
+def test_failing_states_are_the_files_each_failing_run_saw_first() -> None:
+    """The opening run saw the files as given (no diff) failing; then each turn's run that failed, once,
+    with the first turn that saw it. A passing run, a run of an undone edit and a call with no run are no
+    failing state."""
+    failing = {"ok": True, "tests_run": True, "tests_passed": False}
+    turns = [
+        turn(1, "edit_file", EDIT, **failing, diff_sha="aaa"),
+        turn(
+            2, "edit_file", EDIT, ok=False, tests_run=True, tests_passed=False, reverted=True, diff_sha="aaa"
+        ),
+        turn(
+            3, "edit_file", EDIT, ok=False, tests_run=True, tests_passed=False, reverted=True, diff_sha="bbb"
+        ),
+        turn(4, "read_file", {"path": "a.py"}, ok=True, diff_sha="ccc"),
+        turn(5, "edit_file", EDIT, **failing, diff_sha="ddd"),
+        turn(6, "run_tests", {}, **failing, diff_sha="aaa"),
+        turn(7, "edit_file", EDIT, ok=True, tests_run=True, tests_passed=True, diff_sha="eee"),
+    ]
+    assert failing_states(turns, [OPENING]) == {diff_sha(""): 0, "aaa": 1, "ddd": 5}
+    passed = Step(
+        turn=0,
+        kind=StepKind.observe,
+        tool_name="run_tests",
+        content="",
+        detail={"ok": True, "tests_run": True, "tests_passed": True},
+    )
+    assert diff_sha("") not in failing_states(turns, [passed])
+    assert diff_sha("") not in failing_states(turns, [])
 
 
 def test_a_new_call_is_not_a_repeat_and_the_first_has_no_previous_run() -> None:
