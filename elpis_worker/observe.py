@@ -349,6 +349,13 @@ _IMPORT_NAME = re.compile(r"ImportError: cannot import name '(\w+)' from '([\w.]
 _MISSING_FIXTURE = re.compile(r"fixture '(\w+)' not found")
 _MISSING_TEST_FILE = re.compile(r"ERROR: file or directory not found: (\S+)")
 _NO_TESTS = re.compile(r"^no tests ran\b", re.MULTILINE)
+# pytest's frame of `counts[key] += n` raising KeyError: the `>` line, then its `E   KeyError: ...` line
+# (a `^^^` marker line may sit between them).
+_KEY_ERROR_AUGMENTED = re.compile(
+    r"^>\s+(?P<target>[\w.]+)\[(?P<key>[^\]\n]+)\]\s*(?P<op>[+-])=\s*(?P<value>[^\n]+?)\s*\n"
+    r"(?:[ \t]*\^+[ \t]*\n)?E\s+KeyError: (?P<missing>[^\n]+)",
+    re.MULTILINE,
+)
 # Standard-library modules whose names a small model most often uses without importing them.
 _STDLIB_HOMES = (
     "datetime",
@@ -417,7 +424,8 @@ def failure_hints(output: str, root: Path) -> list[str]:
     """What a linter would say about the commonest failures of a small model's change: a name used but
     never imported (from the repository or the standard library), a name imported from a module that
     does not define it, a test function given parameters pytest cannot fill, a test file the test
-    command names that does not exist yet, or one that holds no test."""
+    command names that does not exist yet, or one that holds no test, and `d[key] += n` raising
+    KeyError for a key not in `d` yet."""
     hints: list[str] = []
     raised_in = {name: path for name, path in _NAME_ERROR_AT.findall(output) if (root / path).is_file()}
     for name in dict.fromkeys(_NAME_ERROR.findall(output)):
@@ -462,6 +470,15 @@ def failure_hints(output: str, root: Path) -> list[str]:
             f"hint: pytest passes a test function's parameters as fixtures, and there is no fixture "
             f"'{name}': write the test with no parameters (`def test_something():`) and build the "
             "values inside it."
+        )
+    # Seen in the eval: `self.stock[item] += quantity` for "restocking adds to the stock" raised KeyError
+    # for an item not stocked yet; the change was undone, and the model's next tries moved further away.
+    for found in {m.group(0): m for m in _KEY_ERROR_AUGMENTED.finditer(output)}.values():
+        target, key, op, value = found["target"], found["key"], found["op"], found["value"]
+        hints.append(
+            f"hint: `{target}[{key}] {op}= {value}` raises KeyError ({found['missing']}) when {target} has "
+            f"no {key} yet: `{target}[{key}] = {target}.get({key}, 0) {op} {value}` starts a missing key "
+            "at 0."
         )
     for name, module in dict.fromkeys(_IMPORT_NAME.findall(output)):
         target = module.replace(".", "/") + ".py"

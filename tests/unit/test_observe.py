@@ -77,6 +77,28 @@ def test_a_name_error_in_a_known_file_gets_the_exact_call(repo: Path) -> None:
     assert "add `from datetime import timedelta` at the top of that file" in timedelta
 
 
+def test_a_key_error_of_an_augmented_assignment_gets_the_get_default_form(repo: Path) -> None:
+    """pytest's frame of `self.stock[item] += quantity` raising KeyError (with or without the `^^^`
+    marker line under it): the hint gives the same line with `.get(key, 0)`. A KeyError on a plain
+    lookup, or an augmented assignment that raised something else, gets no such hint."""
+    frame = (
+        "    def restock(self, item, quantity):\n"
+        ">       self.stock[item] += quantity\n"
+        "{marker}"
+        "E       KeyError: 'pen'\n\ninventory/store.py:10: KeyError\n"
+    )
+    for marker in ("", "        ^^^^^^^^^^^^^^^^\n"):
+        (hint,) = failure_hints(frame.format(marker=marker) * 2, repo)  # two tests, one hint
+        assert hint == (
+            "hint: `self.stock[item] += quantity` raises KeyError ('pen') when self.stock has no item yet: "
+            "`self.stock[item] = self.stock.get(item, 0) + quantity` starts a missing key at 0."
+        )
+    assert failure_hints(">       return PRICES[fruit]\nE       KeyError: 'kiwi'\n", repo) == []
+    assert failure_hints(">       totals[day] -= cost\nE       TypeError: bad operand\n", repo) == []
+    (minus,) = failure_hints(">       totals[day] -= cost\nE       KeyError: 'mon'\n", repo)
+    assert "`totals[day] = totals.get(day, 0) - cost`" in minus
+
+
 def test_a_missing_test_file_hint_names_the_import_it_needs(repo: Path) -> None:
     """tests/test_order.py tests shop/order.py; tests/test_box.py the module that defines class Box."""
     (repo / "shop" / "crate.py").write_text("class Box:\n    pass\n\n\ndef _helper():\n    pass\n")
