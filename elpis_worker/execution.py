@@ -212,20 +212,26 @@ class ToolRunner:
         except WorkspaceError as exc:
             log.warning("task %s: could not diff the workspace after an edit: %s", self.task_id, exc)
             return
-        if seen is None:
-            return
-        try:
-            self.toolbox.restore(path, before)
-        except (WorkspaceError, OSError) as exc:
-            log.warning("task %s: could not undo the edit of %s: %s", self.task_id, path, exc)
+        if seen is None or not self._undo(result, path, before, "revisited"):
             return
         when = "at the start, before any change" if seen == 0 else f"after turn {seen}"
-        result.ok, result.error_kind, result.reverted, result.changed_files = False, "revisited", True, True
         result.output += (
             f"\nThis change puts the files back exactly as they were {when}, when the tests failed: that "
             f"code is known to fail, so the change was undone ({path} is as it was before this call). "
             "Make a change that was not tried yet."
         )
+
+    def _undo(self, result: ToolResult, path: str, before: bytes | None, why: str) -> bool:
+        """Put `path` back as `before` held it (None: the edit created it) and mark `result` as an edit that
+        failed and was undone, for reason `why` (its error_kind). False where the file could not be put
+        back: the edit then stands."""
+        try:
+            self.toolbox.restore(path, before)
+        except (WorkspaceError, OSError) as exc:
+            log.warning("task %s: could not undo the edit of %s: %s", self.task_id, path, exc)
+            return False
+        result.ok, result.error_kind, result.reverted, result.changed_files = False, why, True, True
+        return True
 
     def _undo_regression(self, result: ToolResult, path: str, before: bytes | None, output: str) -> None:
         """An edit that broke tests which did not fail before is undone at once: the next attempt starts
@@ -235,14 +241,8 @@ class ToolRunner:
         # The tests of a file this edit created are new (a test the task asked for), not broken ones.
         created = [self.toolbox.relative(path)] if before is None else []
         why = regression_between(previous, output, new_files=created)
-        if why is None:
+        if why is None or not self._undo(result, path, before, "regression"):
             return
-        try:
-            self.toolbox.restore(path, before)
-        except (WorkspaceError, OSError) as exc:
-            log.warning("task %s: could not undo the edit of %s: %s", self.task_id, path, exc)
-            return
-        result.ok, result.error_kind, result.reverted, result.changed_files = False, "regression", True, True
         result.output += (
             f"\nThis change made things worse ({why}), so it was undone: {path} is back as it was. "
             "Fix the original failure in a different way."
