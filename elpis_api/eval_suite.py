@@ -89,20 +89,31 @@ class EvalTask(BaseModel):
     @field_validator("budget")
     @classmethod
     def _positive_budget(cls, value: dict[str, int | float] | None) -> dict[str, int | float] | None:
-        for key, amount in (value or {}).items():
-            if amount <= 0:
-                raise ValueError(f"{key} must be positive")
-        return value
+        return _positive(value)
+
+
+def _positive(budget: dict[str, int | float] | None) -> dict[str, int | float] | None:
+    for key, amount in (budget or {}).items():
+        if amount <= 0:
+            raise ValueError(f"{key} must be positive")
+    return budget
 
 
 class EvalSuite(BaseModel):
-    """A named list of tasks, as read from `suite.yaml`."""
+    """A named list of tasks, as read from `suite.yaml`. The suite's `budget` is every task's, where the
+    task's own budget does not name that key (load_suite merges them)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1)
     description: str = ""
+    budget: dict[BudgetKey, int | float] | None = None
     tasks: list[EvalTask] = Field(min_length=1)
+
+    @field_validator("budget")
+    @classmethod
+    def _positive_budget(cls, value: dict[str, int | float] | None) -> dict[str, int | float] | None:
+        return _positive(value)
 
 
 @dataclass(frozen=True)
@@ -126,7 +137,8 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 def load_suite(path: str | os.PathLike[str]) -> EvalSuite:
     """Read a suite from its YAML file, or from a folder holding `suite.yaml`. Folders named in it are
-    resolved against the suite's folder and must exist; task ids must be unique."""
+    resolved against the suite's folder and must exist; task ids must be unique; each task's budget is
+    the suite's with the task's own keys over it."""
     file = Path(path).expanduser()
     if file.is_dir():
         file = file / SUITE_FILE
@@ -161,7 +173,8 @@ def load_suite(path: str | os.PathLike[str]) -> EvalSuite:
             if not resolved.is_dir():
                 raise SuiteError(f"{file}: tasks[{index}].{field}: {value} is not a folder")
             folders[field] = resolved
-        tasks.append(task.model_copy(update=folders))
+        budget = {**(suite.budget or {}), **(task.budget or {})} or None
+        tasks.append(task.model_copy(update={**folders, "budget": budget}))
     return suite.model_copy(update={"tasks": tasks})
 
 

@@ -105,6 +105,25 @@ def _copy_suite(tmp_path: Path, edit: dict[str, object] | None = None, *, duplic
     return folder
 
 
+def test_the_suites_budget_is_each_tasks_where_the_task_does_not_say(tmp_path: Path) -> None:
+    """A suite-level budget fills the keys a task's own budget leaves out; the task's own keys win. The
+    shipped suite gives every task a wall-time budget well over what a task takes on this machine, so a
+    slow machine's runs end on turns, as a fast one's do."""
+    folder = _copy_suite(tmp_path)
+    data = yaml.safe_load((folder / "suite.yaml").read_text())
+    data["budget"] = {"max_seconds": 1800, "max_steps": 20}
+    data["tasks"].append({**data["tasks"][0], "id": "two", "budget": None})
+    (folder / "suite.yaml").write_text(yaml.safe_dump(data))
+    own, bare = load_suite(folder).tasks
+    assert own.budget == {"max_seconds": 1800, "max_steps": 8}
+    assert bare.budget == {"max_seconds": 1800, "max_steps": 20}
+    data["budget"] = {"max_seconds": 0}
+    (folder / "suite.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SuiteError, match="suite.yaml: budget: Value error, max_seconds must be positive"):
+        load_suite(folder)
+    assert all(task.budget and task.budget.get("max_seconds") == 1800 for task in SUITE.tasks)
+
+
 def test_load_suite_resolves_paths(tmp_path: Path) -> None:
     folder = _copy_suite(tmp_path)
     for path in (folder, folder / "suite.yaml"):
