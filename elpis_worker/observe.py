@@ -473,7 +473,10 @@ def failure_hints(output: str, root: Path) -> list[str]:
         )
     # Seen in the eval: `self.stock[item] += quantity` for "restocking adds to the stock" raised KeyError
     # for an item not stocked yet; the change was undone, and the model's next tries moved further away.
-    for found in {m.group(0): m for m in _KEY_ERROR_AUGMENTED.finditer(output)}.values():
+    lines: dict[tuple[str, ...], re.Match[str]] = {}
+    for match in _KEY_ERROR_AUGMENTED.finditer(output):
+        lines.setdefault(match.group("target", "key", "op", "value"), match)  # the first test's key
+    for found in lines.values():
         target, key, op, value = found["target"], found["key"], found["op"], found["value"]
         hints.append(
             f"hint: `{target}[{key}] {op}= {value}` raises KeyError ({found['missing']}) when {target} has "

@@ -88,7 +88,9 @@ def test_a_key_error_of_an_augmented_assignment_gets_the_get_default_form(repo: 
         "E       KeyError: 'pen'\n\ninventory/store.py:10: KeyError\n"
     )
     for marker in ("", "        ^^^^^^^^^^^^^^^^\n"):
-        (hint,) = failure_hints(frame.format(marker=marker) * 2, repo)  # two tests, one hint
+        # Two tests through the same line, one hint (the first test's missing key).
+        twice = frame.format(marker=marker) + frame.format(marker=marker).replace("'pen'", "'ink'")
+        (hint,) = failure_hints(twice, repo)
         assert hint == (
             "hint: `self.stock[item] += quantity` raises KeyError ('pen') when self.stock has no item yet: "
             "`self.stock[item] = self.stock.get(item, 0) + quantity` starts a missing key at 0."
