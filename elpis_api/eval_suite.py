@@ -16,10 +16,10 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from configs.errors import ElpisError
 from elpis_worker.workspace import WorkspaceError, prepare_workspace, workspace_diff
@@ -58,6 +58,17 @@ KINDS: tuple[str, ...] = get_args(TaskKind)
 BudgetKey = Literal["max_steps", "max_tokens", "max_seconds"]
 
 
+def _positive(budget: dict[str, int | float] | None) -> dict[str, int | float] | None:
+    for key, amount in (budget or {}).items():
+        if amount <= 0:
+            raise ValueError(f"{key} must be positive")
+    return budget
+
+
+# A task's budget, or the suite's (every task's where the task's own does not name a key).
+Budget = Annotated[dict[BudgetKey, int | float] | None, AfterValidator(_positive)]
+
+
 class SuiteError(ElpisError, ValueError):
     """The suite file is unreadable or invalid; the one-line message names the file and the field."""
 
@@ -76,7 +87,7 @@ class EvalTask(BaseModel):
     hidden: Path | None = Field(None, description="files laid over the judged workspace before `check`")
     solution: Path | None = Field(None, description="files that, laid over the repo, solve it (tests only)")
     protected: list[str] = Field(default_factory=list, description="globs the agent's tools may not change")
-    budget: dict[BudgetKey, int | float] | None = None
+    budget: Budget = None
 
     @field_validator("protected")
     @classmethod
@@ -85,18 +96,6 @@ class EvalTask(BaseModel):
             if not glob or glob.startswith("/") or ".." in Path(glob).parts:
                 raise ValueError(f"'{glob}' is not a path glob relative to the repository")
         return value
-
-    @field_validator("budget")
-    @classmethod
-    def _positive_budget(cls, value: dict[str, int | float] | None) -> dict[str, int | float] | None:
-        return _positive(value)
-
-
-def _positive(budget: dict[str, int | float] | None) -> dict[str, int | float] | None:
-    for key, amount in (budget or {}).items():
-        if amount <= 0:
-            raise ValueError(f"{key} must be positive")
-    return budget
 
 
 class EvalSuite(BaseModel):
@@ -107,13 +106,8 @@ class EvalSuite(BaseModel):
 
     name: str = Field(min_length=1)
     description: str = ""
-    budget: dict[BudgetKey, int | float] | None = None
+    budget: Budget = None
     tasks: list[EvalTask] = Field(min_length=1)
-
-    @field_validator("budget")
-    @classmethod
-    def _positive_budget(cls, value: dict[str, int | float] | None) -> dict[str, int | float] | None:
-        return _positive(value)
 
 
 @dataclass(frozen=True)
