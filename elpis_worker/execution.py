@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from elpis_worker.merge import same_program
 from elpis_worker.observe import (
     failing_assertion,
     failing_definitions,
@@ -87,8 +88,11 @@ class ToolRunner:
             result.ok, result.error_kind = False, "no_change"
             if checked:
                 self._remind_failure(result, action.args["path"])
-        if changed and checked and before is not None and failing_states and self.undo_revisits:
-            self._undo_revisit(result, action.args["path"], before[0], failing_states)
+        if changed and checked and before is not None and self.undo_revisits:
+            if self._undo_restyle(result, action.args["path"], before[0]):
+                changed = False
+            elif failing_states:
+                self._undo_revisit(result, action.args["path"], before[0], failing_states)
         if changed and checked and not result.reverted:
             self._check_edit(result, action.args["path"], before)
             if result.tests_passed and failed_check:
@@ -198,6 +202,31 @@ class ToolRunner:
             return (self.toolbox.snapshot(path),)
         except (WorkspaceError, OSError):
             return None
+
+    def _undo_restyle(self, result: ToolResult, path: str, before: bytes | None) -> bool:
+        """An edit of a Python file after which the file parses to the same program as before (only quotes,
+        spacing or comments differ) is undone while the tests fail: it cannot change their result. Seen in
+        the eval: word_count_spaces's first edit wrote `text.split(' ')` for the given `text.split(" ")`,
+        the model took it for its fix, and wrote it twice more. The result says so, as for an edit that
+        changed nothing, and shows how the code as it is fails."""
+        if before is None or not path.endswith(".py"):
+            return False
+        try:
+            now = self.toolbox.snapshot(path)
+        except (WorkspaceError, OSError):
+            return False
+        if not same_program(before, now):
+            return False
+        if self.store.load_task(self.task_id).test_passed is not False:
+            return False  # the tests pass: a change of style or comments may be what the task asks
+        if not self._undo(result, path, before, "no_change"):
+            return False
+        result.output = (
+            f"no change to the code: {path} as written parses to the same Python as before (only quotes, "
+            "spacing or comments differ), so it does exactly what it did; the edit was undone."
+        )
+        self._remind_failure(result, path)
+        return True
 
     def _undo_revisit(
         self, result: ToolResult, path: str, before: bytes | None, failing_states: Mapping[str, int]

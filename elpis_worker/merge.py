@@ -13,6 +13,19 @@ import re
 import textwrap
 
 
+def same_program(old: bytes | None, new: bytes | None) -> bool:
+    """Whether two versions of a Python file are the same program: both parse, to the same syntax tree
+    (quotes, spacing, line breaks inside brackets and comments do not count; a docstring does), and
+    they are not the same bytes."""
+    if old is None or new is None or old == new:
+        return False
+    try:
+        trees = [ast.parse(text.decode("utf-8")) for text in (old, new)]
+    except (SyntaxError, ValueError):
+        return False
+    return ast.dump(trees[0]) == ast.dump(trees[1])
+
+
 def definition_names(source: str) -> list[str]:
     """The top-level names (functions, classes, one-name constants) and methods (as Class.method) of
     `source`; none where it does not parse."""

@@ -624,6 +624,55 @@ def test_an_edit_back_to_files_the_tests_failed_with_is_undone(api, db_url, scri
     assert "+    return a - b" in task_row(db_url, task_id).workspace_diff
 
 
+@pytest.mark.parametrize("undo", [True, False], ids=["undo_revisits", "undo_revisits off"])
+def test_an_edit_that_only_restyles_failing_code_is_undone(api, db_url, scripted, undo):
+    """subtract's docstring gets other quotes while the tests fail: the file parses to the same program,
+    so the edit cannot change the result. It is undone and reported as no change, with how the code as it
+    is fails. After the fix the tests pass, and a restyle of add's docstring then stands (a change of
+    style may be what a task asks). With `tools.undo_revisits` off every edit stands."""
+
+    def quotes(name: str) -> dict:
+        old = f'"""Return a {name} b."""'
+        return {
+            "thought": "requote",
+            "tool": "edit_file",
+            "args": {"path": "calc/ops.py", "search": old, "replace": old.replace('"""', "'''")},
+        }
+
+    fix = {"path": "calc/ops.py", "content": "def subtract(a, b):\n    return a - b\n"}
+    script = scripted(
+        [
+            quotes("minus"),
+            {"thought": "fix", "tool": "write_file", "args": fix},
+            quotes("plus"),
+            {"thought": "done", "tool": "finish", "args": {"summary": "Fixed subtract"}},
+        ]
+    )
+    task_id = submit(api, instruction="Fix subtract", budget={"max_steps": 4})
+    status = run_scripted(db_url, task_id, script, tools={"check_on_review": False, "undo_revisits": undo})
+    restyle, fixed, passing = [s for s in steps_of(db_url, task_id) if s.kind == StepKind.tool_result][:3]
+    if undo:
+        assert restyle.detail["error_kind"] == "no_change" and restyle.detail["reverted"] is True
+        assert not restyle.detail["ok"] and not restyle.detail["tests_run"]
+        assert restyle.tool_result.startswith(
+            "no change to the code: calc/ops.py as written parses to the same"
+        )
+        assert "With the code as it is, the tests fail:\n>" in restyle.tool_result
+        assert restyle.detail["diff_lines"] == 0  # the files as given
+    else:
+        assert (
+            restyle.detail["ok"]
+            and restyle.detail["tests_passed"] is False
+            and not restyle.detail["reverted"]
+        )
+    assert fixed.detail["ok"] and fixed.detail["tests_passed"] is True
+    assert passing.detail["ok"] and passing.detail["tests_passed"] is True and not passing.detail["reverted"]
+    assert status == TaskStatus.succeeded
+    diff = task_row(db_url, task_id).workspace_diff
+    assert "+    '''Return a plus b.'''" in diff
+    assert ("+    '''Return a minus b.'''" in diff) is not undo
+
+
 def test_an_edit_whose_search_occurs_twice_is_made_where_the_tests_pass(api, db_url, scripted):
     """`return a + b` is in add and in the buggy subtract. The edit is tried at each place alone: in add
     it breaks test_add, in subtract the tests pass, so that is the edit made; the files are as the one

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from helpers import wait_gone
 
+from elpis_worker.merge import same_program
 from elpis_worker.tools import (
     JUNIT_REPORT,
     PYTHON_CODE_CHARS,
@@ -1586,3 +1587,20 @@ def test_snapshot_and_restore_put_a_file_back_or_remove_a_new_one(tmp_path: Path
     assert (
         box.relative("./sub/../a.py") == "a.py" and box.relative(str(tmp_path / ".hidden.py")) == ".hidden.py"
     )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "same"),
+    [
+        ('x = text.split(" ")\n', "x = text.split(' ')\n", True),  # quotes
+        ("def f(a,b):\n    return a+b\n", "def f(a, b):\n    # the sum\n    return (a + b)\n", True),
+        ("def f(a, b):\n    return a + b\n", "def f(a, b):\n    return a - b\n", False),
+        ('def f():\n    """Old."""\n', 'def f():\n    """New."""\n', False),  # a docstring counts
+        ("x = 1\n", "x = 1\n", False),  # the same bytes: no edit at all
+        ("x = 1\n", "x = (\n", False),  # does not parse
+        (None, "x = 1\n", False),  # a new file
+    ],
+)
+def test_same_program_ignores_quotes_spacing_and_comments_only(old: str | None, new: str, same: bool) -> None:
+    encoded = old.encode() if old is not None else None
+    assert same_program(encoded, new.encode()) is same
