@@ -134,8 +134,9 @@ class ToolPolicy:
         return done
 
     def banned_calls(self, turns: list[TurnSteps], upto: TurnSteps) -> list[dict[str, Any]]:
-        """Calls of the last REPEAT_WINDOW turns that failed or changed nothing, made since the workspace
-        last changed: repeating one cannot give a different result, so the next think may not."""
+        """Calls of the last REPEAT_WINDOW turns that failed or changed nothing, and edits that failed, made
+        since the workspace last changed: repeating one cannot give a different result, so the next think
+        may not."""
         banned: list[dict[str, Any]] = []
         previous_sha = diff_sha("")
         for t in turns:
@@ -148,7 +149,15 @@ class ToolPolicy:
             if changed:
                 banned = []
                 continue
-            if upto.number - t.number >= REPEAT_WINDOW or call.tool_name not in TOOL_SCHEMAS:
+            if call.tool_name not in TOOL_SCHEMAS:
+                continue
+            # A failed edit stays banned for as long as the files stay as they are: made again, it fails
+            # again (word_count_spaces wrote the same unchanged count_words in turns 1, 2 and 7).
+            lasting = (
+                call.tool_name in EDIT_TOOLS
+                and not (ToolResultDetail.read(result.detail) or ToolResultDetail()).ok
+            )
+            if upto.number - t.number >= REPEAT_WINDOW and not lasting:
                 continue
             args = normalized_args(call.tool_name, call.tool_args or {})
             same = [b for b in banned if call_key(b["tool"], b["args"]) == call_key(call.tool_name, args)]

@@ -113,6 +113,25 @@ def test_the_review_turn_tries_the_change_before_it_may_finish() -> None:
     assert checking.plan_next(refused, refused[2], "finish", failed, True).tools == list(TOOL_SCHEMAS)
 
 
+def test_a_failed_edit_stays_banned_while_the_files_stay_the_same() -> None:
+    """Other calls that changed nothing are banned for REPEAT_WINDOW turns; a failed edit for as long as
+    the workspace does not change."""
+    write = {"path": "a.py", "content": "x = 1\n"}
+    turns = [turn(1, "write_file", write, ok=False)]
+    turns += [turn(n, "read_file", {"path": f"{n}.py"}, ok=True) for n in (2, 3, 4, 5)]
+    banned = POLICY.banned_calls(turns, turns[-1])
+    assert [(b["tool"], b["turn"]) for b in banned] == [
+        ("write_file", 1),
+        ("read_file", 3),
+        ("read_file", 4),
+        ("read_file", 5),
+    ]
+    turns.append(
+        turn(6, "edit_file", {"path": "a.py", "search": "x", "replace": "y"}, ok=True, sha="changed")
+    )
+    assert POLICY.banned_calls(turns, turns[-1]) == []
+
+
 def test_a_change_to_the_workspace_lifts_the_bans() -> None:
     read = {"path": "a.py"}
     turns = [turn(1, "read_file", read, ok=True), turn(2, "read_file", read, ok=True)]
