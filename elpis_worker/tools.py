@@ -860,6 +860,15 @@ class Toolbox:
             return ToolResult(
                 ok=False, output="bad arguments for python: 'code' is empty", error_kind="bad_args"
             )
+        if is_command_line(code):
+            # `python -m pytest -q` sent as Python code (seen in the eval: four turns running, each a
+            # SyntaxError and a slightly different command): what it asks for is clear, so it is run.
+            result = self.run(code)
+            result.output = (
+                "(this is a shell command, not Python code: it was run as `run` runs commands)\n"
+                + result.output
+            )
+            return result
         prelude = "".join(
             f"try:\n    from {m} import *\nexcept Exception as _e:\n    print('could not import {m}:', _e)\n"
             for m in self._changed_modules()
@@ -1032,6 +1041,26 @@ def is_check(code: str) -> bool:
     except (SyntaxError, ValueError):
         return bool(_ASSERT_LINE_RE.search(code))
     return any(isinstance(node, ast.Assert) for node in ast.walk(tree))
+
+
+# Programs whose command line a model sends to the python tool as if it were Python.
+_COMMANDS = frozenset({"python", "python3", "pytest", "pip", "pip3"})
+
+
+def is_command_line(code: str) -> bool:
+    """Whether `code` is a shell command line (`python -m pytest -q`, `pytest tests; pytest -s`) rather than
+    Python: its first word is a program a model runs its tests with, and an option follows it or the line
+    does not compile (`pytest -q` compiles, as a subtraction)."""
+    words = code.strip().split(maxsplit=2)
+    if not words or words[0] not in _COMMANDS:
+        return False
+    if len(words) > 1 and words[1].startswith("-") and words[1][1:2].isalpha():
+        return True
+    try:
+        compile(code, "<code>", "exec")
+    except (SyntaxError, ValueError):
+        return True
+    return False
 
 
 def _rejoined_strings(code: str) -> str:

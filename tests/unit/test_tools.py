@@ -25,6 +25,7 @@ from elpis_worker.tools import (
     ToolResult,
     failing_tests,
     is_check,
+    is_command_line,
     junit_failures,
     parse_test_failures,
     regression_between,
@@ -1604,3 +1605,17 @@ def test_snapshot_and_restore_put_a_file_back_or_remove_a_new_one(tmp_path: Path
 def test_same_program_ignores_quotes_spacing_and_comments_only(old: str | None, new: str, same: bool) -> None:
     encoded = old.encode() if old is not None else None
     assert same_program(encoded, new.encode()) is same
+
+
+def test_python_runs_a_shell_command_line_as_a_command(workspace: Path) -> None:
+    """`python -m pytest -q` sent as Python code is run as the command it is, and the result says so;
+    Python that merely starts with such a word (`python = 3`) is Python."""
+    assert is_command_line("python -m pytest -q") and is_command_line("pytest -q; pytest -s")
+    assert not is_command_line("python = 3\nprint(python)") and not is_command_line("print('pytest')")
+    assert not is_command_line("assert f(2) == (")  # not a command, only broken Python
+    tools = make_toolbox(workspace)
+    ran = tools.call("python", {"code": "python -c 'print(6 * 7)'"})
+    assert ran.ok and ran.output.startswith("(this is a shell command, not Python code: it was run as `run`")
+    assert "42" in ran.output
+    python = tools.call("python", {"code": "python = 6 * 7\nprint(python)"})
+    assert python.ok and python.output.strip() == "42"
