@@ -143,8 +143,9 @@ class ToolPolicy:
             result, call = t.get(StepKind.tool_result), t.get(StepKind.tool_call)
             if t.number > upto.number or result is None or call is None:
                 continue
+            detail = ToolResultDetail.read(result.detail) or ToolResultDetail()
             # A row older than diff_sha stored none: count it as no change.
-            sha = (ToolResultDetail.read(result.detail) or ToolResultDetail()).diff_sha or previous_sha
+            sha = detail.diff_sha or previous_sha
             changed, previous_sha = sha != previous_sha, sha
             if changed:
                 banned = []
@@ -153,10 +154,7 @@ class ToolPolicy:
                 continue
             # A failed edit stays banned for as long as the files stay as they are: made again, it fails
             # again (word_count_spaces wrote the same unchanged count_words in turns 1, 2 and 7).
-            lasting = (
-                call.tool_name in EDIT_TOOLS
-                and not (ToolResultDetail.read(result.detail) or ToolResultDetail()).ok
-            )
+            lasting = call.tool_name in EDIT_TOOLS and not detail.ok
             if upto.number - t.number >= REPEAT_WINDOW and not lasting:
                 continue
             args = normalized_args(call.tool_name, call.tool_args or {})
