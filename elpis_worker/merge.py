@@ -9,6 +9,7 @@ Pure: source text in, source text out; nothing here reads or writes a file.
 from __future__ import annotations
 
 import ast
+import difflib
 import re
 import textwrap
 
@@ -542,3 +543,85 @@ def merge_note(replaced: list[str], added: list[str]) -> str:
     if added:
         parts.append(f"added {', '.join(added)}")
     return f" ({'; '.join(parts)}; the rest of the file is unchanged)"
+
+
+# How alike (difflib's ratio, whitespace aside) the statements a fragment replaces must be to it, and by
+# how much the best run must beat the next one: a fragment that fits two places equally is refused.
+FRAGMENT_LIKENESS = 0.5
+FRAGMENT_MARGIN = 0.15
+FRAGMENT_WRAPPER = "def __fragment__():\n"
+
+
+def _statement_lists(tree: ast.AST) -> list[tuple[str, list[ast.stmt]]]:
+    """Every block of statements inside a function or method (its body and each nested block), with
+    the function's name (Class.method for a method)."""
+    out: list[tuple[str, list[ast.stmt]]] = []
+
+    def blocks(node: ast.AST) -> list[list[ast.stmt]]:
+        found = []
+        for field in ("body", "orelse", "finalbody"):
+            block = getattr(node, field, None)
+            if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
+                found.append(block)
+        found.extend(h.body for h in getattr(node, "handlers", []))
+        found.extend(c.body for c in getattr(node, "cases", []))
+        return found
+
+    def visit(node: ast.AST, owner: str) -> None:
+        for block in blocks(node):
+            if owner:
+                out.append((owner, block))
+            for child in block:
+                if isinstance(child, FUNCTIONS):
+                    visit(child, f"{owner}.{child.name}" if owner else child.name)
+                elif isinstance(child, ast.ClassDef):
+                    visit(child, child.name)
+                else:
+                    visit(child, owner)
+
+    visit(tree, "")
+    return out
+
+
+def _squeezed(text: str) -> str:
+    return "\n".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def merge_statements(old: str, fragment: str) -> tuple[str, str, tuple[int, int]] | None:
+    """Apply a fragment of statements from inside a function (`if quantity > LIMIT: ...`, a `return`
+    line) to the file: it replaces the run of statements of the same kinds, in one function, that is
+    most like it, re-indented to where that run is. A small model fixing a line often writes just that
+    line or block to write_file, which as a file body would delete the module or not even parse (a
+    `return` outside a function); the eval's fruit_order_total lost four turns that way. Returns the
+    new source, the function's name and the replaced lines (first, last); None where the fragment is
+    not statements, or no run is alike enough, or two are about as alike."""
+    body = textwrap.dedent(fragment).strip("\n")
+    try:
+        old_tree = ast.parse(old)
+        wrapped = ast.parse(FRAGMENT_WRAPPER + textwrap.indent(body, "    ") + "\n")
+    except (SyntaxError, ValueError):
+        return None
+    statements = wrapped.body[0].body  # type: ignore[attr-defined]
+    if any(isinstance(n, (*_DEFINITIONS, ast.Import, ast.ImportFrom)) for n in statements):
+        return None
+    kinds = [type(n) for n in statements]
+    lines = old.splitlines(keepends=True)
+    scored: list[tuple[float, str, int, int, int]] = []
+    for owner, block in _statement_lists(old_tree):
+        for i in range(len(block) - len(kinds) + 1):
+            run = block[i : i + len(kinds)]
+            if [type(n) for n in run] != kinds:
+                continue
+            first, last = run[0].lineno, run[-1].end_lineno or run[-1].lineno
+            text = "".join(lines[first - 1 : last])
+            ratio = difflib.SequenceMatcher(None, _squeezed(text), _squeezed(body)).ratio()
+            scored.append((ratio, owner, first, last, run[0].col_offset))
+    if not scored:
+        return None
+    scored.sort(key=lambda s: s[0], reverse=True)
+    ratio, owner, first, last, indent = scored[0]
+    if ratio < FRAGMENT_LIKENESS or (len(scored) > 1 and scored[1][0] > ratio - FRAGMENT_MARGIN):
+        return None
+    lines[first - 1 : last] = [textwrap.indent(body, " " * indent) + "\n"]
+    result = "".join(lines)
+    return (result, owner, (first, last)) if _parses(result) else None

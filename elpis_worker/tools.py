@@ -34,6 +34,7 @@ from elpis_worker.merge import (
     definition_names,
     merge_definitions,
     merge_note,
+    merge_statements,
     merged_at,
     repair_docstrings,
     snippet_only,
@@ -562,6 +563,8 @@ class Toolbox:
                     content, problem, repair = candidate, None, how
                     break
         if problem is not None:
+            if (fragment := self._write_fragment(target, path, content)) is not None:
+                return fragment
             return ToolResult(
                 ok=False, output=f"not written: {problem}; the file is unchanged", error_kind="syntax_error"
             )
@@ -578,6 +581,8 @@ class Toolbox:
                     "imports cannot be added to it; fix the file with edit_file first",
                     error_kind="syntax_error",
                 )
+            if merged is None and (fragment := self._write_fragment(target, path, content)) is not None:
+                return fragment
             if merged is None:
                 return ToolResult(
                     ok=False,
@@ -603,6 +608,30 @@ class Toolbox:
         return ToolResult(
             ok=True,
             output=f"wrote {len(data)} bytes to {self._display(target)}{note}{repair}",
+            changed_files=True,
+        )
+
+    def _write_fragment(self, target: Path, path: str, content: str) -> ToolResult | None:
+        """write_file's content read as statements from inside a function (merge_statements): written
+        over the run of statements most like it, in an existing Python file; None where it is not that."""
+        if target.suffix != ".py" or not target.is_file():
+            return None
+        old = target.read_text("utf-8", "replace")
+        merged = merge_statements(old, content)
+        if merged is None:
+            return None
+        text, owner, (first, last) = merged
+        if text == old:
+            return ToolResult(ok=True, output=f"no change: {path} already holds exactly this")
+        if (refused := self._imports_itself(target, old, text)) is not None:
+            return refused
+        target.write_bytes(text.encode("utf-8"))
+        shown, window = _numbered_window(text, first, first + content.strip("\n").count("\n") + 1)
+        return ToolResult(
+            ok=True,
+            output=f"wrote {self._display(target)}: these lines are statements, not a whole file, so they "
+            f"replaced lines {first}-{last} of {owner}, the statements most like them (the rest of the "
+            f"file is unchanged); lines {shown}:\n{window}",
             changed_files=True,
         )
 
@@ -728,12 +757,10 @@ class Toolbox:
             return refused
         target.write_bytes(new_text.encode("utf-8"))
         first = text.count("\n", 0, at) + 1
-        lines = new_text.splitlines()
-        shown_to = min(len(lines), first + replace.count("\n") + 2)
-        window = "\n".join(f"{n:>4}| {lines[n - 1]}" for n in range(max(1, first - 2), shown_to + 1))
+        shown, window = _numbered_window(new_text, first, first + replace.count("\n") + 2)
         return ToolResult(
             ok=True,
-            output=f"edited {self._display(target)}{note}; lines {max(1, first - 2)}-{shown_to}:\n{window}",
+            output=f"edited {self._display(target)}{note}; lines {shown}:\n{window}",
             changed_files=True,
         )
 
@@ -1206,6 +1233,13 @@ def _docstring_end(text: str, def_line: int) -> int | None:
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
                 return first.end_lineno if isinstance(first.value.value, str) else None
     return None
+
+
+def _numbered_window(text: str, first: int, last: int) -> tuple[str, str]:
+    """Lines `first` - 2 to `last` of `text` (within the file) as numbered lines, and their range."""
+    lines = text.splitlines()
+    start, end = max(1, first - 2), min(len(lines), last)
+    return f"{start}-{end}", "\n".join(f"{n:>4}| {lines[n - 1]}" for n in range(start, end + 1))
 
 
 def _lost_definitions(target: Path, content: str) -> list[str]:

@@ -1619,3 +1619,41 @@ def test_python_runs_a_shell_command_line_as_a_command(workspace: Path) -> None:
     assert "42" in ran.output
     python = tools.call("python", {"code": "python = 6 * 7\nprint(python)"})
     assert python.ok and python.output.strip() == "42"
+
+
+def test_write_file_of_statements_from_a_function_replaces_the_ones_most_like_them(workspace: Path) -> None:
+    """Seen in the eval (fruit_order_total, weather_units_config): Qwen 1.5B wrote the one block or line
+    it meant to change to write_file. As a file body it would delete the module, or (a `return`) not
+    parse, and was refused four turns running. Statements from inside a function replace the run of
+    statements of the same kinds most like them, re-indented; a fragment alike to nothing, or to two
+    places as much, is still refused and the file kept."""
+    original = (
+        '"""Orders."""\n\nBULK = 10\n\n\ndef total(price, n):\n    """Price of n."""\n    cost = price * n\n'
+        "    if n > BULK:  # the discount\n        cost *= 0.9\n    return round(cost, 2)\n\n\n"
+        "def label(name):\n    return f'{name}: F'\n"
+    )
+    (workspace / "order.py").write_text(original)
+    tools = make_toolbox(workspace)
+    block = tools.call("write_file", {"path": "order.py", "content": "if n >= BULK:\n    cost *= 0.9"})
+    assert block.ok and block.changed_files, block.output
+    assert "replaced lines 9-10 of total" in block.output and "  9|     if n >= BULK:" in block.output
+    assert (workspace / "order.py").read_text() == original.replace(
+        "    if n > BULK:  # the discount\n", "    if n >= BULK:\n"
+    )
+    # A `return` alone does not parse as a module; it is still one function's line.
+    line = tools.call("write_file", {"path": "order.py", "content": "return f'{name}: C'"})
+    assert line.ok and "replaced lines 15-15 of label" in line.output, line.output
+    assert (workspace / "order.py").read_text().endswith("def label(name):\n    return f'{name}: C'\n")
+    same = tools.call("write_file", {"path": "order.py", "content": "return f'{name}: C'"})
+    assert same.ok and not same.changed_files and "no change" in same.output
+    kept = (workspace / "order.py").read_text()
+    # Alike to nothing: no statement of the same kind (a call), or one too different (another `if`).
+    for fragment in ["print(cost)", "if user.is_admin():\n    grant_everything_to(user)"]:
+        refused = tools.call("write_file", {"path": "order.py", "content": fragment})
+        assert not refused.ok and "would delete" in refused.output, refused.output
+    # Alike to two returns about as much: which one is meant is not clear.
+    (workspace / "two.py").write_text("def a(x):\n    return x + 1\n\n\ndef b(x):\n    return x + 2\n")
+    ambiguous = tools.call("write_file", {"path": "two.py", "content": "return x + 3"})
+    assert not ambiguous.ok and "would not be valid Python" in ambiguous.output, ambiguous.output
+    assert (workspace / "order.py").read_text() == kept
+    assert (workspace / "two.py").read_text().endswith("return x + 2\n")
