@@ -729,8 +729,11 @@ class Agent:
             tests_passing=tests_passing,
             budget_used=budget_used,
         )
-        review = self._first_pass(turn, detail, prev_tests) or self._review_dodged(turn, tests_passing)
-        plan = self.policy.plan_next(self.turns, turn, modulation.strategy, detail, tests_passing, review)
+        dodged = self._review_dodged(turn, tests_passing)
+        review = self._first_pass(turn, detail, prev_tests) or dodged
+        plan = self.policy.plan_next(
+            self.turns, turn, modulation.strategy, detail, tests_passing, review, recheck=dodged
+        )
         lines = [modulation.prompt_line] if modulation.prompt_line else []
         if plan.review and not plan.replan:
             lines.append(self._review_line())

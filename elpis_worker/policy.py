@@ -44,6 +44,7 @@ class ToolPolicy:
         detail: ToolResultDetail,
         tests_passing: bool | None,
         review: bool = False,
+        recheck: bool = False,
     ) -> TurnPlan:
         """Turn the strategy into what the next turn may do. Replanning takes a reflect step and shuts
         the failing tool (unless it is an edit tool) out of the next think's grammar, so the agent
@@ -52,7 +53,8 @@ class ToolPolicy:
         the `review` turn (an edit has just made the tests pass for the first time), to finishing and
         the edit tools: the change is checked against the task before the agent is done. With
         `check_on_review` the review turn may not finish yet: it tries the change with `python` (or
-        edits), and the turn after decides."""
+        edits), and the turn after decides; a review that comes again because the first one did not
+        check (`recheck`) offers `python` alone."""
         plan = default_plan(strategy)
         plan.banned = self.banned_calls(turns, turn) if self.exclude_repeats else []
         plan.review = review
@@ -86,7 +88,10 @@ class ToolPolicy:
         elif review and self.check_on_review:
             # The change is tried before the agent may finish: asserts of what the task asks, on inputs
             # the tests do not use (the eval's commonest wrong success passes the visible test only).
-            plan.tools = ["python", *(t for t in TOOL_SCHEMAS if t in EDIT_TOOLS)]
+            # Offered the edits again, capitalize_words's second review turn tried to edit the protected
+            # test, and the turn after finished with `text.title()` unchecked.
+            edits = [] if recheck else [t for t in TOOL_SCHEMAS if t in EDIT_TOOLS]
+            plan.tools = ["python", *edits]
         elif strategy == "finish" and tests_passing and detail.diff_lines and detail.ok:
             # Not after a failed call: a check that failed, or an edit that was refused, asks for a fix.
             plan.tools = ["finish", *(t for t in TOOL_SCHEMAS if t in EDIT_TOOLS)] if review else ["finish"]

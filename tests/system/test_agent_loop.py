@@ -165,8 +165,8 @@ def test_a_failed_check_is_run_again_after_each_edit_until_it_passes(api, db_url
 def test_a_review_turn_that_edits_instead_of_checking_is_reviewed_once_more(api, db_url, scripted, dodge):
     """The review turn makes another edit, or one that changes nothing, or runs `python` that asserts
     nothing, instead of its check (the tests still pass): the turn after is a review again, with the check
-    and the edits and not finish; a second dodge is not reviewed a third time, so the turn after it may
-    finish."""
+    alone (not the edits, not finish); a second dodge is not reviewed a third time, so the turn after it
+    may finish."""
     body = '    """Return a minus b."""\n'
 
     def edit(old: str, new: str) -> dict:
@@ -182,7 +182,7 @@ def test_a_review_turn_that_edits_instead_of_checking_is_reviewed_once_more(api,
         [
             {"thought": "fix", "tool": "edit_file", "args": edit("    return a + b", "    return a - b")},
             second,
-            {"thought": "tidy", "tool": "edit_file", "args": edit(first, "    return b * -1 + a")},
+            {"thought": "try", "tool": "python", "args": {"code": "print(1)"}},
             {"thought": "done", "tool": "finish", "args": {"summary": "fixed subtract"}},
         ]
     )
@@ -190,12 +190,12 @@ def test_a_review_turn_that_edits_instead_of_checking_is_reviewed_once_more(api,
     assert run_scripted(db_url, task_id, script) == TaskStatus.succeeded
     steps = steps_of(db_url, task_id)
     thinks = [s for s in steps if s.kind == StepKind.think]
-    assert [t.tool_name for t in thinks] == ["edit_file", second["tool"], "edit_file", "finish"]
+    assert [t.tool_name for t in thinks] == ["edit_file", second["tool"], "python", "finish"]
     reviews = [s.turn for s in steps if s.kind == StepKind.emotion and s.emotion["plan"]["review"]]
     assert reviews == [1, 2]  # the plans the fix and the first dodge left
-    assert thinks[1].sampling["allowed_tools"] == thinks[2].sampling["allowed_tools"]
-    assert thinks[2].sampling["allowed_tools"] == ["python", "write_file", "edit_file"]
-    assert thinks[3].sampling["allowed_tools"] == ["finish"]
+    assert thinks[1].sampling["allowed_tools"] == ["python", "write_file", "edit_file"]
+    assert thinks[2].sampling["allowed_tools"] == ["python"]
+    assert "finish" in (thinks[3].sampling.get("allowed_tools") or ["finish"])  # absent: every tool
 
 
 def test_an_edit_leaving_a_file_the_task_names_untouched_says_so(api, db_url, scripted):

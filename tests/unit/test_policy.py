@@ -84,6 +84,9 @@ def test_the_review_turn_tries_the_change_before_it_may_finish() -> None:
     printed = [*turns, turn(2, "python", redefine, ok=True, sha="abc")]
     assert checking.plan_next(printed, printed[1], "continue", CHANGED, True).tools == list(TOOL_SCHEMAS)
     assert checking.plan_next(printed, printed[1], "finish", CHANGED, True, review=True).tools == review.tools
+    # The review that comes again because the first did not check offers the check alone.
+    again = checking.plan_next(printed, printed[1], "continue", CHANGED, True, review=True, recheck=True)
+    assert again.review and again.tools == ["python"]
     turns.append(turn(2, "python", {"code": "assert f(2) == 4"}, ok=True, sha="abc"))
     assert checking.plan_next(turns, turns[1], "finish", CHANGED, True).tools == ["finish"]
     failed = ToolResultDetail(ok=False, error_kind="nonzero_exit", diff_lines=2)
