@@ -43,6 +43,37 @@ def definition_names(source: str) -> list[str]:
     return names
 
 
+def _defined_counts(source: str) -> dict[str, int] | None:
+    """How many times each top-level function or class, and each method of a class (Class.method), is
+    defined in `source`; None where it does not parse."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    counts: dict[str, int] = {}
+
+    def count(name: str, node: ast.AST) -> None:
+        # `@value.setter`, `@f.register` and `@overload` define a name again on purpose.
+        decorators = getattr(node, "decorator_list", [])
+        again = any(isinstance(d, ast.Attribute) or getattr(d, "id", "") == "overload" for d in decorators)
+        counts[name] = counts.get(name, 0) + (0 if again else 1)
+
+    for node in tree.body:
+        if isinstance(node, _DEFINITIONS):
+            count(node.name, node)
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, FUNCTIONS):
+                    count(f"{node.name}.{item.name}", item)
+    return counts
+
+
+def redefined_names(old: str, new: str) -> list[str]:
+    """The functions, classes and methods `new` defines more than once where `old` did not (F811)."""
+    before, after = _defined_counts(old) or {}, _defined_counts(new) or {}
+    return [name for name, n in after.items() if n > 1 and before.get(name, 0) < n]
+
+
 def _definition_spans(tree: ast.Module) -> dict[str, list[tuple[int, int, int]]]:
     """name -> (first line, last line, indent) of each top-level definition and each method."""
     spans: dict[str, list[tuple[int, int, int]]] = {}

@@ -36,6 +36,7 @@ from elpis_worker.merge import (
     merge_note,
     merge_statements,
     merged_at,
+    redefined_names,
     repair_docstrings,
     snippet_only,
 )
@@ -600,7 +601,7 @@ class Toolbox:
         if existing == data:
             return ToolResult(ok=True, output=f"no change: {path} already holds exactly this")
         old_text = existing.decode("utf-8", "replace") if existing is not None else ""
-        if (refused := self._imports_itself(target, old_text, content)) is not None:
+        if (refused := self._bad_change(target, old_text, content)) is not None:
             return refused
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("wb") as f:
@@ -623,7 +624,7 @@ class Toolbox:
         text, owner, (first, last) = merged
         if text == old:
             return ToolResult(ok=True, output=f"no change: {path} already holds exactly this")
-        if (refused := self._imports_itself(target, old, text)) is not None:
+        if (refused := self._bad_change(target, old, text)) is not None:
             return refused
         target.write_bytes(text.encode("utf-8"))
         shown, window = _numbered_window(text, first, first + content.strip("\n").count("\n") + 1)
@@ -753,7 +754,7 @@ class Toolbox:
                 output=f"edit not applied: {problem}; the file is unchanged",
                 error_kind="syntax_error",
             )
-        if (refused := self._imports_itself(target, text, new_text)) is not None:
+        if (refused := self._bad_change(target, text, new_text)) is not None:
             return refused
         target.write_bytes(new_text.encode("utf-8"))
         first = text.count("\n", 0, at) + 1
@@ -762,6 +763,28 @@ class Toolbox:
             ok=True,
             output=f"edited {self._display(target)}{note}; lines {shown}:\n{window}",
             changed_files=True,
+        )
+
+    def _bad_change(self, target: Path, old: str, new: str) -> ToolResult | None:
+        """The refusal of a Python change that imports the module into itself or defines a name twice."""
+        return self._imports_itself(target, old, new) or self._defines_twice(target, old, new)
+
+    def _defines_twice(self, target: Path, old: str, new: str) -> ToolResult | None:
+        """The refusal of a change after which a function or class (or a method of one class) is defined
+        twice where it was once: the second silently replaces the first (flake8's F811). Seen in the eval:
+        an edit_file whose search was not found appended `def format_duration(seconds):` with a broken
+        body after the real one, and every call got None from then on."""
+        if target.suffix != ".py":
+            return None
+        twice = redefined_names(old, new)
+        if not twice:
+            return None
+        return ToolResult(
+            ok=False,
+            output=f"not written: {self._display(target)} would define {', '.join(twice)} a second time, "
+            "and the second definition would replace the first. To change a function, write_file it whole "
+            "(it replaces the old one) or edit_file the lines to change; the file is unchanged",
+            error_kind="bad_args",
         )
 
     def _imports_itself(self, target: Path, old: str, new: str) -> ToolResult | None:

@@ -1657,3 +1657,29 @@ def test_write_file_of_statements_from_a_function_replaces_the_ones_most_like_th
     assert not ambiguous.ok and "would not be valid Python" in ambiguous.output, ambiguous.output
     assert (workspace / "order.py").read_text() == kept
     assert (workspace / "two.py").read_text().endswith("return x + 2\n")
+
+
+def test_a_change_that_defines_a_function_a_second_time_is_refused(workspace: Path) -> None:
+    """Seen in the eval (timer_mm_ss): an edit_file whose search was not in the file, but began its
+    replace, appended `def format_duration(seconds):\\n    minute:finish` after the real function; it
+    parses (an annotation), and from then on every call got None. A change after which a function, class
+    or method is defined twice where it was once is refused (flake8's F811); a property's setter and an
+    existing duplicate are left alone."""
+    original = (
+        'def format_duration(seconds):\n    """As MM:SS."""\n    minutes, secs = divmod(seconds, 60)\n'
+        '    return f"{minutes}:{secs}"\n\n\n'
+        "class Clock:\n    @property\n    def hour(self):\n        return 1\n"
+    )
+    (workspace / "timer.py").write_text(original)
+    tools = make_toolbox(workspace)
+    search = "def format_duration(seconds):\n    minute"
+    appended = tools.call("edit_file", {"path": "timer.py", "search": search, "replace": search + ":finish"})
+    assert not appended.ok and "would define format_duration a second time" in appended.output
+    method = original.replace(
+        "        return 1\n", "        return 1\n\n    def hour(self):\n        return 2\n"
+    )
+    rewritten = tools.call("write_file", {"path": "timer.py", "content": method})
+    assert not rewritten.ok and "would define Clock.hour a second time" in rewritten.output
+    assert (workspace / "timer.py").read_text() == original
+    setter = original + "\n    @hour.setter\n    def hour(self, value):\n        self._hour = value\n"
+    assert tools.call("write_file", {"path": "timer.py", "content": setter}).ok
