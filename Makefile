@@ -47,6 +47,7 @@ bench-all: bench
 	$(BIN)/python bench/bench_grammar.py
 	$(BIN)/python bench/bench_pipeline.py
 	$(BIN)/python bench/bench_threads.py
+	$(BIN)/python bench/bench_batch.py
 	$(BIN)/python bench/ablation.py
 	$(BIN)/python bench/bench_memory.py
 
