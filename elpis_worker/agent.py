@@ -729,8 +729,9 @@ class Agent:
             tests_passing=tests_passing,
             budget_used=budget_used,
         )
-        dodged = self._review_dodged(turn, tests_passing)
-        review = self._first_pass(turn, detail, prev_tests) or dodged
+        first_pass = self._first_pass(turn, detail, prev_tests)
+        dodged = not first_pass and self._review_dodged(turn, tests_passing)
+        review = first_pass or dodged
         plan = self.policy.plan_next(
             self.turns, turn, modulation.strategy, detail, tests_passing, review, recheck=dodged
         )

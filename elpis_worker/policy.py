@@ -28,6 +28,8 @@ from models.records import EDIT_TOOLS, ToolResultDetail, TurnPlan
 REPEAT_WINDOW = 3
 # Turns after a replanning step during which the spiral does not trigger another one.
 REPLAN_COOLDOWN = 3
+# The edit tools, in the order the grammar lists tools.
+EDITS = tuple(t for t in TOOL_SCHEMAS if t in EDIT_TOOLS)
 
 
 @dataclass(frozen=True)
@@ -79,22 +81,20 @@ class ToolPolicy:
             # code rewritten unchanged, until the budget ran out).
             # An error raised inside the code under check leaves only the edit tools: offered finish, the
             # model finished with transpose([]) raising IndexError (the task: "an empty matrix gives []").
-            edits = [t for t in TOOL_SCHEMAS if t in EDIT_TOOLS]
-            plan.tools = ["finish"] if detail.ok else edits if detail.check_failed else ["finish", *edits]
+            plan.tools = ["finish"] if detail.ok else [*EDITS] if detail.check_failed else ["finish", *EDITS]
         elif tests_passing and detail.check_failed:
             # An edit left the tests passing but the agent's failed check still failing: fix the code
             # again, or finish where the check's expectation is the wrong part.
-            plan.tools = ["finish", *(t for t in TOOL_SCHEMAS if t in EDIT_TOOLS)]
+            plan.tools = ["finish", *EDITS]
         elif review and self.check_on_review:
             # The change is tried before the agent may finish: asserts of what the task asks, on inputs
             # the tests do not use (the eval's commonest wrong success passes the visible test only).
             # Offered the edits again, capitalize_words's second review turn tried to edit the protected
             # test, and the turn after finished with `text.title()` unchecked.
-            edits = [] if recheck else [t for t in TOOL_SCHEMAS if t in EDIT_TOOLS]
-            plan.tools = ["python", *edits]
+            plan.tools = ["python"] if recheck else ["python", *EDITS]
         elif strategy == "finish" and tests_passing and detail.diff_lines and detail.ok:
             # Not after a failed call: a check that failed, or an edit that was refused, asks for a fix.
-            plan.tools = ["finish", *(t for t in TOOL_SCHEMAS if t in EDIT_TOOLS)] if review else ["finish"]
+            plan.tools = ["finish", *EDITS] if review else ["finish"]
         return plan
 
     def refusal(self, action: Action, plan: TurnPlan) -> ToolResult | None:
