@@ -615,6 +615,9 @@ class Agent:
         except json.JSONDecodeError:
             data = {}
         reflection = {k: data[k] for k in REFLECTION_PROPERTIES if isinstance(data, dict) and k in data}
+        if reflection and isinstance(data.get("thought"), str):
+            # The thought that follows the progress flag is the turn's assessment of where things stand.
+            reflection["assessment"] = data["thought"]
         content = json.dumps(reflection)
         tokens = min(completion.completion_tokens, self.backend.count_tokens(content)) if reflection else 0
         share = tokens / completion.completion_tokens if completion.completion_tokens else 0.0

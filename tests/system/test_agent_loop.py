@@ -433,7 +433,7 @@ def test_not_one_of_excludes_exactly_the_values_and_converts_to_a_grammar():
     assert tools == ["read_file", "run", "finish"]
     assert "pattern" in schema["anyOf"][0]["properties"]["args"]["properties"]["path"]
     assert "pattern" not in schema["anyOf"][1]["properties"]["args"]["properties"]["command"]
-    assert list(schema["anyOf"][0]["properties"])[:2] == ["progress", "assessment"]
+    assert list(schema["anyOf"][0]["properties"]) == ["progress", "thought", "tool", "args"]
     LlamaGrammar.from_string(json_schema_to_gbnf(json.dumps(schema)), verbose=False)
 
 
@@ -499,6 +499,9 @@ def test_a_banned_call_no_pattern_can_express_is_sampled_again(api, db_url, scri
     reflection = [s for s in steps if s.kind == StepKind.reflect and s.turn == second.turn]
     spent = second.completion_tokens + sum(s.completion_tokens or 0 for s in reflection)
     assert spent > len(second.content) // 4
+    # The one-call reply's reflect step: its progress flag, with the thought as the assessment.
+    assert set(json.loads(reflection[0].content)) == {"progress", "assessment"}
+    assert json.loads(reflection[0].content)["assessment"] == "other"
 
 
 def test_an_edit_that_breaks_a_passing_test_is_undone_and_excluded(api, db_url, scripted):
