@@ -935,10 +935,19 @@ class Toolbox:
                 "\nEither the code or the value an assert expects is wrong: check both against the task."
             )
         elif result.exit_code and (where := self._raised_in(result.output)):
-            result.check_failed = True
-            result.output += f"\nThe error was raised in {where}, not in the check's own code: " + (
-                "the code fails for this input."
-            )
+            if _raised_on_purpose(result.output):
+                # Not a crash: the code refused the input with a raise of its own. Seen in the eval: a
+                # right overdraft fix checked with `Wallet(5).pay(8) == '...'` raised InsufficientFunds;
+                # told "the code fails for this input", the model took the raise out.
+                result.output += f"\nThe code raised this on purpose, with a raise statement in {where}. " + (
+                    "If the task says this input must raise it, the code is right and the check is wrong "
+                    "(expect the error with try/except); if not, fix the code."
+                )
+            else:
+                result.check_failed = True
+                result.output += f"\nThe error was raised in {where}, not in the check's own code: " + (
+                    "the code fails for this input."
+                )
         if redefined := self._redefined_in_files(code):
             names, files = ", ".join(redefined), ", ".join(sorted(set(redefined.values())))
             result.output += (
@@ -1549,6 +1558,16 @@ def _files_under(target: Path) -> list[Path]:
 
 
 _TRACEBACK_FRAME = re.compile(r'^  File "([^"]+)", line \d+, in (\S+)$', re.MULTILINE)
+# A traceback frame's header and the source line Python prints under it.
+_FRAME_SOURCE = re.compile(r'^  File "[^"]+", line \d+, in \S+\n    (.*)$', re.MULTILINE)
+_RAISE = re.compile(r"(^|[:;]\s*)raise\b")
+
+
+def _raised_on_purpose(output: str) -> bool:
+    """Whether a traceback's last frame is a `raise` statement: the code refused its input on purpose
+    rather than failing on it."""
+    sources = _FRAME_SOURCE.findall(output)
+    return bool(sources) and bool(_RAISE.search(sources[-1].strip()))
 
 
 def _text_lines(file: Path) -> list[tuple[int, str]]:

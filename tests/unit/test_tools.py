@@ -618,6 +618,27 @@ def test_python_says_where_an_error_was_raised(workspace: Path) -> None:
     assert not own.check_failed
 
 
+@pytest.mark.parametrize(
+    "body",
+    ["    if x < 0:\n        raise ValueError('negative')\n", "    if x < 0: raise ValueError('negative')\n"],
+)
+def test_python_says_when_the_code_raised_on_purpose(workspace: Path, body: str) -> None:
+    """An error from a raise statement in a workspace file is the code refusing the input, which may be
+    what the task asks (the eval: a right overdraft fix, checked by comparing the refused payment with a
+    string, was then "fixed" by taking the raise out). The note says so and blames neither side."""
+    (workspace / "src" / "sign.py").write_text(f"def root(x):\n{body}    return x ** 0.5\n")
+    tools = make_toolbox(workspace)
+    raised = tools.call("python", {"code": "from src.sign import root\nassert root(-4) == 2"})
+    assert raised.exit_code == 1 and not raised.check_failed
+    assert raised.output.endswith(
+        "ValueError: negative\n[exit code 1]\n"
+        "The code raised this on purpose, with a raise statement in src/sign.py (in root). If the task "
+        "says this input must raise it, the code is right and the check is wrong (expect the error with "
+        "try/except); if not, fix the code."
+    )
+    assert "not in the check's own code" not in raised.output
+
+
 def test_python_imports_the_changed_modules_first(tmp_path: Path) -> None:
     """In a prepared workspace the names of the modules changed so far (tests left out) are there
     without an import, and the code's own line numbers stay in its traceback."""
