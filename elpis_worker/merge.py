@@ -514,6 +514,87 @@ def repair_docstrings(content: str, old: str) -> str | None:
     return "\n".join(out) + ("\n" if content.endswith("\n") else "") if changed else None
 
 
+_CLOSER = {"(": ")", "[": "]", "{": "}"}
+_OPENING = re.compile(r"opening parenthesis '([(\[{])'")
+# How many bracket faults at line ends one repair fixes.
+BRACKET_FIXES = 3
+
+
+def repair_line_end_brackets(content: str) -> tuple[str, list[str]] | None:
+    """`content` with the brackets that end its lines balanced, and what was done, when that is all
+    that keeps it from parsing: a closer missing at a line's end is added (`range(0, 7)` for `range(0,
+    7)]`), one too many is dropped (`range(0, 7)]]`, `range(0, 7)]}}`), a wrong one is made the right one.
+    Seen in the eval: the 1.5B model wrote week_of's one-line fix three turns running, each time with the
+    comprehension's last brackets wrong, and each was refused as not valid Python. Only the brackets
+    after the line's last other character are touched; None when that does not make the content parse."""
+    text, fixes = content, []
+    for _ in range(BRACKET_FIXES + 1):
+        try:
+            compile(text, "<content>", "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            fixed = _fix_line_end(text, exc) if len(fixes) < BRACKET_FIXES else None
+            if fixed is None:
+                return None
+            text, fix = fixed
+            fixes.append(fix)
+        except ValueError:
+            return None
+        else:
+            return (text, fixes) if fixes else None
+    return None
+
+
+def _fix_line_end(text: str, exc: SyntaxError) -> tuple[str, str] | None:
+    lines = text.splitlines(keepends=True)
+    if not exc.lineno or not exc.offset or not 1 <= exc.lineno <= len(lines):
+        return None
+    line = lines[exc.lineno - 1]
+    body = line.rstrip("\r\n")
+    ending, col = line[len(body) :], exc.offset - 1
+    if not 0 <= col < len(body) or "#" in body or '"""' in body or "'''" in body:
+        return None
+    if exc.msg.endswith("was never closed"):
+        unclosed = _unclosed(body[col:])
+        if not unclosed or unclosed[0] != body[col]:
+            return None
+        added = "".join(_CLOSER[c] for c in reversed(unclosed))
+        new, fix = body.rstrip() + added, f"{added!r} added at the end of line {exc.lineno}"
+    elif body[col] in ")]}" and set(body[col:].rstrip()) <= set(")]}"):
+        opening = _OPENING.search(exc.msg)
+        if opening:
+            right = _CLOSER[opening.group(1)]
+            new = body[:col] + right + body[col + 1 :]
+            fix = f"{body[col]!r} made {right!r} on line {exc.lineno}"
+        elif exc.msg.startswith("unmatched"):
+            new, fix = body[:col] + body[col + 1 :], f"{body[col]!r} dropped from line {exc.lineno}"
+        else:
+            return None
+    else:
+        return None
+    lines[exc.lineno - 1] = new + ending
+    return "".join(lines), fix
+
+
+def _unclosed(code: str) -> list[str] | None:
+    """The brackets `code` (one line, no comment) opens and does not close, outermost first; None when
+    it closes one it did not open."""
+    stack: list[str] = []
+    quote, escaped = "", False
+    for char in code:
+        if quote:
+            escaped, quote = (not escaped and char == "\\"), ("" if char == quote and not escaped else quote)
+            continue
+        if char in "\"'":
+            quote = char
+        elif char in _CLOSER:
+            stack.append(char)
+        elif char in ")]}":
+            if not stack or _CLOSER[stack[-1]] != char:
+                return None
+            stack.pop()
+    return stack
+
+
 def dead_code_in(source: str, name: str) -> bool:
     """Whether a function `name` of `source` has statements after a return or raise of its body."""
     try:

@@ -38,6 +38,7 @@ from elpis_worker.merge import (
     merged_at,
     redefined_names,
     repair_docstrings,
+    repair_line_end_brackets,
     snippet_only,
 )
 from elpis_worker.observe import top_level_definitions
@@ -555,10 +556,12 @@ class Toolbox:
             # A method copied out of its class keeps the class's indentation: read it as written there.
             # A docstring's triple quotes are what a small model most often mangles inside a JSON string.
             dedented = textwrap.dedent(content)
+            bracketed = repair_line_end_brackets(dedented)
             for candidate, how in [
                 (dedented, ""),
                 (repair_docstrings(content, old), DOCSTRING_NOTE),
                 (repair_docstrings(dedented, old), DOCSTRING_NOTE),
+                (bracketed[0] if bracketed else None, _brackets_note(bracketed)),
             ]:
                 if candidate and candidate != content and _python_syntax_error(target, candidate) is None:
                     content, problem, repair = candidate, None, how
@@ -729,6 +732,9 @@ class Toolbox:
         repaired = repair_docstrings(new_text, text) if problem else None
         if repaired and _python_syntax_error(target, repaired) is None:
             new_text, problem, note = repaired, None, note + DOCSTRING_NOTE
+        bracketed = repair_line_end_brackets(new_text) if problem else None
+        if bracketed:
+            new_text, problem, note = bracketed[0], None, note + _brackets_note(bracketed)
         shifted = _indented_like_search(text, search, replace) if problem else None
         if shifted is not None and _python_syntax_error(target, shifted) is None:
             # `def pay(self, amount):` found in a class, and lines to go under it written as if the def
@@ -1313,6 +1319,10 @@ def _self_import(module: str, old: str, new: str) -> str | None:
         if hits and line.strip() not in existing:
             return line
     return None
+
+
+def _brackets_note(repair: tuple[str, list[str]] | None) -> str:
+    return f" (the brackets at a line's end did not balance: {'; '.join(repair[1])})" if repair else ""
 
 
 def _python_syntax_error(target: Path, content: str) -> str | None:

@@ -1259,6 +1259,41 @@ def test_a_refused_edit_quotes_the_line_that_does_not_parse(workspace: Path) -> 
 
 
 @pytest.mark.parametrize(
+    ("ending", "fix"),
+    [
+        ("range(0, 7)", "']' added at the end of line 3"),
+        ("range(0, 7)]]", "']' dropped from line 3"),
+        ("range(0, 7)]}}", "'}' dropped from line 3; '}' dropped from line 3"),
+        ("range(0, 7))", "')' made ']' on line 3"),
+    ],
+)
+def test_brackets_that_do_not_balance_at_a_line_end_are_balanced(
+    workspace: Path, ending: str, fix: str
+) -> None:
+    """Seen in the eval: week_of's one-line fix written three turns running, each time with the
+    comprehension's last brackets wrong (`range(0, 7)`, `range(0, 7)]]`, `range(0, 7)]}}`), and each
+    refused as not valid Python. The closers after a line's last other character are made to balance
+    when that alone makes the code parse, and the result says what was done; other faults stay refused."""
+    source = 'def week_of(start):\n    """Seven dates."""\n    return [start + d for d in range(1, 7)]\n'
+    (workspace / "week.py").write_text(source)
+    tools = make_toolbox(workspace)
+    content = f'def week_of(start):\n    """Seven dates."""\n    return [start + d for d in {ending}\n'
+    written = tools.call("write_file", {"path": "week.py", "content": content})
+    assert written.ok and f"(the brackets at a line's end did not balance: {fix})" in written.output
+    right = 'def week_of(start):\n    """Seven dates."""\n    return [start + d for d in range(0, 7)]\n'
+    assert (workspace / "week.py").read_text() == right
+    (workspace / "week.py").write_text(source)
+    search = "return [start + d for d in range(1, 7)]"
+    edited = tools.call(
+        "edit_file", {"path": "week.py", "search": search, "replace": f"return [start + d for d in {ending}"}
+    )
+    assert edited.ok and "did not balance" in edited.output and (workspace / "week.py").read_text() == right
+    # A bracket left open on a line that goes on is no fault at a line's end: still refused.
+    broken = tools.call("write_file", {"path": "week.py", "content": "x = (1,\n  2\ny = 3\n"})
+    assert not broken.ok and broken.error_kind == "syntax_error"
+
+
+@pytest.mark.parametrize(
     "broken",
     [
         '    "The area of a circle."...',  # the """ written as one quote, then an ellipsis
