@@ -929,6 +929,13 @@ class Toolbox:
             f"try:\n    from {m} import *\nexcept Exception as _e:\n    print('could not import {m}:', _e)\n"
             for m in self._changed_modules()
         )
+        # A check's usual helpers, used without their import (seen in the eval: `pytest.approx` in
+        # a NameError, the review's one check spent on it), are imported too.
+        prelude += "".join(
+            f"try:\n    import {m}\nexcept ImportError:\n    pass\n"
+            for m in CHECK_MODULES
+            if re.search(rf"\b{m}\.", code) and not re.search(rf"^\s*(import|from)\s+{m}\b", code, re.M)
+        )
         code, cut = _without_cut_line(_rejoined_strings(code))
         program = prelude + _PYTHON_RUNNER.replace("EXIT", str(ASSERT_FAILED)).replace("CODE", repr(code))
         before = self._protected_files()
@@ -1341,6 +1348,8 @@ def _python_syntax_error(target: Path, content: str) -> str | None:
     return None
 
 
+# Modules a `python` check may use without importing them.
+CHECK_MODULES = ("pytest", "math", "re", "json")
 # Exit status of the python tool's code when an assert failed (a traceback of its own is 1).
 ASSERT_FAILED = 3
 # How the python tool runs the model's code (CODE: its repr; EXIT: ASSERT_FAILED): a failed one-line

@@ -17,6 +17,7 @@ from helpers import wait_gone
 
 from elpis_worker.merge import same_program
 from elpis_worker.tools import (
+    ASSERT_FAILED,
     JUNIT_REPORT,
     PYTHON_CODE_CHARS,
     TOOL_DESCRIPTIONS,
@@ -637,6 +638,20 @@ def test_python_says_when_the_code_raised_on_purpose(workspace: Path, body: str)
         "try/except); if not, fix the code."
     )
     assert "not in the check's own code" not in raised.output
+
+
+def test_python_imports_the_usual_check_helpers_it_uses(workspace: Path) -> None:
+    """Seen in the eval: a review check `assert fahrenheit_to_celsius(212) == pytest.approx(100)` ended
+    in a NameError, and the review's one check was spent. pytest, math, re and json are there when the
+    code uses them; the code's own line numbers stay."""
+    tools = make_toolbox(workspace)
+    code = "assert 0.1 + 0.2 == pytest.approx(0.3)\nassert math.isclose(math.pi, 3.14159, rel_tol=1e-3)"
+    assert tools.call("python", {"code": code}).ok
+    failed = tools.call("python", {"code": "x = 1\nassert re.match('a', 'b')"})
+    assert failed.exit_code == ASSERT_FAILED and failed.output.startswith("line 2: assert re.match")
+    # A name the code does not use as a module is not imported for it.
+    unknown = tools.call("python", {"code": "print(pytest)"})
+    assert unknown.exit_code == 1 and "NameError: name 'pytest' is not defined" in unknown.output
 
 
 def test_python_imports_the_changed_modules_first(tmp_path: Path) -> None:
