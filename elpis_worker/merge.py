@@ -555,7 +555,8 @@ def _fix_line_end(text: str, exc: SyntaxError) -> tuple[str, str] | None:
         return None
     if exc.msg.endswith("was never closed"):
         unclosed = _unclosed(body[col:])
-        if not unclosed or unclosed[0] != body[col]:
+        # A line that ends in a comma or an operator goes on below: its closer belongs further down.
+        if not unclosed or unclosed[0] != body[col] or body.rstrip()[-1] in ",([{+-*/%=<>&|\\":
             return None
         added = "".join(_CLOSER[c] for c in reversed(unclosed))
         new, fix = body.rstrip() + added, f"{added!r} added at the end of line {exc.lineno}"

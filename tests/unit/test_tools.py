@@ -1304,8 +1304,9 @@ def test_brackets_that_do_not_balance_at_a_line_end_are_balanced(
     )
     assert edited.ok and "did not balance" in edited.output and (workspace / "week.py").read_text() == right
     # A bracket left open on a line that goes on is no fault at a line's end: still refused.
-    broken = tools.call("write_file", {"path": "week.py", "content": "x = (1,\n  2\ny = 3\n"})
-    assert not broken.ok and broken.error_kind == "syntax_error"
+    for content in ("x = (1,\n  2\ny = 3\n", "x = [1,\n2\n"):
+        broken = tools.call("write_file", {"path": "week.py", "content": content})
+        assert not broken.ok and broken.error_kind == "syntax_error", content
 
 
 @pytest.mark.parametrize(
