@@ -947,8 +947,9 @@ class Toolbox:
             result.output += (
                 "\nEither the code or the value an assert expects is wrong: check both against the task."
             )
-        elif result.exit_code and (where := self._raised_in(result.output)):
-            if _raised_on_purpose(result.output):
+        elif result.exit_code and (raised := self._raised_in(result.output)):
+            where, on_purpose = raised
+            if on_purpose:
                 # Not a crash: the code refused the input with a raise of its own. Seen in the eval: a
                 # right overdraft fix checked with `Wallet(5).pay(8) == '...'` raised InsufficientFunds;
                 # told "the code fails for this input", the model took the raise out.
@@ -988,19 +989,21 @@ class Toolbox:
         result = self._restore_protected(before, self._shell(f"python -c {shlex.quote(program)}"))
         return result.output if result.ok and result.output != "(no output)" else ""
 
-    def _raised_in(self, output: str) -> str | None:
+    def _raised_in(self, output: str) -> tuple[str, bool] | None:
         """`path (in function)` of a traceback's last frame where that is a workspace file: the error came
         from the code under check, not the check (the eval: transpose([]) raised IndexError in
-        linalg/matrix.py and the model, told "if the check's own code is wrong, call finish", finished)."""
+        linalg/matrix.py and the model, told "if the check's own code is wrong, call finish", finished);
+        with whether that frame's line is a `raise` statement, the code refusing its input on purpose
+        rather than failing on it."""
         frames = _TRACEBACK_FRAME.findall(output)
         if not frames:
             return None
-        path, function = frames[-1]
+        path, function, source = frames[-1]
         try:
             relative = Path(path).resolve().relative_to(self.root.resolve()).as_posix()
         except (ValueError, OSError):
             return None
-        return f"{relative} (in {function})"
+        return f"{relative} (in {function})", bool(_RAISE.search(source.strip()))
 
     def _redefined_in_files(self, code: str) -> dict[str, str]:
         """The functions and classes `code` defines that a source file of the workspace defines too
@@ -1576,17 +1579,9 @@ def _files_under(target: Path) -> list[Path]:
     return files
 
 
-_TRACEBACK_FRAME = re.compile(r'^  File "([^"]+)", line \d+, in (\S+)$', re.MULTILINE)
-# A traceback frame's header and the source line Python prints under it.
-_FRAME_SOURCE = re.compile(r'^  File "[^"]+", line \d+, in \S+\n    (.*)$', re.MULTILINE)
+# A traceback frame's header, and the source line Python prints under it where it has one.
+_TRACEBACK_FRAME = re.compile(r'^  File "([^"]+)", line \d+, in (\S+)$(?:\n    (.*)$)?', re.MULTILINE)
 _RAISE = re.compile(r"(^|[:;]\s*)raise\b")
-
-
-def _raised_on_purpose(output: str) -> bool:
-    """Whether a traceback's last frame is a `raise` statement: the code refused its input on purpose
-    rather than failing on it."""
-    sources = _FRAME_SOURCE.findall(output)
-    return bool(sources) and bool(_RAISE.search(sources[-1].strip()))
 
 
 def _text_lines(file: Path) -> list[tuple[int, str]]:
