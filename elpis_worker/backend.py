@@ -274,7 +274,8 @@ class ScriptedBackend:
                 else json.dumps(
                     {
                         **reflection,
-                        "thought": action.get("thought", ""),
+                        # A finish-only turn's grammar has no thought (grammar.think_schema).
+                        **({"thought": action.get("thought", "")} if "thought" in first else {}),
                         "tool": action["tool"],
                         "args": action.get("args", {}),
                     }

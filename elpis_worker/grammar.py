@@ -93,6 +93,10 @@ def think_schema(
         value = (call.get("args") or {}).get(key) if key else None
         if isinstance(value, str) and _PLAIN.match(value):
             excluded_values.setdefault(call["tool"], []).append(value)
+    # A turn that may only finish has no choice to reason about: its thought would repeat the summary
+    # (or copy the prompt's last line, as the 1.5B model's finishing thoughts did), decoding some 50 tokens
+    # for nothing. The reply is the reflection and the call.
+    thinking = allowed != ["finish"]
     alternatives = []
     for name, schema in TOOL_SCHEMAS.items():
         if name not in allowed:
@@ -104,7 +108,7 @@ def think_schema(
             schema["required"] = [key, *[r for r in schema["required"] if r != key]]
         properties = {
             **(REFLECTION_PROPERTIES if reflect else {}),
-            "thought": {"type": "string", "maxLength": THOUGHT_CHARS},
+            **({"thought": {"type": "string", "maxLength": THOUGHT_CHARS}} if thinking else {}),
             "tool": {"const": name},
             "args": schema,
         }

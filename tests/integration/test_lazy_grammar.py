@@ -156,6 +156,20 @@ def test_the_agents_think_schema(backend: LlamaBackend):
 
 
 @slow
+def test_a_finish_only_reply_has_no_thought_though_the_prompt_asks_for_one(backend: LlamaBackend):
+    """The system prompt asks for a thought every turn; a finish-only turn's grammar has none. The model's
+    first choice ("thought") is rejected and the reply still comes out as the schema says."""
+    from elpis_worker.grammar import think_schema
+
+    schema = think_schema(["finish"], reflect=True)
+    generation = _generate(backend, MESSAGES, schema, seed=0)
+    _satisfies(generation.text, schema)
+    reply = json.loads(generation.text)
+    assert list(reply) == ["progress", "tool", "args"] and reply["tool"] == "finish"
+    assert parse_action(generation.text).thought == ""
+
+
+@slow
 def test_a_max_tokens_cut_reaches_the_parse_error_path(backend: LlamaBackend):
     generation = _generate(backend, MESSAGES, TOOL_SCHEMA, max_tokens=4)
     assert generation.finish_reason == "length" and generation.completion_tokens == 4

@@ -437,6 +437,21 @@ def test_not_one_of_excludes_exactly_the_values_and_converts_to_a_grammar():
     LlamaGrammar.from_string(json_schema_to_gbnf(json.dumps(schema)), verbose=False)
 
 
+def test_a_turn_that_may_only_finish_writes_no_thought():
+    """Its thought would only repeat the summary: the reply is the reflection, then the call."""
+    import json
+
+    from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+
+    from elpis_worker.grammar import think_schema
+
+    (only,) = think_schema(["finish"], reflect=True)["anyOf"]
+    assert list(only["properties"]) == ["progress", "tool", "args"]
+    finish_or_edit = think_schema(["finish", "edit_file"])["anyOf"]
+    assert all(list(alt["properties"]) == ["thought", "tool", "args"] for alt in finish_or_edit)
+    LlamaGrammar.from_string(json_schema_to_gbnf(json.dumps({"anyOf": [only]})), verbose=False)
+
+
 def test_repair_first_the_first_turn_may_only_change_files(api, db_url, scripted):
     """With the failure and its source already observed, turn 1 is the repair: the grammar offers only
     write_file and edit_file (the scripted agent's look-around becomes its "instead"), then every tool."""
