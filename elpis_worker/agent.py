@@ -40,6 +40,7 @@ from elpis_worker.observe import (
 from elpis_worker.policy import ToolPolicy, checked
 from elpis_worker.probe import probe_calls
 from elpis_worker.prompts import (
+    RECHECK_PROMPT,
     REPLAN_PROMPT,
     Conversation,
     check_failed_prompt,
@@ -735,18 +736,31 @@ class Agent:
         first_pass = self._first_pass(turn, detail, prev_tests)
         dodged = not first_pass and self._review_dodged(turn, tests_passing)
         review = first_pass or dodged
+        untouched = (
+            untouched_named_files(self.task.instruction, self.root, workspace_diff(self.root))
+            if action.tool in EDIT_TOOLS and detail.ok and detail.diff_lines
+            else []
+        )
         plan = self.policy.plan_next(
-            self.turns, turn, modulation.strategy, detail, tests_passing, review, recheck=dodged
+            self.turns,
+            turn,
+            modulation.strategy,
+            detail,
+            tests_passing,
+            review,
+            recheck=dodged,
+            unfinished=bool(untouched),
         )
         lines = [modulation.prompt_line] if modulation.prompt_line else []
         if plan.review and not plan.replan:
-            lines.append(self._review_line())
+            # A review that comes again (dodged, so the check is on) says only what is owed: the first
+            # one's line, with the task and the change, is the message before.
+            edits = any(t in EDIT_TOOLS for t in plan.tools)
+            lines.append(RECHECK_PROMPT if dodged else self._review_line(edits))
         if not plan.replan and (failed_check := check_failed_prompt(action.tool, detail, tests_passing)):
             lines.append(failed_check)
-        if not plan.replan and action.tool in EDIT_TOOLS and detail.ok and detail.diff_lines:
-            untouched = untouched_named_files(self.task.instruction, self.root, workspace_diff(self.root))
-            if untouched:
-                lines.append(f"The task also names {', '.join(untouched)}: no change has touched it yet.")
+        if not plan.replan and untouched:
+            lines.append(f"The task also names {', '.join(untouched)}: no change has touched it yet.")
         lines.append(REPLAN_PROMPT if plan.replan else next_prompt(plan))
         return self._record(
             turn,
@@ -781,14 +795,15 @@ class Agent:
                 return (call.tool_args or {}).get("code")
         return None
 
-    def _review_line(self) -> str:
+    def _review_line(self, edits: bool = True) -> str:
         """The review turn's line: with the check, the probe's calls for the model to assert the task's
-        results of; without it, what the changed code gives for them (tools.probe_on_review)."""
+        results of; without it, what the changed code gives for them (tools.probe_on_review). `edits`:
+        whether the turn may also change files."""
         diff = workspace_diff(self.root)
         check, probing = self.policy.check_on_review, self.settings.tools.probe_on_review
         if check:
             calls = [expr for _, expr in probe_calls(self.root, diff)] if probing else []
-            return review_prompt(self.task.instruction, diff, check=True, calls=calls)
+            return review_prompt(self.task.instruction, diff, check=True, calls=calls, edits=edits)
         probe = self.toolbox.probe() if probing else ""
         return review_prompt(self.task.instruction, diff, probe=probe)
 

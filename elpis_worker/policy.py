@@ -47,6 +47,7 @@ class ToolPolicy:
         tests_passing: bool | None,
         review: bool = False,
         recheck: bool = False,
+        unfinished: bool = False,
     ) -> TurnPlan:
         """Turn the strategy into what the next turn may do. Replanning takes a reflect step and shuts
         the failing tool (unless it is an edit tool) out of the next think's grammar, so the agent
@@ -54,9 +55,11 @@ class ToolPolicy:
         and finishing; confidence with passing tests and a change made narrows them to finish, or, on
         the `review` turn (an edit has just made the tests pass for the first time), to finishing and
         the edit tools: the change is checked against the task before the agent is done. With
-        `check_on_review` the review turn may not finish yet: it tries the change with `python` (or
-        edits), and the turn after decides; a review that comes again because the first one did not
-        check (`recheck`) offers `python` alone."""
+        `check_on_review` the review turn may not finish yet: it tries the change with `python`, and the
+        turn after decides (a failed check opens the edit tools); the edit tools stay open on it only
+        while a part of the task is plainly not done yet (`unfinished`: the task names a file no change
+        has touched), and not on a review that comes again because the first one did not check
+        (`recheck`)."""
         plan = default_plan(strategy)
         plan.banned = self.banned_calls(turns, turn) if self.exclude_repeats else []
         plan.review = review
@@ -90,8 +93,11 @@ class ToolPolicy:
             # The change is tried before the agent may finish: asserts of what the task asks, on inputs
             # the tests do not use (the eval's commonest wrong success passes the visible test only).
             # Offered the edits again, capitalize_words's second review turn tried to edit the protected
-            # test, and the turn after finished with `text.title()` unchecked.
-            plan.tools = ["python"] if recheck else ["python", *EDITS]
+            # test, and the turn after finished with `text.title()` unchecked. Offered them on the first
+            # review turn, in one run (2026-11-30, 15 tasks) the model rewrote the fixed code unchanged
+            # three times, tried to edit the protected test once and once wrote the bug back (apply_discount
+            # read "a 20 % discount makes the price higher" as the rule): no edit there helped.
+            plan.tools = ["python", *EDITS] if unfinished and not recheck else ["python"]
         elif strategy == "finish" and tests_passing and detail.diff_lines and detail.ok:
             # Not after a failed call: a check that failed, or an edit that was refused, asks for a fix.
             plan.tools = ["finish", *EDITS] if review else ["finish"]

@@ -6,6 +6,7 @@ conversation built from a task's persisted steps, windowed to fit the context.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -66,8 +67,23 @@ def cut_text(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "\n[... cut ...]"
 
 
+# A `git diff`'s header lines that say nothing a reader of the change needs: which blobs, which modes.
+_DIFF_NOISE = re.compile(r"^(?:diff --git |index [0-9a-f]+\.\.|(?:new|deleted) file mode |similarity index )")
+
+
+def compact_diff(diff: str) -> str:
+    """`diff` without git's header lines: each file is named by its `---`/`+++` lines, the hunks follow. On
+    the review turn those lines were some 40 prompt tokens per file, evaluated on every review line."""
+    return "\n".join(line for line in diff.splitlines() if not _DIFF_NOISE.match(line))
+
+
 def review_prompt(
-    instruction: str, diff: str, check: bool = False, probe: str = "", calls: Sequence[str] = ()
+    instruction: str,
+    diff: str,
+    check: bool = False,
+    probe: str = "",
+    calls: Sequence[str] = (),
+    edits: bool = True,
 ) -> str:
     """The review turn's line: the task once more beside the change made, and the two questions a fix
     that only satisfies the visible test fails (the eval's hidden checks test other inputs and the other
@@ -78,13 +94,15 @@ def review_prompt(
     it works out what each must return from the task, the worker runs them. Shown the results instead,
     the 1.5B model copied them into its asserts (`capitalize_words('  hello   world ') == '  Hello
     World '` against "words separated by single spaces"). Without the check, `probe` shows the results
-    (what the changed code gives for those calls)."""
+    (what the changed code gives for those calls). With the check, `edits` says whether the turn may also
+    change files (a part of the task not done yet); the change is shown as `compact_diff` gives it."""
     task = (
         instruction
         if len(instruction) <= REVIEW_INSTRUCTION_CHARS
         else instruction[:REVIEW_INSTRUCTION_CHARS] + " [...]"
     )
-    change = cut_text(diff.strip(), REVIEW_DIFF_CHARS) or "(no change to the files)"
+    change = cut_text(compact_diff(diff).strip(), REVIEW_DIFF_CHARS) or "(no change to the files)"
+    missing = " If a part of the task is missing, make that change instead." if edits else ""
     head = f"The tests pass. Before you finish, check the change against the task once more: {task}\n"
     head += f"The change so far:\n{change}\n"
     if probe:
@@ -99,20 +117,27 @@ def review_prompt(
             "Try it: call python with one assert per line, one for each of these calls (the tests' own and "
             "variations of them), each comparing the call with what the task says it must return (work it "
             f"out from the task, not from the code):\n{listed}\nWhat the changed files define is already "
-            "imported. If a part of the task is missing, make that change instead."
+            "imported." + missing
         )
     if check:
         return head + (
             "Try it: call python with a few asserts, one per line, each comparing a call's result with what "
             "the task says it must be, for the results the task states and for inputs the tests do not use; "
-            "what the changed files define is already imported. If a part of the task is missing, make "
-            "that change instead."
+            "what the changed files define is already imported." + missing
         )
     return head + (
         "Is every part of the task done, and does the code follow the general rule the task describes "
         "rather than special cases for particular values? If so, call finish; if a part is missing, make "
         "that change."
     )
+
+
+# The line of a review turn that comes again because the first did not check (the first's line, with the
+# task and the change, is the message before): repeated whole, it was some 250 tokens to evaluate again.
+RECHECK_PROMPT = (
+    "That was no check of the change. Call python now with a few asserts, one per line, each comparing a "
+    "call's result with what the task above says it must be."
+)
 
 
 def check_failed_prompt(tool: str, detail: ToolResultDetail, tests_passing: bool | None) -> str | None:

@@ -11,6 +11,7 @@ from helpers import ROOT, SAMPLES, steps_of, task_row
 from configs.settings import load_settings
 from elpis_worker.agent import RESAMPLE_TEMPERATURE_MAX, run_agent
 from elpis_worker.backend import ScriptedBackend
+from elpis_worker.prompts import RECHECK_PROMPT
 from elpis_worker.store import TaskStore
 from models import StepKind, TaskStatus
 
@@ -83,13 +84,15 @@ def test_scripted_loop_fixes_the_failing_test(api, db_url):
         review.content
     )
     # It shows the change beside the task, as the workspace's diff, and asks for a check of its own.
-    assert "The change so far:\ndiff --git a/" in review.content and "+    return a - b" in review.content
+    assert "The change so far:\n--- a/" in review.content and "+    return a - b" in review.content
     # Asserts of the test's call of the changed function and of variations of it, the task's results.
     listed = "one for each of these calls (the tests' own and variations of them)"
     assert listed in review.content and "from the code):\nsubtract(5, 3)\nsubtract(6, 3)\n" in review.content
-    # The review turn may not finish yet: it tries the change (or edits), and the turn after finishes.
+    # The review turn may not finish yet: it tries the change, and the turn after finishes. Nothing the
+    # task names is left untouched, so it may not edit either.
     thinks = [s for s in steps if s.kind == StepKind.think]
-    assert thinks[3].sampling["allowed_tools"] == ["python", "write_file", "edit_file"]
+    assert thinks[3].sampling["allowed_tools"] == ["python"]
+    assert "make that change instead" not in review.content
     (probe,) = (r for r in results if r.tool_name == "python")
     assert probe.detail["ok"] is True and "every assert held" in probe.tool_result
     assert thinks[4].sampling["allowed_tools"] == ["finish"]
@@ -163,10 +166,11 @@ def test_a_failed_check_is_run_again_after_each_edit_until_it_passes(api, db_url
     "dodge", ["another edit", "an edit that changes nothing", "python asserting nothing"]
 )
 def test_a_review_turn_that_edits_instead_of_checking_is_reviewed_once_more(api, db_url, scripted, dodge):
-    """The review turn makes another edit, or one that changes nothing, or runs `python` that asserts
-    nothing, instead of its check (the tests still pass): the turn after is a review again, with the check
-    alone (not the edits, not finish); a second dodge is not reviewed a third time, so the turn after it
-    may finish."""
+    """The review turn (offered the edits too, as the task names a file no change has touched) makes
+    another edit, or one that changes nothing, or runs `python` that asserts nothing, instead of its check
+    (the tests still pass): the turn after is a review again, with the check alone (not the edits, not
+    finish) and a short line, the first review's being the message before; a second dodge is not reviewed
+    a third time, so the turn after it may finish."""
     body = '    """Return a minus b."""\n'
 
     def edit(old: str, new: str) -> dict:
@@ -186,15 +190,18 @@ def test_a_review_turn_that_edits_instead_of_checking_is_reviewed_once_more(api,
             {"thought": "done", "tool": "finish", "args": {"summary": "fixed subtract"}},
         ]
     )
-    task_id = submit(api, instruction="Fix the failing test in tests/test_ops.py")
+    instruction = "Fix the failing test in tests/test_ops.py, and check calc/text.py."
+    task_id = submit(api, instruction=instruction)
     assert run_scripted(db_url, task_id, script) == TaskStatus.succeeded
     steps = steps_of(db_url, task_id)
     thinks = [s for s in steps if s.kind == StepKind.think]
     assert [t.tool_name for t in thinks] == ["edit_file", second["tool"], "python", "finish"]
-    reviews = [s.turn for s in steps if s.kind == StepKind.emotion and s.emotion["plan"]["review"]]
-    assert reviews == [1, 2]  # the plans the fix and the first dodge left
+    reviews = [s for s in steps if s.kind == StepKind.emotion and s.emotion["plan"]["review"]]
+    assert [s.turn for s in reviews] == [1, 2]  # the plans the fix and the first dodge left
     assert thinks[1].sampling["allowed_tools"] == ["python", "write_file", "edit_file"]
+    assert "make that change instead" in reviews[0].content
     assert thinks[2].sampling["allowed_tools"] == ["python"]
+    assert RECHECK_PROMPT in reviews[1].content and "The change so far" not in reviews[1].content
     assert "finish" in (thinks[3].sampling.get("allowed_tools") or ["finish"])  # absent: every tool
 
 

@@ -65,13 +65,15 @@ def test_finish_only_with_passing_tests_and_a_change() -> None:
 
 
 def test_the_review_turn_tries_the_change_before_it_may_finish() -> None:
-    """With check_on_review, the review turn offers python and the edit tools, not finish; after a
-    check that held the next turn narrows to finish, after one that failed to finish or a fix, whatever
-    the strategy: no more checks."""
+    """With check_on_review, the review turn offers python, not finish (and the edit tools only while the
+    task names a file no change has touched); after a check that held the next turn narrows to finish,
+    after one that failed to finish or a fix, whatever the strategy: no more checks."""
     checking = ToolPolicy(exclude_repeats=True, has_tests=True, check_on_review=True)
     turns = [turn(1, "write_file", {"path": "a.py", "content": "x = 1\n"}, ok=True, sha="abc")]
     review = checking.plan_next(turns, turns[0], "finish", CHANGED, True, review=True)
-    assert review.review and review.tools == ["python", "write_file", "edit_file"]
+    assert review.review and review.tools == ["python"]
+    unfinished = checking.plan_next(turns, turns[0], "finish", CHANGED, True, review=True, unfinished=True)
+    assert unfinished.review and unfinished.tools == ["python", "write_file", "edit_file"]
     # Whatever the strategy, except a replan (which has its own turn) or wrapping up.
     assert checking.plan_next(turns, turns[0], "continue", CHANGED, True, review=True).tools == review.tools
     assert checking.plan_next(turns, turns[0], "wrap_up", CHANGED, True, review=True).tools == [
@@ -85,7 +87,9 @@ def test_the_review_turn_tries_the_change_before_it_may_finish() -> None:
     assert checking.plan_next(printed, printed[1], "continue", CHANGED, True).tools == list(TOOL_SCHEMAS)
     assert checking.plan_next(printed, printed[1], "finish", CHANGED, True, review=True).tools == review.tools
     # The review that comes again because the first did not check offers the check alone.
-    again = checking.plan_next(printed, printed[1], "continue", CHANGED, True, review=True, recheck=True)
+    again = checking.plan_next(
+        printed, printed[1], "continue", CHANGED, True, review=True, recheck=True, unfinished=True
+    )
     assert again.review and again.tools == ["python"]
     turns.append(turn(2, "python", {"code": "assert f(2) == 4"}, ok=True, sha="abc"))
     assert checking.plan_next(turns, turns[1], "finish", CHANGED, True).tools == ["finish"]

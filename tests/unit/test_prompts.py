@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from configs.settings import load_settings
-from elpis_worker.prompts import REVIEW_DIFF_CHARS, SYSTEM_PROMPT, Conversation, cut_text, review_prompt
+from elpis_worker.prompts import (
+    REVIEW_DIFF_CHARS,
+    SYSTEM_PROMPT,
+    Conversation,
+    compact_diff,
+    cut_text,
+    review_prompt,
+)
 from elpis_worker.turns import TurnSteps, group_turns
 from models import Step, StepKind, Task
 
@@ -77,4 +84,23 @@ def test_a_cut_change_says_so_on_the_review_turn() -> None:
     # With the check, the calls are listed for the model's asserts, without their results.
     listed = review_prompt("Fix it.", "+x", check=True, calls=["f(1)", "f(2)"])
     assert "one for each of these calls" in listed and "\nf(1)\nf(2)\nWhat the changed" in listed
+    assert "make that change instead" in listed
+    # A review turn that may not change files does not ask for a change.
+    assert "make that change" not in review_prompt("Fix it.", "+x", check=True, calls=["f(1)"], edits=False)
+    assert "make that change" not in review_prompt("Fix it.", "+x", check=True, edits=False)
     assert "->" not in listed and "variations of them (the tests check" not in listed
+
+
+def test_the_review_turn_shows_the_change_without_gits_header_lines() -> None:
+    diff = (
+        "diff --git a/shop/cart.py b/shop/cart.py\nindex 1174b2d..cdf5b25 100644\n--- a/shop/cart.py\n"
+        "+++ b/shop/cart.py\n@@ -5,2 +5,2 @@ def total(lines):\n-    return 1\n+    return 2\n"
+        "diff --git a/shop/new.py b/shop/new.py\nnew file mode 100644\nindex 0000000..e69de29\n"
+        "--- /dev/null\n+++ b/shop/new.py\n@@ -0,0 +1 @@\n+X = 1\n"
+    )
+    assert compact_diff(diff) == (
+        "--- a/shop/cart.py\n+++ b/shop/cart.py\n@@ -5,2 +5,2 @@ def total(lines):\n-    return 1\n"
+        "+    return 2\n--- /dev/null\n+++ b/shop/new.py\n@@ -0,0 +1 @@\n+X = 1"
+    )
+    line = review_prompt("Fix it.", diff, check=True)
+    assert "index 1174b2d" not in line and "+++ b/shop/new.py" in line
