@@ -661,6 +661,7 @@ class Agent:
             summary=result.summary,
             reverted=result.reverted,
             check_failed=result.check_failed,
+            check_crashed=result.check_crashed,
         )
         step = self._record(
             turn,

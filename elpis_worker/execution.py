@@ -108,7 +108,7 @@ class ToolRunner:
         if again.ok:
             result.output += "\nYour check that failed before, run again: it passes now."
             return
-        result.check_failed = True
+        result.check_failed, result.check_crashed = True, again.check_failed
         result.output += f"\nYour check that failed before, run again, still fails:\n{again.output}"
 
     def _check_edit(self, result: ToolResult, path: str, before: tuple[bytes | None] | None) -> None:

@@ -87,8 +87,10 @@ class ToolPolicy:
             plan.tools = ["finish"] if detail.ok else [*EDITS] if detail.check_failed else ["finish", *EDITS]
         elif tests_passing and detail.check_failed:
             # An edit left the tests passing but the agent's failed check still failing: fix the code
-            # again, or finish where the check's expectation is the wrong part.
-            plan.tools = ["finish", *EDITS]
+            # again, or finish where the check's expectation is the wrong part. Where the code under check
+            # still raises an error, no expectation can be wrong: only the edits (matrix_transpose's
+            # `transpose([])` raised IndexError before and after its edit, and the model finished).
+            plan.tools = [*EDITS] if detail.check_crashed else ["finish", *EDITS]
         elif review and self.check_on_review:
             # The change is tried before the agent may finish: asserts of what the task asks, on inputs
             # the tests do not use (the eval's commonest wrong success passes the visible test only).

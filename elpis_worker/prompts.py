@@ -148,6 +148,11 @@ def check_failed_prompt(tool: str, detail: ToolResultDetail, tests_passing: bool
     check until the budget ran out."""
     if tool == "python" and detail.check_failed and tests_passing:
         return "The check failed while the tests pass: the code under check raised an error. Fix the code."
+    if detail.check_crashed and tests_passing:
+        return (
+            "The tests pass, but your check still fails with this change: the code under check still "
+            "raises an error for an input the check tried. Fix the code for that input."
+        )
     if detail.check_failed and tests_passing:
         return (
             "The tests pass, but your check still fails with this change. If the code is wrong for an "

@@ -78,6 +78,8 @@ class ToolResult:
     # A `python` check whose error was raised inside the code under check, or an edit after which the
     # tests pass but the agent's last failed check still fails.
     check_failed: bool = False
+    # That edit's check still fails with an error raised inside the code under check, not with an assert.
+    check_crashed: bool = False
 
 
 # Characters of a finish summary (the grammar stops it there).

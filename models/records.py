@@ -192,6 +192,9 @@ class ToolResultDetail(OutcomeDetail):
     # A `python` check whose error was raised inside the code under check, or an edit after which the
     # tests pass but the agent's last failed check, run again, still fails.
     check_failed: bool = False
+    # ... and fails with an error raised inside the code under check (not a deliberate raise, not an
+    # assert): the code, not the check's expectation, is what is wrong.
+    check_crashed: bool = False
 
 
 class ObserveDetail(OutcomeDetail):

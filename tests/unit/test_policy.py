@@ -112,6 +112,9 @@ def test_the_review_turn_tries_the_change_before_it_may_finish() -> None:
         "write_file",
         "edit_file",
     ]
+    # ... still failing with an error raised in the code under check: no expectation is wrong, so fix.
+    crashed = still.model_copy(update={"check_crashed": True})
+    assert checking.plan_next(edited, edited[2], "finish", crashed, True).tools == ["write_file", "edit_file"]
     # Not after a failed call otherwise: a refused edit with the tests passing leaves every tool open.
     refused = [
         *turns,
