@@ -964,6 +964,15 @@ class Toolbox:
                 result.output += f"\nThe error was raised in {where}, not in the check's own code: " + (
                     "the code fails for this input."
                 )
+        elif result.exit_code and (own := _check_line_raising(result.output, code)):
+            # Seen in the eval: `Cart().add('apple', 2, quantity=3).total()` (add returns None) gave a bare
+            # AttributeError; the model took it for a fault of the right code it had just checked, and
+            # rewrote that code until the tests broke.
+            number, line = own
+            result.output += (
+                f"\nThe error was raised by line {number} of the check itself (`{line}`), not inside the "
+                "code under check: that line of the check is what is wrong here."
+            )
         if redefined := self._redefined_in_files(code):
             names, files = ", ".join(redefined), ", ".join(sorted(set(redefined.values())))
             result.output += (
@@ -1582,6 +1591,21 @@ def _files_under(target: Path) -> list[Path]:
 
 
 # A traceback frame's header, and the source line Python prints under it where it has one.
+def _check_line_raising(output: str, code: str) -> tuple[int, str] | None:
+    """The line number and text of `code` (a `python` check) where its traceback ends, when its last frame
+    is the check's own code, not a file's; None otherwise."""
+    frames = _CODE_FRAME.findall(output)
+    if not frames or _TRACEBACK_FRAME.findall(output)[-1][0] != "<code>":
+        return None
+    number = int(frames[-1])
+    lines = code.splitlines()
+    if not 1 <= number <= len(lines):
+        return None
+    line = lines[number - 1].strip()
+    return number, line if len(line) <= 120 else line[:117] + "..."
+
+
+_CODE_FRAME = re.compile(r'^  File "<code>", line (\d+), in ', re.MULTILINE)
 _TRACEBACK_FRAME = re.compile(r'^  File "([^"]+)", line \d+, in (\S+)$(?:\n    (.*)$)?', re.MULTILINE)
 _RAISE = re.compile(r"(^|[:;]\s*)raise\b")
 

@@ -640,6 +640,30 @@ def test_python_says_when_the_code_raised_on_purpose(workspace: Path, body: str)
     assert "not in the check's own code" not in raised.output
 
 
+def test_python_says_when_the_check_itself_raised(workspace: Path) -> None:
+    """Seen in the eval: `Cart().add('apple', 2).total()` (add returns None) ended in a bare AttributeError,
+    taken for a fault of the right code under check. An error whose traceback ends in the check's own line
+    names that line; one raised inside a workspace file does not."""
+    (workspace / "src" / "cart.py").write_text(
+        "class Cart:\n    def __init__(self):\n        self.lines = []\n\n"
+        "    def add(self, price):\n        self.lines.append(price)\n\n"
+        "    def total(self):\n        return sum(self.lines)\n"
+    )
+    tools = make_toolbox(workspace)
+    code = "from src.cart import Cart\nassert Cart().total() == 0\nassert Cart().add(2).total() == 2"
+    chained = tools.call("python", {"code": code})
+    assert chained.exit_code == 1 and not chained.check_failed
+    assert chained.output.endswith(
+        "[exit code 1]\nThe error was raised by line 3 of the check itself (`assert Cart().add(2).total() "
+        "== 2`), not inside the code under check: that line of the check is what is wrong here."
+    )
+    inside = tools.call(
+        "python", {"code": "from src.cart import Cart\nc = Cart()\nc.lines = [1, 'a']\nc.total()"}
+    )
+    assert inside.check_failed and "of the check itself" not in inside.output
+    assert "The error was raised in src/cart.py (in total)" in inside.output
+
+
 def test_python_imports_the_usual_check_helpers_it_uses(workspace: Path) -> None:
     """Seen in the eval: a review check `assert fahrenheit_to_celsius(212) == pytest.approx(100)` ended
     in a NameError, and the review's one check was spent. pytest, math, re and json are there when the
