@@ -967,11 +967,12 @@ class Toolbox:
         elif result.exit_code and (own := _check_line_raising(result.output, code)):
             # Seen in the eval: `Cart().add('apple', 2, quantity=3).total()` (add returns None) gave a bare
             # AttributeError; the model took it for a fault of the right code it had just checked, and
-            # rewrote that code until the tests broke.
+            # rewrote that code until the tests broke. Where it was raised is a fact; which side is wrong
+            # is not (a task may ask `add` to return the cart), so the note says no more.
             number, line = own
             result.output += (
                 f"\nThe error was raised by line {number} of the check itself (`{line}`), not inside the "
-                "code under check: that line of the check is what is wrong here."
+                "code under check."
             )
         if redefined := self._redefined_in_files(code):
             names, files = ", ".join(redefined), ", ".join(sorted(set(redefined.values())))
