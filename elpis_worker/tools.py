@@ -1010,7 +1010,7 @@ class Toolbox:
         frames = _TRACEBACK_FRAME.findall(output)
         if not frames:
             return None
-        path, function, source = frames[-1]
+        path, _, function, source = frames[-1]
         try:
             relative = Path(path).resolve().relative_to(self.root.resolve()).as_posix()
         except (ValueError, OSError):
@@ -1595,10 +1595,10 @@ def _files_under(target: Path) -> list[Path]:
 def _check_line_raising(output: str, code: str) -> tuple[int, str] | None:
     """The line number and text of `code` (a `python` check) where its traceback ends, when its last frame
     is the check's own code, not a file's; None otherwise."""
-    frames = _CODE_FRAME.findall(output)
-    if not frames or _TRACEBACK_FRAME.findall(output)[-1][0] != "<code>":
+    frames = _TRACEBACK_FRAME.findall(output)
+    if not frames or frames[-1][0] != "<code>":
         return None
-    number = int(frames[-1])
+    number = int(frames[-1][1])
     lines = code.splitlines()
     if not 1 <= number <= len(lines):
         return None
@@ -1606,8 +1606,8 @@ def _check_line_raising(output: str, code: str) -> tuple[int, str] | None:
     return number, line if len(line) <= 120 else line[:117] + "..."
 
 
-_CODE_FRAME = re.compile(r'^  File "<code>", line (\d+), in ', re.MULTILINE)
-_TRACEBACK_FRAME = re.compile(r'^  File "([^"]+)", line \d+, in (\S+)$(?:\n    (.*)$)?', re.MULTILINE)
+# A traceback frame: its file, line number, function and (where shown) source line.
+_TRACEBACK_FRAME = re.compile(r'^  File "([^"]+)", line (\d+), in (\S+)$(?:\n    (.*)$)?', re.MULTILINE)
 _RAISE = re.compile(r"(^|[:;]\s*)raise\b")
 
 
