@@ -127,57 +127,28 @@ def test_a_failed_check_on_the_review_turn_leaves_the_choice_to_the_model(api, d
     assert [s.tool_name for s in steps if s.kind == StepKind.tool_call] == ["edit_file", "python", "finish"]
 
 
-def test_a_failed_check_is_run_again_after_each_edit_until_it_passes(api, db_url, scripted):
+@pytest.mark.parametrize("failure", ["assert", "crash"])
+def test_a_failed_check_is_run_again_after_each_edit_until_it_passes(api, db_url, scripted, failure):
     """A fix for the visible test's values only: the check finds it, the next edit leaves the tests
-    passing but the check failing (said so, the edit tools stay open, not finish alone), and the real fix
-    makes the check pass."""
+    passing but the check failing (said so), and the real fix makes the check pass. Where the check's
+    assert failed, the edit tools stay open beside finish; where its call still raises inside the changed
+    code, no expectation can be the wrong part, so only the edit tools are open."""
     body = '    """Return a minus b."""\n'
 
     def edit(old: str, new: str) -> dict:
         return {"path": "calc/ops.py", "search": body + old, "replace": body + new}
 
-    special = "    return 2 if (a, b) == (5, 3) else a + b"
+    if failure == "assert":
+        special = "    return 2 if (a, b) == (5, 3) else a + b"
+        still = special + " + 0"
+    else:
+        special = "    return 2 if (a, b) == (5, 3) else a // 0"
+        still = "    return 2 if (a, b) == (5, 3) else b // 0"
     script = scripted(
         [
             {"thought": "fix", "tool": "edit_file", "args": edit("    return a + b", special)},
             {"thought": "check", "tool": "python", "args": {"code": "assert subtract(6, 3) == 3"}},
-            {"thought": "again", "tool": "edit_file", "args": edit(special, special + " + 0")},
-            {"thought": "really", "tool": "edit_file", "args": edit(special + " + 0", "    return a - b")},
-            {"thought": "done", "tool": "finish", "args": {"summary": "fixed subtract"}},
-        ]
-    )
-    task_id = submit(api, instruction="Fix the failing test in tests/test_ops.py")
-    assert run_scripted(db_url, task_id, script) == TaskStatus.succeeded
-    steps = steps_of(db_url, task_id)
-    again, really = [s for s in steps if s.kind == StepKind.tool_result and s.tool_name == "edit_file"][1:]
-    assert "Tests after this change: pass" in again.tool_result and again.detail["check_failed"] is True
-    assert "Your check that failed before, run again, still fails:\nline 1: assert subtract(6, 3) == 3" in (
-        again.tool_result
-    )
-    line = next(s for s in steps if s.kind == StepKind.emotion and s.turn == again.turn)
-    assert "but your check still fails with this change" in line.content
-    following = next(s for s in steps if s.kind == StepKind.think and s.turn == again.turn + 1)
-    assert following.sampling["allowed_tools"] == ["finish", "write_file", "edit_file"]
-    assert "run again: it passes now" in really.tool_result and really.detail["check_failed"] is False
-    assert "+    return a - b" in task_row(db_url, task_id).workspace_diff
-
-
-def test_a_check_that_still_crashes_in_the_code_after_an_edit_leaves_only_the_edits(api, db_url, scripted):
-    """The check's call raises inside the changed code; an edit that leaves the tests passing and the call
-    still raising there is not a case for finishing (no expectation can be the wrong part): the line says
-    so and only the edit tools are open, until a fix makes the check pass."""
-    body = '    """Return a minus b."""\n'
-
-    def edit(old: str, new: str) -> dict:
-        return {"path": "calc/ops.py", "search": body + old, "replace": body + new}
-
-    crash = "    return 2 if (a, b) == (5, 3) else a // 0"
-    still = "    return 2 if (a, b) == (5, 3) else b // 0"
-    script = scripted(
-        [
-            {"thought": "fix", "tool": "edit_file", "args": edit("    return a + b", crash)},
-            {"thought": "check", "tool": "python", "args": {"code": "assert subtract(6, 3) == 3"}},
-            {"thought": "again", "tool": "edit_file", "args": edit(crash, still)},
+            {"thought": "again", "tool": "edit_file", "args": edit(special, still)},
             {"thought": "really", "tool": "edit_file", "args": edit(still, "    return a - b")},
             {"thought": "done", "tool": "finish", "args": {"summary": "fixed subtract"}},
         ]
@@ -186,14 +157,23 @@ def test_a_check_that_still_crashes_in_the_code_after_an_edit_leaves_only_the_ed
     assert run_scripted(db_url, task_id, script) == TaskStatus.succeeded
     steps = steps_of(db_url, task_id)
     (check,) = (s for s in steps if s.kind == StepKind.tool_result and s.tool_name == "python")
-    assert check.detail["check_failed"] is True and "ZeroDivisionError" in check.tool_result
     again, really = [s for s in steps if s.kind == StepKind.tool_result and s.tool_name == "edit_file"][1:]
-    assert again.detail["check_failed"] is True and again.detail["check_crashed"] is True
+    assert "Tests after this change: pass" in again.tool_result and again.detail["check_failed"] is True
     line = next(s for s in steps if s.kind == StepKind.emotion and s.turn == again.turn)
-    assert "still raises an error for an input the check tried" in line.content
     following = next(s for s in steps if s.kind == StepKind.think and s.turn == again.turn + 1)
-    assert following.sampling["allowed_tools"] == ["write_file", "edit_file"]
-    assert really.detail["check_failed"] is False and not really.detail.get("check_crashed")
+    if failure == "assert":
+        rerun = "Your check that failed before, run again, still fails:\nline 1: assert subtract(6, 3) == 3"
+        assert rerun in again.tool_result
+        assert not again.detail.get("check_crashed")
+        assert "but your check still fails with this change" in line.content
+        assert following.sampling["allowed_tools"] == ["finish", "write_file", "edit_file"]
+    else:
+        assert check.detail["check_failed"] is True and "ZeroDivisionError" in check.tool_result
+        assert again.detail["check_crashed"] is True
+        assert "still raises an error for an input the check tried" in line.content
+        assert following.sampling["allowed_tools"] == ["write_file", "edit_file"]
+    assert "run again: it passes now" in really.tool_result and really.detail["check_failed"] is False
+    assert not really.detail.get("check_crashed")
     assert "+    return a - b" in task_row(db_url, task_id).workspace_diff
 
 
