@@ -47,15 +47,23 @@ from rich.table import Table  # noqa: E402
 # Wide enough for the table when the output is piped (make, tee), where rich would assume 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 150)
 
-# A small fixed subset of evals/: two tasks the 1.5B default solves in two turns (the fix, then finish),
-# one per worker process. Two, not four, so that the three pipeline runs fit `make bench` in 15 minutes
-# on 2 shared cores (a 1.5B task takes ~2 minutes there); --tasks runs more.
+# A small fixed subset of evals/: two tasks the 1.5B default solves in three turns (the fix, the review
+# turn's check, then finish), one per worker process. Two, not four, so that the three pipeline runs fit
+# `make bench` in 15 minutes on 2 shared cores (a 1.5B task takes ~2 minutes there); --tasks runs more.
 DEFAULT_TASKS = "bank_withdraw,passing_grade"
-OLD_PATH = {"ELPIS_GENERATION__ONE_CALL_PER_TURN": "false", "ELPIS_MODEL__LAZY_GRAMMAR": "false"}
+# One thread per process whatever the other cores do (model.share_idle_cores off).
+ONE_THREAD = {"ELPIS_MODEL__SHARE_IDLE_CORES": "false"}
+OLD_PATH = {
+    "ELPIS_GENERATION__ONE_CALL_PER_TURN": "false",
+    "ELPIS_MODEL__LAZY_GRAMMAR": "false",
+    "ELPIS_GENERATION__COMPOSE_FINISH": "false",
+    **ONE_THREAD,
+}
 # (name, worker processes, environment overrides)
 RUNS = (
     ("default", 2, {}),
-    ("one process", 1, {}),
+    ("one process", 1, ONE_THREAD),
+    ("one process, idle cores", 1, {}),
     ("old path", 2, OLD_PATH),
 )
 PROMPT_TOKENS = 1000
@@ -237,6 +245,7 @@ def run_figures(run: dict[str, Any]) -> dict[str, Any]:
     return {
         "turns": len(turns),
         "turn_s": sf.median(t.wall_s for t in turns),
+        "generating_turn_s": sf.median(t.wall_s for t in turns if t.generations),
         "generations_per_turn": sum(t.generations for t in turns) / len(turns) if turns else None,
         "overhead_per_step_ms": 1000 * sum(t.overhead_s for t in turns) / turn_steps if turn_steps else None,
         "wall_per_step_ms": 1000 * sum(t.wall_s for t in turns) / turn_steps if turn_steps else None,
@@ -256,7 +265,9 @@ def run_figures(run: dict[str, Any]) -> dict[str, Any]:
 
 def figures(plain: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The table's figures: default run against the plain process, one process and the old path."""
-    default, one, old = (runs.get(name, {}) for name in ("default", "one process", "old path"))
+    default, one, lone, old = (
+        runs.get(name, {}) for name in ("default", "one process", "one process, idle cores", "old path")
+    )
     latencies = default.get("first_step_s", []) + one.get("first_step_s", [])
     evaluated = (default.get("evaluated_tokens") or 0) + (one.get("evaluated_tokens") or 0)
     new = (default.get("new_tokens") or 0) + (one.get("new_tokens") or 0)
@@ -274,6 +285,10 @@ def figures(plain: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[str,
         "first_step_s": sf.median(latencies),
         "turn_s": default.get("turn_s"),
         "old_turn_s": old.get("turn_s"),
+        "generating_turn_s": default.get("generating_turn_s"),
+        "old_generating_turn_s": old.get("generating_turn_s"),
+        "lone_turn_s": lone.get("turn_s"),
+        "one_thread_turn_s": one.get("turn_s"),
         "solved_task_s": default.get("solved_task_s"),
         "old_solved_task_s": old.get("solved_task_s"),
         "tasks_per_hour_2": default.get("tasks_per_hour"),

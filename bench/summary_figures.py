@@ -62,11 +62,15 @@ def _call_detail(step: dict[str, Any]) -> ThinkDetail | ReflectDetail:
 
 
 def generations(steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The steps that are one LLM call each, in order: every think, and every reflect (or replan) that is
-    not the reflection half of a one-call reply (`detail.merged`)."""
+    """The steps that are one LLM call each, in order: every think the model wrote (not one the agent
+    composed, `detail.composed`), and every reflect (or replan) that is not the reflection half of a
+    one-call reply (`detail.merged`)."""
     calls = []
     for step in sorted(steps, key=lambda s: s["seq"]):
-        if step["kind"] == "think" or (step["kind"] == "reflect" and not _call_detail(step).merged):
+        if step["kind"] not in ("think", "reflect"):
+            continue
+        detail = _call_detail(step)
+        if not (detail.composed if isinstance(detail, ThinkDetail) else detail.merged):
             calls.append(step)
     return calls
 
@@ -265,6 +269,18 @@ def summary_rows(f: dict[str, Any]) -> list[Row]:
             _num(f.get("turn_s"), " s"),
             f"old path {_num(f.get('old_turn_s'), ' s')}",
             _ratio(f.get("turn_s"), f.get("old_turn_s")),
+        ),
+        Row(
+            "median wall time per turn that calls the model",
+            _num(f.get("generating_turn_s"), " s"),
+            f"old path {_num(f.get('old_generating_turn_s'), ' s')}",
+            _ratio(f.get("generating_turn_s"), f.get("old_generating_turn_s")),
+        ),
+        Row(
+            "median turn, 1 process taking the idle cores",
+            _num(f.get("lone_turn_s"), " s"),
+            f"1 process, 1 thread {_num(f.get('one_thread_turn_s'), ' s')}",
+            _ratio(f.get("lone_turn_s"), f.get("one_thread_turn_s")),
         ),
         Row(
             "median wall time per solved task",

@@ -61,6 +61,7 @@ class ModelSettings(_Section):
     path: str = ""
     n_ctx: int = Field(4096, ge=256)
     threads: int = Field(1, ge=1)
+    share_idle_cores: bool = True
     chat_format: str = ""
     gpu_layers: int = Field(0, ge=-1)
     script: str = ""
@@ -91,6 +92,7 @@ class GenerationSettings(_Section):
     max_tokens: int = Field(512, ge=8)
     reflect_max_tokens: int = Field(96, ge=8)
     one_call_per_turn: bool = True
+    compose_finish: bool = True
     history_thoughts: bool = False
     fresh_look_on_replan: bool = True
 

@@ -54,6 +54,7 @@ from elpis_worker.shutdown import WorkerShuttingDown, stop_requested
 from elpis_worker.store import Cancelled, LostClaim, TaskStore
 from elpis_worker.tools import (
     ASSERT_FAILED,
+    SUMMARY_CHARS,
     TOOL_SCHEMAS,
     Toolbox,
 )
@@ -65,6 +66,7 @@ from elpis_worker.turns import (
     TurnSteps,
     default_plan,
     diff_sha,
+    finish_summary,
     group_turns,
     is_banned,
     loads_reply,
@@ -533,9 +535,12 @@ class Agent:
         temperature, resampled = modulation.temperature, 0
         max_tokens = self.gen.max_tokens + (self.gen.reflect_max_tokens if reflecting else 0)
         stored = _reflect_detail(earlier).completion if earlier else None
+        composed = self.gen.compose_finish and plan.tools == ["finish"]
         if reflecting and stored is not None:
             # Resumed between the two writes of one generation: the think step comes from the same reply.
             completion = Completion(stored, 0, 0, 0.0)
+        elif composed:
+            completion = self._composed_finish(turn, reflecting)
         else:
             if restricted or banned:
                 schema = think_schema(plan.tools, banned, reflect=reflecting)
@@ -600,13 +605,48 @@ class Agent:
                 parse_error=action.error,
                 finish_reason=completion.finish_reason,
                 merged=merged,
+                composed=composed,
                 # Prompt tokens llama.cpp evaluated for this call; the rest came from its KV cache.
                 evaluated_prompt_tokens=completion.evaluated_prompt_tokens,
                 # Of the generation's time, what prompt evaluation took (the rest of a one-call reply's
                 # time is decoding, shared with its reflect step): bench/bench_summary.py splits turns.
                 prompt_eval_ms=_ms(completion.prompt_eval_s),
+                threads=completion.threads,
             ).stored(),
         )
+
+    def _composed_finish(self, turn: TurnSteps, reflecting: bool) -> Completion:
+        """The reply of a turn that may only finish, written by the agent (`generation.compose_finish`):
+        the model would spend a generation (the last result's evaluation, then some 50 tokens) on a choice
+        it does not have, and its summaries copied the prompt's last line. The summary states the files
+        changed, the reason the turn that last changed them gave, the tests' last verdict and the check
+        that passed; the progress flag is whether the last call succeeded. The finish still runs the
+        tests before the task counts as done."""
+        earlier = [t for t in self.turns if t.number < turn.number]
+        last = tool_result(earlier[-1].get(StepKind.tool_result)) if earlier else None
+        why, check = "", None
+        for t in reversed(earlier):
+            call, result = t.get(StepKind.tool_call), t.get(StepKind.tool_result)
+            if call is None or result is None:
+                continue
+            detail = tool_result(result)
+            if check is None and detail.ok and checked(t, detail):
+                check = (call.tool_args or {}).get("code")
+            think = t.get(StepKind.think)
+            if call.tool_name in EDIT_TOOLS and detail.ok and not detail.reverted and think is not None:
+                why = _think_detail(think).thought or ""
+                break
+        tests = earlier_test_runs(turn, self.turns, self.observations)
+        summary = finish_summary(
+            diff_files(workspace_diff(self.root)),
+            why,
+            tests[-1].tests_passed if tests else None,
+            check,
+            SUMMARY_CHARS,
+        )
+        reply = {"progress": bool(last is not None and last.ok)} if reflecting else {}
+        reply |= {"tool": "finish", "args": {"summary": summary}}
+        return Completion(json.dumps(reply), 0, 0, 0.0, evaluated_prompt_tokens=0, prompt_eval_s=0.0)
 
     def _record_reflection(self, turn: TurnSteps, completion: Completion, modulation: Modulation) -> int:
         """The reflection fields of a one-call reply as this turn's reflect step; returns its share of the
@@ -701,6 +741,7 @@ class Agent:
                 update={
                     "evaluated_prompt_tokens": completion.evaluated_prompt_tokens,
                     "prompt_eval_ms": _ms(completion.prompt_eval_s),
+                    "threads": completion.threads,
                 }
             )
         return self._record(

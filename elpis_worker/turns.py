@@ -111,3 +111,27 @@ def normalized_args(tool: str, args: dict[str, Any]) -> dict[str, Any]:
         return model.model_validate(args).model_dump(exclude_none=True)
     except ValueError:
         return args
+
+
+def finish_summary(
+    files: list[str], why: str, tests_passed: bool | None, check: str | None, limit: int
+) -> str:
+    """The summary of a finish the agent writes itself (`generation.compose_finish`): the files changed,
+    the reason the turn that changed them gave (its thought), the tests' last verdict and the check that
+    passed (its first assert); at most `limit` characters, the reason shortened first."""
+    changed = f"Changed {', '.join(files)}." if files else "Changed nothing."
+    tests = {True: "The tests pass.", False: "The tests fail.", None: "No tests ran."}[tests_passed]
+    lines = [line.strip() for line in (check or "").splitlines() if line.strip()]
+    line = next((x for x in lines if x.startswith("assert")), lines[0] if lines else "")
+    checked = f" My check passed: {line}" if line else ""
+    reason = " ".join(why.split())
+    if reason and reason[-1] not in ".!?":
+        reason += "."
+    fixed = len(changed) + len(" Why: ") + len(" ") + len(tests)
+    if reason and limit - fixed - len(checked) < 40:
+        checked = ""  # the reason matters more than the check's line
+    room = limit - fixed - len(checked)
+    if len(reason) > room:
+        reason = reason[: max(0, room - 1)].rstrip() + "…"
+    text = f"{changed} Why: {reason} {tests}{checked}" if reason else f"{changed} {tests}{checked}"
+    return text[:limit]

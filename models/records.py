@@ -211,10 +211,14 @@ class ThinkDetail(StepDetail):
     parse_error: str | None = None
     finish_reason: str | None = None  # "stop", or "length" when max_tokens cut the reply
     merged: bool = False  # the reply also carried the reflection on the previous result
+    # The reply was written by the agent, not generated: a turn whose only call is finish (compose_finish).
+    composed: bool = False
     # Prompt tokens the model evaluated for this call; the rest came from its KV cache.
     evaluated_prompt_tokens: int | None = None
     # Milliseconds of the call spent evaluating the prompt (the rest is decoding); None where unknown.
     prompt_eval_ms: float | None = None
+    # The most llama.cpp threads the call ran with (model.share_idle_cores); None where unknown.
+    threads: int | None = None
 
 
 class ReflectDetail(StepDetail):
@@ -231,6 +235,7 @@ class ReflectDetail(StepDetail):
     # Set where the reflection was its own generation (not a one-call reply), as on ThinkDetail.
     evaluated_prompt_tokens: int | None = None
     prompt_eval_ms: float | None = None
+    threads: int | None = None
 
     @field_validator("progress", mode="before")
     @classmethod

@@ -55,7 +55,12 @@ def test_scripted_loop_fixes_the_failing_test(api, db_url):
     assert task.status == TaskStatus.succeeded and task.test_passed is True
     assert "-    return a + b" not in task.workspace_diff or "+    return a - b" in task.workspace_diff
     assert "+    return a - b" in task.workspace_diff
-    assert task.summary.startswith("Fixed subtract")
+    # The last turn could only finish: the agent wrote that reply itself (no generation), stating the file
+    # changed, the fixing turn's reason, the tests' verdict and the check that passed.
+    assert task.summary == (
+        "Changed calc/ops.py. Why: subtract adds instead of subtracting; return a - b. The tests pass. "
+        "My check passed: assert subtract(10, 4) == 6, subtract(10, 4)"
+    )
 
     steps = steps_of(db_url, task_id)
     assert [s.seq for s in steps] == list(range(len(steps)))
@@ -96,6 +101,10 @@ def test_scripted_loop_fixes_the_failing_test(api, db_url):
     (probe,) = (r for r in results if r.tool_name == "python")
     assert probe.detail["ok"] is True and "every assert held" in probe.tool_result
     assert thinks[4].sampling["allowed_tools"] == ["finish"]
+    assert thinks[4].detail["composed"] is True and thinks[4].completion_tokens == 0
+    assert not any(t.detail.get("composed") for t in thinks[:4])
+    (last_reflection,) = (s for s in steps if s.kind == StepKind.reflect and s.turn == thinks[4].turn)
+    assert last_reflection.detail["progress"] is True and last_reflection.completion_tokens == 0
     assert not any((e.get("plan") or {}).get("review") for e in emotions[:2] + emotions[3:])
 
 

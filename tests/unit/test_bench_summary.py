@@ -79,6 +79,21 @@ def test_a_one_call_turn_is_one_generation_and_the_old_turn_two():
     assert len(sf.generations(old)) == 2
 
 
+def test_a_finish_the_agent_composed_is_no_generation_and_no_call_to_compare():
+    steps = one_call_task()
+    composed = {"merged": True, "composed": True, "evaluated_prompt_tokens": 0, "prompt_eval_ms": 0.0}
+    steps += [
+        step(12, 3, "reflect", 18.3, completion_tokens=0, detail={"merged": True, "completion": "{}"}),
+        step(13, 3, "think", 18.3, duration_ms=0.0, prompt_tokens=0, completion_tokens=0, detail=composed),
+        step(14, 3, "tool_call", 18.4),
+        step(15, 3, "tool_result", 19.0, duration_ms=500.0),
+        step(16, 3, "emotion", 19.1),
+    ]
+    assert [s["seq"] for s in sf.generations(steps)] == [3, 8]
+    assert sf.prompt_reuse(steps) == [(330, 300)]
+    assert sf.turn_times(7, steps)[-1].generations == 0
+
+
 def test_prompt_reuse_compares_each_call_with_the_prompt_growth_since_the_previous():
     assert sf.prompt_reuse(one_call_task()) == [(330, 300)]
 
@@ -137,10 +152,12 @@ def test_every_row_is_a_ratio_of_its_baseline_and_missing_figures_show_a_dash():
             "old_turn_s": 50.0,
             "tasks_per_hour_2": 60.0,
             "tasks_per_hour_1": 40.0,
+            "lone_turn_s": 12.0,
+            "one_thread_turn_s": 18.0,
         }
     )
     by_figure = {row.figure: row for row in rows}
-    assert len(rows) == 9
+    assert len(rows) == 11
     assert by_figure["constrained decode tok/s (lazy grammar), plain process"].ratio == "0.93×"
     assert by_figure["decode tok/s inside a worker (1 process, whole tasks)"].ratio == "0.80×"
     assert by_figure["median wall time per turn"].cells() == (
@@ -150,6 +167,12 @@ def test_every_row_is_a_ratio_of_its_baseline_and_missing_figures_show_a_dash():
         "0.40×",
     )
     assert by_figure["tasks per hour, 2 worker processes"].ratio == "1.50×"
+    assert by_figure["median turn, 1 process taking the idle cores"].cells()[1:] == (
+        "12.0 s",
+        "1 process, 1 thread 18.0 s",
+        "0.67×",
+    )
+    assert by_figure["median wall time per turn that calls the model"].ratio == "–"
     assert by_figure["median wall time per solved task"].value == "–"
     assert by_figure["median wall time per solved task"].ratio == "–"
     assert sf.ratio(1.0, 0.0) is None and sf.ratio(None, 2.0) is None
