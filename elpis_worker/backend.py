@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from configs.errors import ElpisError
 from configs.settings import ModelSettings, Settings
+from elpis_worker.cores import CoreShare
 
 
 class ModelLoadError(ElpisError, RuntimeError):
@@ -35,6 +36,8 @@ class Completion:
     finish_reason: str | None = None
     # Seconds of duration_s spent evaluating the prompt (the rest is decoding); None where unknown.
     prompt_eval_s: float | None = None
+    # The most llama.cpp threads the call ran with (model.share_idle_cores); None where unknown.
+    threads: int | None = None
 
 
 class ModelBackend(Protocol):
@@ -113,6 +116,8 @@ class LlamaBackend:
         # llama-cpp-python's own sampler chain with the grammar over the whole vocabulary, for comparison.
         self.lazy_grammar = cfg.lazy_grammar
         self._seeds = random.Random(cfg.seed)
+        # Idle cores of the host, taken while this process generates (elpis_worker.cores).
+        self.cores = CoreShare(cfg.threads) if cfg.share_idle_cores and cfg.gpu_layers == 0 else None
 
     def chat(
         self,
@@ -135,6 +140,7 @@ class LlamaBackend:
                 top_p=top_p,
                 max_tokens=max_tokens,
                 seed=self._seeds.randrange(2**32),
+                cores=self.cores,
             )
             return Completion(
                 text=generation.text,
@@ -144,6 +150,7 @@ class LlamaBackend:
                 evaluated_prompt_tokens=generation.evaluated_prompt_tokens,
                 finish_reason=generation.finish_reason,
                 prompt_eval_s=generation.prompt_eval_s,
+                threads=generation.threads,
             )
         kwargs: dict[str, Any] = {}
         if schema is not None:

@@ -17,6 +17,7 @@ KV-cache prefix reuse works across both paths and only the tokens that are new t
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import json
@@ -28,9 +29,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from configs.errors import ElpisError
+from elpis_worker.cores import CHECK_EVERY
 
 if TYPE_CHECKING:
     from llama_cpp import Llama, LlamaGrammar
+
+    from elpis_worker.cores import CoreShare
 
 __all__ = [
     "ChatRequest",
@@ -77,6 +81,8 @@ class LazyGeneration:
     finish_reason: Literal["stop", "length", "repeat"]
     # Seconds spent evaluating the prompt (the rest of the call is decoding and sampling).
     prompt_eval_s: float = 0.0
+    # The most llama.cpp threads the call ran with (more than model.threads where it shared idle cores).
+    threads: int | None = None
 
 
 # llama-cpp-python's JSON-schema converter lets a string hold raw control characters (a newline), which
@@ -403,14 +409,32 @@ def generate(
     top_p: float,
     max_tokens: int,
     seed: int,
+    cores: CoreShare | None = None,
 ) -> LazyGeneration:
     """Generate for `request` with lazy grammar checks; the text is a sentence of the grammar unless
     `max_tokens` (or the context window) cut it short, which `finish_reason == "length"` says, or it
-    was stopped for repeating itself (`"repeat"`)."""
+    was stopped for repeating itself (`"repeat"`). With `cores`, the call takes the host's idle cores
+    (elpis_worker.cores), looking again every CHECK_EVERY tokens."""
     prompt = request.prompt_tokens
     n_ctx = llm.n_ctx()
     if len(prompt) >= n_ctx:
         raise ValueError(f"Requested tokens ({len(prompt)}) exceed context window of {n_ctx}")
+    with cores.generating() if cores is not None else contextlib.nullcontext():
+        return _generate(llm, request, temperature, top_p, max_tokens, seed, cores)
+
+
+def _generate(
+    llm: Llama,
+    request: ChatRequest,
+    temperature: float,
+    top_p: float,
+    max_tokens: int,
+    seed: int,
+    cores: CoreShare | None,
+) -> LazyGeneration:
+    prompt = request.prompt_tokens
+    n_ctx = llm.n_ctx()
+    threads = cores.fit(llm) if cores is not None else None
     stops = [s.encode("utf-8") for s in request.stop if s]
     started = time.perf_counter()
     prompt, evaluated = _evaluate_prompt(llm, prompt)
@@ -441,6 +465,8 @@ def generate(
                 finish = "repeat"
                 break
             if len(completion) < budget:
+                if cores is not None and len(completion) % CHECK_EVERY == 0:
+                    threads = max(threads or 0, cores.fit(llm))
                 llm.eval([token])
         resampled, full_scans = sampler.resampled, sampler.full_scans
     return LazyGeneration(
@@ -452,4 +478,5 @@ def generate(
         full_scans=full_scans,
         finish_reason=finish,
         prompt_eval_s=prompt_eval_s,
+        threads=threads,
     )

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import multiprocessing
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import llama_cpp
 import pytest
 
 from configs.settings import ModelSettings, load_settings
 from elpis_worker import lazy_grammar
 from elpis_worker.backend import LlamaBackend
+from elpis_worker.cores import CoreShare
 from elpis_worker.turns import parse_action
 
 SYSTEM = (
@@ -200,6 +203,41 @@ def test_a_shared_prompt_prefix_is_evaluated_once(backend: LlamaBackend):
     assert 0 < second.evaluated_prompt_tokens <= new_tokens + 2
     # The call's time is split: prompt evaluation, then decoding (bench/bench_summary.py plots both).
     assert second.prompt_eval_s is not None and 0 < second.prompt_eval_s < second.duration_s
+
+
+def _hold_a_generation(directory: str, started: Any, stop: Any) -> None:
+    with CoreShare(1, cores=2, directory=Path(directory)).generating():
+        started.set()
+        stop.wait(60)
+
+
+def test_a_generation_alone_takes_the_idle_cores_and_shares_them_with_another(
+    backend: LlamaBackend, tmp_path: Path
+):
+    """model.share_idle_cores on the real model: alone on a 2-core host, the call runs with 2 threads for
+    decoding and prompt evaluation; with another process generating, with model.threads (1)."""
+    assert backend.cores is not None  # the backend shares idle cores by default
+    share = CoreShare(1, cores=2, directory=tmp_path)
+    ctx = backend.llm.ctx
+    try:
+        alone = _generate(backend, MESSAGES, TOOL_SCHEMA, temperature=0.0, cores=share)
+        _satisfies(alone.text, TOOL_SCHEMA)
+        assert alone.threads == 2
+        assert (llama_cpp.llama_n_threads(ctx), llama_cpp.llama_n_threads_batch(ctx)) == (2, 2)
+        fork = multiprocessing.get_context("fork")
+        started, stop = fork.Event(), fork.Event()
+        other = fork.Process(target=_hold_a_generation, args=(str(tmp_path), started, stop))
+        other.start()
+        try:
+            assert started.wait(10)
+            shared = _generate(backend, MESSAGES, TOOL_SCHEMA, temperature=0.0, cores=share)
+        finally:
+            stop.set()
+            other.join(10)
+        _satisfies(shared.text, TOOL_SCHEMA)
+        assert shared.threads == 1 and llama_cpp.llama_n_threads(ctx) == 1
+    finally:
+        backend.llm._ctx.set_n_threads(1, 1)
 
 
 def test_a_tail_repeating_a_short_run_of_tokens_is_caught():
