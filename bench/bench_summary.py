@@ -63,7 +63,7 @@ OLD_PATH = {
 RUNS = (
     ("default", 2, {}),
     ("one process", 1, ONE_THREAD),
-    ("one process, idle cores", 1, {}),
+    ("one process sharing cores", 1, {}),
     ("old path", 2, OLD_PATH),
 )
 PROMPT_TOKENS = 1000
@@ -266,7 +266,7 @@ def run_figures(run: dict[str, Any]) -> dict[str, Any]:
 def figures(plain: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The table's figures: default run against the plain process, one process and the old path."""
     default, one, lone, old = (
-        runs.get(name, {}) for name in ("default", "one process", "one process, idle cores", "old path")
+        runs.get(name, {}) for name in ("default", "one process", "one process sharing cores", "old path")
     )
     latencies = default.get("first_step_s", []) + one.get("first_step_s", [])
     evaluated = (default.get("evaluated_tokens") or 0) + (one.get("evaluated_tokens") or 0)
