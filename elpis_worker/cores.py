@@ -18,11 +18,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # Decoded tokens between two looks at how many processes are generating: a look costs tens of
 # microseconds, a token tens of milliseconds.
@@ -49,20 +52,35 @@ class CoreShare:
         self.cores = cores or host_cores()
         self.directory = directory or default_directory()
         self.current: int | None = None  # the thread count last set on the model
+        self.disabled = False  # the lock directory could not be used: `floor` threads
 
     @contextlib.contextmanager
     def generating(self) -> Iterator[CoreShare]:
-        """Mark this process as generating (its lock file held) for the block."""
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Mark this process as generating (its lock file held) for the block. Where the directory cannot
+        be used, the process keeps `floor` threads from then on (logged once): sharing is an
+        optimisation, never a reason for a generation to fail."""
         path = self.directory / str(os.getpid())
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        fd = None
+        if not self.disabled:
+            try:
+                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                if fd is not None:
+                    os.close(fd)
+                    fd = None
+                self.disabled = True
+                log.warning(
+                    "model.share_idle_cores: cannot use %s (%s); keeping %d thread(s)", path, exc, self.floor
+                )
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield self
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            os.close(fd)  # drops the lock
+            if fd is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                os.close(fd)  # drops the lock
 
     def generating_now(self) -> int:
         """Processes generating now, this one included (at least 1): the lock files someone holds. A file
@@ -97,13 +115,17 @@ class CoreShare:
         return count
 
     def threads(self) -> int:
+        if self.disabled:
+            return self.floor
         return max(self.floor, self.cores // self.generating_now())
 
     def fit(self, llm: Any) -> int:
         """Set the model's decode and batch threads to `threads()` where they differ; returns them."""
+        import llama_cpp
+
         n = self.threads()
         if n != self.current:
-            llm._ctx.set_n_threads(n, n)
+            llama_cpp.llama_set_n_threads(llm.ctx, n, n)
             self.current = n
         return n
 

@@ -237,7 +237,8 @@ def test_a_generation_alone_takes_the_idle_cores_and_shares_them_with_another(
         _satisfies(shared.text, TOOL_SCHEMA)
         assert shared.threads == 1 and llama_cpp.llama_n_threads(ctx) == 1
     finally:
-        backend.llm._ctx.set_n_threads(1, 1)
+        llama_cpp.llama_set_n_threads(ctx, 1, 1)
+        backend.cores.current = None  # the backend's own share sets its threads again on its next call
 
 
 def test_a_tail_repeating_a_short_run_of_tokens_is_caught():

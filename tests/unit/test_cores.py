@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from elpis_worker.cores import CoreShare
 
@@ -48,20 +49,21 @@ def test_never_fewer_threads_than_configured_and_a_dead_process_file_is_cleared(
     assert CoreShare(3, cores=2, directory=tmp_path).threads() == 3  # the floor stands
 
 
-class _Context:
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, int]] = []
+def test_fit_sets_the_threads_only_when_they_change(tmp_path, monkeypatch):
+    import llama_cpp
 
-    def set_n_threads(self, n: int, n_batch: int) -> None:
-        self.calls.append((n, n_batch))
-
-
-class _Model:
-    def __init__(self) -> None:
-        self._ctx = _Context()
-
-
-def test_fit_sets_the_threads_only_when_they_change(tmp_path):
-    share, model = CoreShare(1, cores=2, directory=tmp_path), _Model()
+    calls: list[tuple[object, int, int]] = []
+    monkeypatch.setattr(llama_cpp, "llama_set_n_threads", lambda ctx, n, nb: calls.append((ctx, n, nb)))
+    model = SimpleNamespace(ctx="the context")
+    share = CoreShare(1, cores=2, directory=tmp_path)
     assert share.fit(model) == 2 and share.fit(model) == 2
-    assert model._ctx.calls == [(2, 2)]
+    assert calls == [("the context", 2, 2)]
+
+
+def test_a_directory_that_cannot_be_used_keeps_the_configured_threads_and_fails_nothing(tmp_path, caplog):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the directory should be")
+    share = CoreShare(1, cores=4, directory=blocked)
+    with share.generating():
+        assert share.threads() == 1
+    assert share.disabled and "share_idle_cores: cannot use" in caplog.text
