@@ -415,10 +415,6 @@ def generate(
     `max_tokens` (or the context window) cut it short, which `finish_reason == "length"` says, or it
     was stopped for repeating itself (`"repeat"`). With `cores`, the call takes the host's idle cores
     (elpis_worker.cores), looking again every CHECK_EVERY tokens."""
-    prompt = request.prompt_tokens
-    n_ctx = llm.n_ctx()
-    if len(prompt) >= n_ctx:
-        raise ValueError(f"Requested tokens ({len(prompt)}) exceed context window of {n_ctx}")
     with cores.generating() if cores is not None else contextlib.nullcontext():
         return _generate(llm, request, temperature, top_p, max_tokens, seed, cores)
 
@@ -434,6 +430,8 @@ def _generate(
 ) -> LazyGeneration:
     prompt = request.prompt_tokens
     n_ctx = llm.n_ctx()
+    if len(prompt) >= n_ctx:
+        raise ValueError(f"Requested tokens ({len(prompt)}) exceed context window of {n_ctx}")
     threads = cores.fit(llm) if cores is not None else None
     stops = [s.encode("utf-8") for s in request.stop if s]
     started = time.perf_counter()

@@ -5,13 +5,15 @@ Imported as `from helpers import ...` (pytest puts tests/ on the path); fixtures
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
 import signal
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -218,3 +220,27 @@ def wait_gone(marker: str, within: float = 10.0) -> list[int]:
     while (left := host_pids(marker)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return left
+
+
+def _generate_until_told(directory: str, started: Any, stop: Any) -> None:
+    from elpis_worker.cores import CoreShare
+
+    with CoreShare(1, cores=2, directory=Path(directory)).generating():
+        started.set()
+        stop.wait(60)
+
+
+@contextlib.contextmanager
+def another_process_generating(directory: Path) -> Iterator[None]:
+    """A real forked process marked as generating (its lock file held in `directory`, as
+    elpis_worker.cores does) for the block; its mark is gone when the block ends."""
+    fork = multiprocessing.get_context("fork")
+    started, stop = fork.Event(), fork.Event()
+    other = fork.Process(target=_generate_until_told, args=(str(directory), started, stop))
+    other.start()
+    try:
+        assert started.wait(10), "the other process never started generating"
+        yield
+    finally:
+        stop.set()
+        other.join(10)

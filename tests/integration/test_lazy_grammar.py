@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import multiprocessing
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import llama_cpp
 import pytest
+from helpers import another_process_generating
 
 from configs.settings import ModelSettings, load_settings
 from elpis_worker import lazy_grammar
@@ -205,12 +205,6 @@ def test_a_shared_prompt_prefix_is_evaluated_once(backend: LlamaBackend):
     assert second.prompt_eval_s is not None and 0 < second.prompt_eval_s < second.duration_s
 
 
-def _hold_a_generation(directory: str, started: Any, stop: Any) -> None:
-    with CoreShare(1, cores=2, directory=Path(directory)).generating():
-        started.set()
-        stop.wait(60)
-
-
 def test_a_generation_alone_takes_the_idle_cores_and_shares_them_with_another(
     backend: LlamaBackend, tmp_path: Path
 ):
@@ -224,16 +218,8 @@ def test_a_generation_alone_takes_the_idle_cores_and_shares_them_with_another(
         _satisfies(alone.text, TOOL_SCHEMA)
         assert alone.threads == 2
         assert (llama_cpp.llama_n_threads(ctx), llama_cpp.llama_n_threads_batch(ctx)) == (2, 2)
-        fork = multiprocessing.get_context("fork")
-        started, stop = fork.Event(), fork.Event()
-        other = fork.Process(target=_hold_a_generation, args=(str(tmp_path), started, stop))
-        other.start()
-        try:
-            assert started.wait(10)
+        with another_process_generating(tmp_path):
             shared = _generate(backend, MESSAGES, TOOL_SCHEMA, temperature=0.0, cores=share)
-        finally:
-            stop.set()
-            other.join(10)
         _satisfies(shared.text, TOOL_SCHEMA)
         assert shared.threads == 1 and llama_cpp.llama_n_threads(ctx) == 1
     finally:

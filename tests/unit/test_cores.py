@@ -3,36 +3,22 @@ holding real lock files: no model."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
+from helpers import another_process_generating
+
 from elpis_worker.cores import CoreShare
-
-
-def _generate_until_told(directory: str, started, stop) -> None:
-    with CoreShare(1, cores=2, directory=Path(directory)).generating():
-        started.set()
-        stop.wait(30)
 
 
 def test_a_process_alone_takes_every_core_and_shares_them_once_another_generates(tmp_path):
     share = CoreShare(1, cores=2, directory=tmp_path)
     with share.generating():
         assert share.generating_now() == 1 and share.threads() == 2
-        ctx = multiprocessing.get_context("fork")
-        started, stop = ctx.Event(), ctx.Event()
-        other = ctx.Process(target=_generate_until_told, args=(str(tmp_path), started, stop))
-        other.start()
-        try:
-            assert started.wait(10)
+        with another_process_generating(tmp_path):
             assert share.generating_now() == 2 and share.threads() == 1
-        finally:
-            stop.set()
-            other.join(10)
         # Its generation over, the other process's file is gone and the cores are this one's again.
         assert share.threads() == 2
         assert [p.name for p in tmp_path.iterdir()] == [str(os.getpid())]
