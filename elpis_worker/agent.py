@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from configs.settings import Settings
-from elpis_worker.backend import Completion, ModelBackend
+from elpis_worker.backend import Completion, ModelBackend, call_seed
 from elpis_worker.emotion import AffectState, EmotionEngine, Modulation, baseline_from_config
 from elpis_worker.execution import ToolRunner
 from elpis_worker.grammar import (
@@ -385,6 +385,10 @@ class Agent:
             self._update_emotion(turn, state, action, result_step)
         return action, tool_result(result_step).finished
 
+    def _seed(self, turn: TurnSteps, phase: str, attempt: int = 0) -> int:
+        """The seed of this task's `phase` call in `turn` (call_seed): the same wherever the task runs."""
+        return call_seed(self.settings.model.seed, self.task_id, turn.number, phase, attempt)
+
     def _stop_if_worker_stopping(self, next_step: str) -> None:
         """Between two steps: when the worker is shutting down, start no other step. Everything done so
         far is persisted, so the next worker resumes the task from here."""
@@ -536,9 +540,11 @@ class Agent:
         max_tokens = self.gen.max_tokens + (self.gen.reflect_max_tokens if reflecting else 0)
         stored = _reflect_detail(earlier).completion if earlier else None
         composed = self.gen.compose_finish and plan.tools == ["finish"]
+        seed: int | None = None
         if reflecting and stored is not None:
             # Resumed between the two writes of one generation: the think step comes from the same reply.
             completion = Completion(stored, 0, 0, 0.0)
+            seed = (earlier.sampling or {}).get("seed") if earlier else None
         elif composed:
             completion = self._composed_finish(turn, reflecting)
         else:
@@ -549,12 +555,14 @@ class Agent:
             messages = self._messages(upto=turn)
             discarded: list[Completion] = []
             while True:
+                seed = self._seed(turn, "think", resampled)
                 completion = self.backend.chat(
                     messages,
                     schema=schema,
                     temperature=temperature,
                     top_p=modulation.top_p,
                     max_tokens=max_tokens,
+                    seed=seed,
                 )
                 # A banned call no grammar pattern could express (long or multi-line arguments) is
                 # rejected here instead and sampled again, hotter: the turn is not spent on a refusal.
@@ -577,7 +585,7 @@ class Agent:
             action.error = "reply was stopped: it kept repeating the same text; write it once"
         reflect_tokens = 0
         if reflecting and earlier is None:
-            reflect_tokens = self._record_reflection(turn, completion, modulation)
+            reflect_tokens = self._record_reflection(turn, completion, modulation, seed)
         reflect_share = reflect_tokens / completion.completion_tokens if completion.completion_tokens else 0.0
         sampling = Sampling(
             temperature=modulation.temperature,
@@ -588,6 +596,7 @@ class Agent:
             temperature_used=temperature if resampled else None,
             allowed_tools=plan.tools if restricted else None,
             banned_calls=banned or None,
+            seed=seed,
         )
         return self._record(
             turn,
@@ -648,7 +657,9 @@ class Agent:
         reply |= {"tool": "finish", "args": {"summary": summary}}
         return Completion(json.dumps(reply), 0, 0, 0.0, evaluated_prompt_tokens=0, prompt_eval_s=0.0)
 
-    def _record_reflection(self, turn: TurnSteps, completion: Completion, modulation: Modulation) -> int:
+    def _record_reflection(
+        self, turn: TurnSteps, completion: Completion, modulation: Modulation, seed: int | None
+    ) -> int:
         """The reflection fields of a one-call reply as this turn's reflect step; returns its share of the
         completion tokens. The whole reply is kept so a resume can record the think step from it."""
         try:
@@ -669,7 +680,7 @@ class Agent:
             completion_tokens=tokens,
             duration_ms=completion.duration_s * 1000 * share,
             sampling=Sampling(
-                temperature=modulation.temperature, top_p=modulation.top_p, merged=True
+                temperature=modulation.temperature, top_p=modulation.top_p, merged=True, seed=seed
             ).stored(),
             detail=ReflectDetail(
                 merged=True, completion=completion.text, progress=reflection.get("progress")
@@ -729,12 +740,14 @@ class Agent:
     ) -> Step:
         """A reflect step: the self-assessment after a tool result, or (with REPLAN_SCHEMA) a replan."""
         max_tokens = max_tokens or self.gen.reflect_max_tokens
+        seed = self._seed(turn, "replan" if detail is not None and detail.replan else "reflect")
         completion = self.backend.chat(
             self._messages(upto=turn),
             schema=schema,
             temperature=modulation.temperature,
             top_p=modulation.top_p,
             max_tokens=max_tokens,
+            seed=seed,
         )
         if completion.prompt_eval_s is not None:
             detail = (detail or ReflectDetail()).model_copy(
@@ -752,7 +765,7 @@ class Agent:
             completion_tokens=completion.completion_tokens,
             duration_ms=completion.duration_s * 1000,
             sampling=Sampling(
-                temperature=modulation.temperature, top_p=modulation.top_p, max_tokens=max_tokens
+                temperature=modulation.temperature, top_p=modulation.top_p, max_tokens=max_tokens, seed=seed
             ).stored(),
             detail=detail.stored() if detail is not None else None,
         )

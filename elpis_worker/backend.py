@@ -7,6 +7,7 @@ tool calls: a deterministic test double for the loop's logic, never the default.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -40,6 +41,16 @@ class Completion:
     threads: int | None = None
 
 
+def call_seed(base: int, task_id: int, turn: int, phase: str, attempt: int = 0) -> int:
+    """The sampling seed of one model call: a 32-bit hash of `model.seed` and where the call stands (the
+    task, the turn, the phase: think, reflect or replan; the attempt, for a reply sampled again). The same
+    task run again draws the same seeds whichever worker process takes it and whatever that process did
+    before, so a rerun of the same code can reproduce its replies (and two runs of a bench compare the
+    same trajectories) as far as the model gives the same logits."""
+    key = f"{base}:{task_id}:{turn}:{phase}:{attempt}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big")
+
+
 class ModelBackend(Protocol):
     name: str
     model_path: str
@@ -52,6 +63,7 @@ class ModelBackend(Protocol):
         temperature: float,
         top_p: float,
         max_tokens: int,
+        seed: int | None = None,
     ) -> Completion: ...
 
     def count_tokens(self, text: str) -> int: ...
@@ -127,10 +139,14 @@ class LlamaBackend:
         temperature: float,
         top_p: float,
         max_tokens: int,
+        seed: int | None = None,
     ) -> Completion:
+        """One reply. `seed` (call_seed) samples it reproducibly; without one the call draws the next
+        seed of this process's sequence (started from model.seed)."""
         from elpis_worker import lazy_grammar  # with llama_cpp: not for the API process
 
         started = time.perf_counter()
+        seed = seed if seed is not None else self._seeds.randrange(2**32)
         if self.lazy_grammar:
             request = lazy_grammar.chat_request(self.llm, messages, schema)
             generation = lazy_grammar.generate(
@@ -139,7 +155,7 @@ class LlamaBackend:
                 temperature=temperature,
                 top_p=top_p,
                 max_tokens=max_tokens,
-                seed=self._seeds.randrange(2**32),
+                seed=seed,
                 cores=self.cores,
             )
             return Completion(
@@ -162,6 +178,7 @@ class LlamaBackend:
             temperature=temperature,
             top_p=top_p,
             max_tokens=max_tokens,
+            seed=seed,
             **kwargs,
         )
         usage = result.get("usage") or {}
@@ -221,6 +238,8 @@ class ScriptedBackend:
         self.script: list[dict[str, Any]] = script
         # Every conversation it was sent, in order, for tests of what the loop shows the model.
         self.prompts: list[list[dict[str, str]]] = []
+        # The seed each call was given (call_seed), for tests of what the agent asks for.
+        self.seeds: list[int | None] = []
         self._skips: dict[str, int] = {}
         self._last: tuple[str, int, int] | None = None
         self.model_path = str(path)
@@ -251,9 +270,11 @@ class ScriptedBackend:
         temperature: float,
         top_p: float,
         max_tokens: int,
+        seed: int | None = None,
     ) -> Completion:
         started = time.perf_counter()
         self.prompts.append([dict(m) for m in messages])
+        self.seeds.append(seed)
         last = messages[-1]["content"] if messages else ""
         progress = "(ok" in last.split("\n", 1)[0]  # "Result of <tool> (ok, exit 0):"
         allowed = [alt["properties"]["tool"]["const"] for alt in (schema or {}).get("anyOf", [])]
@@ -395,6 +416,7 @@ class OpenAIBackend:
         temperature: float,
         top_p: float,
         max_tokens: int,
+        seed: int | None = None,
     ) -> Completion:
         started = time.perf_counter()
         body: dict[str, Any] = {
@@ -403,7 +425,7 @@ class OpenAIBackend:
             "temperature": temperature,
             "top_p": top_p,
             "max_tokens": max_tokens,
-            "seed": self.seed,
+            "seed": seed if seed is not None else self.seed,
         }
         if schema is not None:
             body["response_format"] = self._response_format(schema)

@@ -145,6 +145,7 @@ class Sampling(Record):
     temperature_used: float | None = None  # the temperature of the last of those samples
     allowed_tools: list[ToolName] | None = None  # set only when the grammar narrowed the tools
     banned_calls: list[dict[str, Any]] | None = None
+    seed: int | None = None  # the seed the (last) sample was drawn with (elpis_worker.backend.call_seed)
 
     def stored(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)  # only the keys that apply

@@ -205,6 +205,25 @@ def test_a_shared_prompt_prefix_is_evaluated_once(backend: LlamaBackend):
     assert second.prompt_eval_s is not None and 0 < second.prompt_eval_s < second.duration_s
 
 
+@slow
+@pytest.mark.parametrize("lazy", [True, False], ids=["lazy", "eager"])
+def test_a_seeded_call_replies_the_same_whatever_the_process_did_before(
+    backend: LlamaBackend, lazy: bool, monkeypatch: pytest.MonkeyPatch
+):
+    """The agent gives each call a seed of its own (backend.call_seed): the reply then depends on the
+    prompt and that seed, not on how many calls the worker process made before."""
+    monkeypatch.setattr(backend, "lazy_grammar", lazy)
+
+    def reply(seed: int | None = None) -> str:
+        backend.llm.reset()  # the prompt evaluated the same way each time: only the seed may differ
+        return backend.chat(MESSAGES, schema=None, temperature=1.5, top_p=1.0, max_tokens=24, seed=seed).text
+
+    seeded = reply(seed=1234)
+    # Without a seed, each call draws the next one of the process's sequence: hot enough to differ.
+    assert len({reply(), reply()}) == 2
+    assert reply(seed=1234) == seeded
+
+
 def test_a_generation_alone_takes_the_idle_cores_and_shares_them_with_another(
     backend: LlamaBackend, tmp_path: Path
 ):

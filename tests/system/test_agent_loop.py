@@ -10,7 +10,7 @@ from helpers import ROOT, SAMPLES, steps_of, task_row
 
 from configs.settings import load_settings
 from elpis_worker.agent import RESAMPLE_TEMPERATURE_MAX, run_agent
-from elpis_worker.backend import ScriptedBackend
+from elpis_worker.backend import ScriptedBackend, call_seed
 from elpis_worker.prompts import RECHECK_PROMPT
 from elpis_worker.store import TaskStore
 from models import StepKind, TaskStatus
@@ -103,6 +103,14 @@ def test_scripted_loop_fixes_the_failing_test(api, db_url):
     assert thinks[4].sampling["allowed_tools"] == ["finish"]
     assert thinks[4].detail["composed"] is True and thinks[4].completion_tokens == 0
     assert not any(t.detail.get("composed") for t in thinks[:4])
+    # Each generated reply was sampled with its own seed, a hash of model.seed, the task and the turn, so a
+    # rerun draws the same seeds whatever else the worker process did; the reflection shares its reply's.
+    assert [t.sampling.get("seed") for t in thinks] == [
+        *(call_seed(0, task_id, t.turn, "think") for t in thinks[:4]),
+        None,
+    ]
+    for reflection in (s for s in steps if s.kind == StepKind.reflect and s.turn < thinks[4].turn):
+        assert reflection.sampling["seed"] == call_seed(0, task_id, reflection.turn, "think")
     (last_reflection,) = (s for s in steps if s.kind == StepKind.reflect and s.turn == thinks[4].turn)
     assert last_reflection.detail["progress"] is True and last_reflection.completion_tokens == 0
     assert not any((e.get("plan") or {}).get("review") for e in emotions[:2] + emotions[3:])
@@ -303,6 +311,8 @@ def test_a_reply_stopped_for_repeating_itself_is_sampled_again(api, db_url, scri
     first = next(s for s in steps if s.kind == StepKind.think)
     assert first.tool_name == "list_dir" and first.sampling["resampled"] == 1
     assert first.sampling["temperature_used"] > first.sampling["temperature"]
+    # The second sample drew a seed of its own (the first one's would give the same loop again).
+    assert first.sampling["seed"] == call_seed(0, task_id, first.turn, "think", attempt=1)
 
 
 def test_invalid_model_output_becomes_an_observation(api, db_url, scripted):
