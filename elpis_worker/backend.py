@@ -238,8 +238,6 @@ class ScriptedBackend:
         self.script: list[dict[str, Any]] = script
         # Every conversation it was sent, in order, for tests of what the loop shows the model.
         self.prompts: list[list[dict[str, str]]] = []
-        # The seed each call was given (call_seed), for tests of what the agent asks for.
-        self.seeds: list[int | None] = []
         self._skips: dict[str, int] = {}
         self._last: tuple[str, int, int] | None = None
         self.model_path = str(path)
@@ -274,7 +272,6 @@ class ScriptedBackend:
     ) -> Completion:
         started = time.perf_counter()
         self.prompts.append([dict(m) for m in messages])
-        self.seeds.append(seed)
         last = messages[-1]["content"] if messages else ""
         progress = "(ok" in last.split("\n", 1)[0]  # "Result of <tool> (ok, exit 0):"
         allowed = [alt["properties"]["tool"]["const"] for alt in (schema or {}).get("anyOf", [])]
