@@ -806,7 +806,8 @@ class Agent:
             recheck=dodged,
             unfinished=bool(untouched),
         )
-        lines = [modulation.prompt_line] if modulation.prompt_line else []
+        affect_line = modulation.line_for(plan.tools)
+        lines = [affect_line] if affect_line else []
         if plan.review and not plan.replan:
             # A review that comes again (dodged, so the check is on) says only what is owed: the first
             # one's line, with the task and the change, is the message before.

@@ -623,6 +623,16 @@ class Modulation:
     trajectory: Trajectory | None = None  # what the strategy was decided from (kept even with modulation off)
     mood: str = ""
 
+    def line_for(self, tools: Sequence[str]) -> str:
+        """The prompt line for a turn that may call only `tools`. The finish strategy's advice to call
+        finish is left out where finish is not one of them: a review turn that must check the change
+        first says so in its own line, and the 1.5B model copied "review the diff and call finish" into
+        the thought of the check it was made to write (eval, bank_withdraw)."""
+        advice = STRATEGY_ADVICE["finish"]
+        if self.strategy == "finish" and "finish" not in tools and self.prompt_line.endswith(advice):
+            return self.prompt_line.removesuffix(advice).rstrip()
+        return self.prompt_line
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "temperature": round(self.temperature, 4),

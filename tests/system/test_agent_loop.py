@@ -98,6 +98,10 @@ def test_scripted_loop_fixes_the_failing_test(api, db_url):
     thinks = [s for s in steps if s.kind == StepKind.think]
     assert thinks[3].sampling["allowed_tools"] == ["python"]
     assert "make that change instead" not in review.content
+    # Confident with the tests passing, the affect would advise finishing; a turn that may not finish
+    # leaves that advice out (the model copied it into the thought of its check).
+    assert review.emotion["modulation"]["strategy"] == "finish"
+    assert review.content.startswith("Affect: ") and "call finish" not in review.content
     (probe,) = (r for r in results if r.tool_name == "python")
     assert probe.detail["ok"] is True and "every assert held" in probe.tool_result
     assert thinks[4].sampling["allowed_tools"] == ["finish"]

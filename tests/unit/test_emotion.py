@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from elpis_worker.emotion import (
     APPRAISAL_RULES,
     MOODS,
+    STRATEGY_ADVICE,
     STUCK_TEMPERATURE_MAX,
     STUCK_TEMPERATURE_STEP,
     STUCK_TURNS,
@@ -438,6 +439,23 @@ def test_prompt_line_names_mood_and_numbers() -> None:
     assert "different approach" in mod.prompt_line
     assert any("spiral" in r for r in mod.reasons)
     assert mod.as_dict()["strategy"] == "replan" and mod.as_dict()["trajectory"]["spiral"] == "frustration"
+
+
+def test_the_advice_to_finish_is_left_out_where_the_turn_may_not_finish() -> None:
+    engine = EmotionEngine(BASE, 0.15)
+    state, _ = engine.update(
+        BASE, Observation("run_tests", True, tests_run=True, tests_passed=True, failures=0)
+    )
+    mod = engine.modulate(state, [state], 0.7, 0.9, tests_passing=True)
+    assert mod.strategy == "finish" and mod.prompt_line.endswith(STRATEGY_ADVICE["finish"])
+    assert mod.line_for(["finish", "python"]) == mod.prompt_line
+    checking = mod.line_for(["python"])  # a review turn that must check the change first
+    numbers = f"v={state.valence:.2f}, a={state.arousal:.2f}, d={state.dominance:.2f}"
+    assert checking == f"Affect: {mod.mood} ({numbers})."
+    # Other strategies' advice stays whatever the turn allows.
+    history = replay(engine, [failing_run(prev=None)] + [failing_run()] * 3, BASE)
+    replan = engine.modulate(history[-1], history, 0.7, 0.9)
+    assert replan.line_for(["python"]) == replan.prompt_line and "different approach" in replan.prompt_line
 
 
 def test_modulation_off_returns_base_sampling_unchanged() -> None:
