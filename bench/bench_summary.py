@@ -242,6 +242,7 @@ def run_figures(run: dict[str, Any]) -> dict[str, Any]:
     walls = sf.task_walls(tasks)
     solved = [o["task_id"] for o in run["outcomes"] if o["solved"]]
     turn_steps = sum(t.steps for t in turns)
+    timed = [t for t in turns if t.prompt_s is not None]
     return {
         "turns": len(turns),
         "turn_s": sf.median(t.wall_s for t in turns),
@@ -249,6 +250,9 @@ def run_figures(run: dict[str, Any]) -> dict[str, Any]:
         "generations_per_turn": sum(t.generations for t in turns) / len(turns) if turns else None,
         "overhead_per_step_ms": 1000 * sum(t.overhead_s for t in turns) / turn_steps if turn_steps else None,
         "wall_per_step_ms": 1000 * sum(t.wall_s for t in turns) / turn_steps if turn_steps else None,
+        # Mean prompt evaluation per turn, and the mean wall time of the same turns.
+        "prompt_turn_s": statistics.fmean(t.prompt_s or 0.0 for t in timed) if timed else None,
+        "timed_turn_s": statistics.fmean(t.wall_s for t in timed) if timed else None,
         "decode_tok_s": tokens / seconds if seconds else None,
         "evaluated_tokens": sum(e for e, _ in pairs) or None,
         "new_tokens": sum(n for _, n in pairs) or None,
@@ -285,6 +289,8 @@ def figures(plain: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[str,
         "first_step_s": sf.median(latencies),
         "turn_s": default.get("turn_s"),
         "old_turn_s": old.get("turn_s"),
+        "old_prompt_turn_s": old.get("prompt_turn_s"),
+        "old_timed_turn_s": old.get("timed_turn_s"),
         "generating_turn_s": default.get("generating_turn_s"),
         "old_generating_turn_s": old.get("generating_turn_s"),
         "lone_turn_s": lone.get("turn_s"),

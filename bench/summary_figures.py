@@ -4,7 +4,8 @@ task and step dicts the REST API returns, so they are tested without a model or 
 
 A turn's wall time is the time between the last step of the turns before it (the observations, for the
 first turn) and its own last step. It splits into:
-- prompt evaluation: `detail.prompt_eval_ms` of its think and reflect steps (the lazy path records it);
+- prompt evaluation: `detail.prompt_eval_ms` of its think and reflect steps (both paths record it: the lazy
+  one times its own evaluation, the eager one reads llama.cpp's counters);
 - decoding: the rest of those steps' `duration_ms` (sampling and grammar checks included);
 - tools: `duration_ms` of its tool results and memory recall;
 - overhead: what is left: queue-free framework time (persisting steps, the emotion update, building the
@@ -269,6 +270,12 @@ def summary_rows(f: dict[str, Any]) -> list[Row]:
             _num(f.get("turn_s"), " s"),
             f"old path {_num(f.get('old_turn_s'), ' s')}",
             _ratio(f.get("turn_s"), f.get("old_turn_s")),
+        ),
+        Row(
+            "prompt evaluation per turn, old path (the part fewer generations leave)",
+            _num(f.get("old_prompt_turn_s"), " s"),
+            f"old path mean turn {_num(f.get('old_timed_turn_s'), ' s')}",
+            _ratio(f.get("old_prompt_turn_s"), f.get("old_timed_turn_s")),
         ),
         Row(
             "median wall time per turn that calls the model",

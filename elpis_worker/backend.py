@@ -173,6 +173,7 @@ class LlamaBackend:
             # The JSON schema as a GBNF grammar (the one the lazy path uses): the output always parses
             # (unless cut by max_tokens, which the loop treats as a bad tool call).
             kwargs["grammar"] = lazy_grammar.grammar_for_schema(schema)
+        counted = _prompt_eval_counters(self.llm)
         result = self.llm.create_chat_completion(
             messages=messages,  # type: ignore[arg-type]
             temperature=temperature,
@@ -181,6 +182,8 @@ class LlamaBackend:
             seed=seed,
             **kwargs,
         )
+        evaluated, eval_ms = (a - b for a, b in zip(_prompt_eval_counters(self.llm), counted, strict=True))
+        known = evaluated >= 0 and eval_ms >= 0  # not reset in between
         usage = result.get("usage") or {}
         choice = result["choices"][0]  # type: ignore[index]
         return Completion(
@@ -189,10 +192,23 @@ class LlamaBackend:
             completion_tokens=int(usage.get("completion_tokens", 0)),
             duration_s=time.perf_counter() - started,
             finish_reason=choice.get("finish_reason"),
+            # What llama.cpp's own counters say this call's prompt evaluation was.
+            evaluated_prompt_tokens=int(evaluated) if known else None,
+            prompt_eval_s=eval_ms / 1000 if known else None,
         )
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+
+def _prompt_eval_counters(llm: Any) -> tuple[float, float]:
+    """llama.cpp's running totals for this context: prompt tokens evaluated in batches, and the
+    milliseconds that took (its perf counters; a batch of one token counts as decoding there). The eager
+    path reads them around `create_chat_completion`, whose reply does not say what it evaluated."""
+    import llama_cpp
+
+    data = llama_cpp.llama_perf_context(llm.ctx)
+    return float(data.n_p_eval), float(data.t_p_eval_ms)
 
 
 FRESH_LOOK_TURNS = re.compile(r"^Fresh look after (\d+) turns", re.MULTILINE)

@@ -282,15 +282,27 @@ def test_the_warm_up_leaves_the_system_prompt_in_the_cache(backend: LlamaBackend
 
 @slow
 def test_the_eager_path_still_works_and_shares_the_cache(backend: LlamaBackend):
+    first = backend.chat(MESSAGES, schema=TOOL_SCHEMA, temperature=0.7, top_p=0.9, max_tokens=256)
+    result = "Result of read_file (ok):\n1 def percent(part, whole):\n2     return 0"
+    follow_up = [*MESSAGES, {"role": "assistant", "content": first.text}, {"role": "user", "content": result}]
     backend.lazy_grammar = False
     try:
-        eager = backend.chat(MESSAGES, schema=TOOL_SCHEMA, temperature=0.7, top_p=0.9, max_tokens=256)
+        eager = backend.chat(follow_up, schema=TOOL_SCHEMA, temperature=0.7, top_p=0.9, max_tokens=256)
     finally:
         backend.lazy_grammar = True
     _satisfies(eager.text, TOOL_SCHEMA)
-    assert eager.evaluated_prompt_tokens is None and eager.completion_tokens > 0
+    assert eager.completion_tokens > 0
+    # llama.cpp's counters say what the eager call evaluated: at least the new message, at most what
+    # follows the first call's prompt (the eager path re-tokenizes the reply instead of holding it).
+    assert eager.evaluated_prompt_tokens is not None
+    assert (
+        backend.count_tokens(result)
+        <= eager.evaluated_prompt_tokens
+        <= eager.prompt_tokens - first.prompt_tokens
+    )
+    assert eager.prompt_eval_s is not None and 0 < eager.prompt_eval_s < eager.duration_s
     # The prompt the eager call left in the KV cache is reused by the lazy path.
-    lazy = backend.chat(MESSAGES, schema=TOOL_SCHEMA, temperature=0.7, top_p=0.9, max_tokens=256)
+    lazy = backend.chat(follow_up, schema=TOOL_SCHEMA, temperature=0.7, top_p=0.9, max_tokens=256)
     assert lazy.evaluated_prompt_tokens == 1
 
 

@@ -154,10 +154,12 @@ def test_every_row_is_a_ratio_of_its_baseline_and_missing_figures_show_a_dash():
             "tasks_per_hour_1": 40.0,
             "lone_turn_s": 12.0,
             "one_thread_turn_s": 18.0,
+            "old_prompt_turn_s": 12.5,
+            "old_timed_turn_s": 25.0,
         }
     )
     by_figure = {row.figure: row for row in rows}
-    assert len(rows) == 11
+    assert len(rows) == 12
     assert by_figure["constrained decode tok/s (lazy grammar), plain process"].ratio == "0.93×"
     assert by_figure["decode tok/s inside a worker (1 process, whole tasks)"].ratio == "0.80×"
     assert by_figure["median wall time per turn"].cells() == (
@@ -173,6 +175,13 @@ def test_every_row_is_a_ratio_of_its_baseline_and_missing_figures_show_a_dash():
         "0.67×",
     )
     assert by_figure["median wall time per turn that calls the model"].ratio == "–"
+    assert by_figure["prompt evaluation per turn, old path (the part fewer generations leave)"].cells()[
+        1:
+    ] == (
+        "12.5 s",
+        "old path mean turn 25.0 s",
+        "0.50×",
+    )
     assert by_figure["median wall time per solved task"].value == "–"
     assert by_figure["median wall time per solved task"].ratio == "–"
     assert sf.ratio(1.0, 0.0) is None and sf.ratio(None, 2.0) is None
