@@ -343,20 +343,20 @@ def markdown(rows: list[sf.Row]) -> str:
 COLOURS = {
     "prompt evaluation": "#1f77b4",
     "decoding": "#ff7f0e",
-    "model, not split (old path)": "#c5b0d5",
+    "model, not split": "#c5b0d5",
     "tools": "#2ca02c",
     "overhead": "#7f7f7f",
 }
 
 
 def _parts(turn: dict[str, Any]) -> dict[str, float]:
-    """A turn's seconds by part; a turn whose steps do not record prompt evaluation (the eager path) has
-    its model time as one part."""
+    """A turn's seconds by part; a turn whose steps do not record prompt evaluation (a backend that does
+    not say, such as a model server) has its model time as one part."""
     split = turn["prompt_s"] is not None
     return {
         "prompt evaluation": turn["prompt_s"] or 0.0,
         "decoding": turn["decode_s"] if split else 0.0,
-        "model, not split (old path)": 0.0 if split else turn["decode_s"],
+        "model, not split": 0.0 if split else turn["decode_s"],
         "tools": turn["tools_s"],
         "overhead": max(turn["overhead_s"], 0.0),
     }
@@ -391,6 +391,8 @@ def plot(runs: dict[str, dict[str, Any]], labels: dict[int, str], out: Path, tit
         bottom = [0.0] * len(bars)
         for part, colour in COLOURS.items():
             heights = [b[part] for b in bars]
+            if not any(heights):
+                continue  # no legend entry for a part no turn has
             axis.bar(range(len(bars)), heights, bottom=bottom, color=colour, label=part)
             bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
         axis.set_xticks(range(len(bars)), ticks, fontsize=7)
